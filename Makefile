@@ -1,0 +1,34 @@
+# `make train` and `make test` work on a fresh clone: they create .venv and install the project first.
+# Re-running is cheap: the install step is skipped while pyproject.toml is unchanged.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+ARGS   ?=
+
+.PHONY: install train test test-fast clean help
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install imgcls with its dev extras
+
+train: $(STAMP)  ## train on the default data (MNIST digits); extra overrides via ARGS="augment=strong ..."
+	$(PY) train.py $(ARGS)
+
+test: $(STAMP)  ## run the whole test suite (slow end-to-end tests included)
+	$(PY) -m pytest $(ARGS)
+
+test-fast: $(STAMP)  ## skip the tests marked slow
+	$(PY) -m pytest -m "not slow" $(ARGS)
+
+clean:  ## remove run outputs (keeps .venv and data/)
+	rm -rf logs/train logs/predict logs/debug logs/bench logs/eda

@@ -1,0 +1,131 @@
+"""The LightningDataModule: discovery, split, pre-processing, augmentation and loaders in one place."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader
+
+from imgcls.data.dataset import ImageDataset
+from imgcls.data.loaders import make_loader, resolve_num_workers
+from imgcls.data.sources import DataConfigError, Discovered
+from imgcls.data.split import assign_splits
+from imgcls.data.transforms import as_hw, build_eval_transform, build_train_transform
+from imgcls.utils.config import to_plain
+from imgcls.utils.io import atomic_write_text
+from imgcls.utils.logging import get_logger
+
+log = get_logger(__name__)
+
+
+class ImageDataModule(L.LightningDataModule):
+    """Images from any `source` (folder, CSV, MNIST export) -> uint8 batches `{"image", "target", "index"}`.
+
+    Everything the model must agree with (class names, channels, input size, crop, normalisation) is exposed
+    once, as `spec`, and stored in the checkpoint so predict rebuilds the same pre-processing.
+    """
+
+    def __init__(self, source: Any, root: str | None = None, image_size: int | Sequence[int] = 224, channels: int = 3,
+                 crop: Mapping[str, Any] | None = None, val_fraction: float = 0.1, test_fraction: float = 0.0,
+                 split_seed: int = 0, flips: Sequence[str] = ("horizontal",),
+                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                 augment: Mapping[str, Any] | None = None, loader: Mapping[str, Any] | None = None,
+                 output_dir: str | None = None) -> None:
+        super().__init__()
+        self.source = source
+        self.root = root  # informational: the sources read it from the config
+        self.image_size = as_hw(to_plain(image_size))
+        self.channels = int(channels)
+        self.crop = to_plain(crop) or {"mode": "none"}
+        self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, int(split_seed)
+        self.flips = list(to_plain(flips) or [])
+        self.mean, self.std = to_plain(mean), to_plain(std)
+        self.augment = to_plain(augment) or {}
+        self.loader = to_plain(loader) or {}
+        self.output_dir = output_dir
+        # Per-instance state only: a second instance in the same process (a multirun job) starts clean.
+        self._discovered: Discovered | None = None
+        self.table: pd.DataFrame | None = None
+        self.train_set = self.val_set = self.test_set = None
+
+    # ---- discovery --------------------------------------------------------------------------------------
+    def prepare_data(self) -> None:
+        """Once per machine (Lightning calls it on local rank 0): export/download-free preparation."""
+        self.source.prepare()
+
+    @property
+    def discovered(self) -> Discovered:
+        if self._discovered is None:
+            self.source.prepare()  # idempotent; lets `spec` work before the Trainer exists
+            self._discovered = self.source.discover()
+            log.info(f"Found {len(self._discovered.table)} images in {len(self._discovered.class_names)} classes")
+        return self._discovered
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.discovered.class_names)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        """What the model and predict need to agree with this data; plain types only."""
+        return {"class_names": self.class_names, "channels": self.channels, "image_size": list(self.image_size),
+                "crop": self.crop, "mean": self.mean, "std": self.std}
+
+    # ---- split and datasets ------------------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        if self.table is not None:
+            return
+        table = self.discovered.table.copy()
+        table["split"] = assign_splits(table, self.val_fraction, self.test_fraction, self.split_seed)
+        self.table = table
+        counts = table["split"].value_counts().to_dict()
+        log.info(f"Split (seed {self.split_seed}): " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+        self._write_split()
+        train_tf = build_train_transform(self.image_size, self.augment, self.flips)
+        eval_tf = build_eval_transform(self.image_size)
+        part = lambda name: table[table["split"] == name].reset_index(drop=True)  # noqa: E731
+        self.train_set = ImageDataset(part("train"), train_tf, self.channels, self.crop)
+        self.val_set = ImageDataset(part("val"), eval_tf, self.channels, self.crop)
+        self.test_set = ImageDataset(part("test"), eval_tf, self.channels, self.crop) if counts.get("test") else None
+
+    def _write_split(self) -> None:
+        if not self.output_dir or (self.trainer is not None and not self.trainer.is_global_zero):
+            return
+        names = self.class_names
+        out = self.table.assign(label_name=[names[i] for i in self.table["label"]])
+        cols = ["path", "label", "label_name", "split"] + (["group"] if "group" in out else [])
+        atomic_write_text(Path(self.output_dir) / "split.csv", out[cols].to_csv(index=False))
+
+    @property
+    def has_test(self) -> bool:
+        self.setup()
+        return self.test_set is not None
+
+    # ---- loaders -----------------------------------------------------------------------------------------
+    def _pin_memory(self) -> bool:
+        """Pinned host memory only helps a CUDA copy; on CPU it just costs RAM."""
+        wanted = self.loader.get("pin_memory", "auto")
+        on_cuda = torch.cuda.is_available() and (self.trainer is None or self.trainer.strategy.root_device.type == "cuda")
+        return on_cuda if wanted in ("auto", None) else bool(wanted) and on_cuda
+
+    def train_dataloader(self) -> DataLoader:
+        if resolve_num_workers(self.loader.get("num_workers")) == 0:  # no worker_init_fn runs: seed the main-process pipeline here
+            self.train_set.reseed(torch.initial_seed() % 2**32)
+        return make_loader(self.train_set, self.loader, train=True, pin_memory=self._pin_memory())
+
+    def val_dataloader(self) -> DataLoader:
+        return make_loader(self.val_set, self.loader, train=False, pin_memory=self._pin_memory())
+
+    def test_dataloader(self) -> DataLoader:
+        if self.test_set is None:
+            raise DataConfigError("no test split: set data.test_fraction > 0 to hold out a test set")
+        return make_loader(self.test_set, self.loader, train=False, pin_memory=self._pin_memory())

@@ -1,0 +1,39 @@
+"""DataLoader construction from the `loader` config group (one place for every stage)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from torch.utils.data import DataLoader, Dataset
+
+from imgcls.data.dataset import seed_worker
+
+
+def available_cpus() -> int:
+    """CPUs this process may use (respects taskset/cgroups affinity, unlike os.cpu_count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS / Windows
+        return os.cpu_count() or 1
+
+
+def resolve_num_workers(value: int | None) -> int:
+    """`loader.num_workers: null` -> one worker per available CPU, capped at 8 (more rarely helps one GPU)."""
+    return min(available_cpus(), 8) if value is None else int(value)
+
+
+def make_loader(dataset: Dataset, loader: Mapping[str, Any], *, train: bool, pin_memory: bool) -> DataLoader:
+    """Train: shuffled, `drop_last` (so BatchNorm never sees a 1-sample batch). Eval: ordered, nothing dropped."""
+    workers = resolve_num_workers(loader.get("num_workers"))
+    batch_size = int(loader.get("batch_size", 64))
+    if not train:
+        batch_size = int(loader.get("eval_batch_size") or batch_size)
+    extra: dict[str, Any] = {}
+    if workers > 0:
+        extra = dict(persistent_workers=bool(loader.get("persistent_workers", True)),
+                     prefetch_factor=int(loader.get("prefetch_factor", 2)), worker_init_fn=seed_worker)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=train,
+                      drop_last=train and bool(loader.get("drop_last", True)) and len(dataset) > batch_size,
+                      num_workers=workers, pin_memory=pin_memory, **extra)

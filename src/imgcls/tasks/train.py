@@ -1,0 +1,77 @@
+"""Training: seed -> data -> model -> callbacks -> loggers -> trainer -> fit -> test -> metrics.json."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+from omegaconf import DictConfig, OmegaConf
+
+from imgcls.utils import get_logger, write_json_atomic
+from imgcls.utils.instantiators import instantiate_group
+from imgcls.utils.rich_utils import print_config_tree
+from imgcls.utils.task_wrapper import task_wrapper
+
+log = get_logger(__name__)
+
+
+def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in sorted(metrics.items()) if getattr(v, "numel", lambda: 1)() == 1}
+
+
+@task_wrapper
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Train (and test) one model; returns the metrics, including `cfg.optimized_metric` for sweepers."""
+    output_dir = Path(cfg.paths.output_dir)
+    if cfg.get("print_config"):
+        print_config_tree(cfg, save_to=output_dir / "config_tree.log")
+
+    log.info(f"Seeding everything with seed={cfg.seed}")
+    L.seed_everything(cfg.seed, workers=True)
+
+    log.info(f"Instantiating datamodule <{cfg.data._target_}>")
+    datamodule = hydra.utils.instantiate(cfg.data)
+    log.info(f"Classes ({datamodule.num_classes}): {datamodule.class_names}")
+
+    log.info(f"Instantiating model <{cfg.model._target_}> ({cfg.model.name})")
+    model = hydra.utils.instantiate(cfg.model, data_spec=datamodule.spec)
+
+    callbacks = instantiate_group(cfg.get("callbacks"), "callback")
+    loggers = instantiate_group(cfg.get("logger"), "logger")
+
+    log.info(f"Instantiating trainer <{cfg.trainer._target_}>")
+    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    for lg in loggers:
+        lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+
+    log.info("Starting training" + (f" from checkpoint {cfg.ckpt_path}" if cfg.get("ckpt_path") else ""))
+    trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    final = _scalars(trainer.callback_metrics)
+
+    best_path = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    tested: dict[str, float] = {}
+    if cfg.get("test") and datamodule.has_test:
+        log.info("Testing the best checkpoint" if best_path else "Testing the final weights")
+        trainer.test(model=model, datamodule=datamodule, ckpt_path=best_path or None)
+        tested = {k: v for k, v in _scalars(trainer.callback_metrics).items() if k.startswith("test/")}
+
+    metrics = {"final": final, "best": {k: v for k, v in final.items() if k.endswith("_best")},
+               "test": tested, "best_checkpoint": best_path or None,
+               "best_score": float(trainer.checkpoint_callback.best_model_score)
+               if trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_score is not None else None,
+               "epochs": trainer.current_epoch, "global_step": trainer.global_step}
+    if trainer.is_global_zero:
+        write_json_atomic(output_dir / "metrics.json", metrics)
+    _report(output_dir, best_path)
+    return {**final, **tested}
+
+
+def _report(output_dir: Path, best_path: str) -> None:
+    log.info("Done. Outputs:")
+    for name, path in (("run dir", output_dir), ("metrics", output_dir / "metrics.json"),
+                       ("metrics log", output_dir / "metrics.csv"), ("split", output_dir / "split.csv"),
+                       ("best checkpoint", best_path), ("config", output_dir / ".hydra" / "config.yaml")):
+        if path and Path(path).exists():
+            log.info(f"  {name:16s} {path}")
