@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +19,7 @@ def task_wrapper(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], An
 
     @functools.wraps(task)
     def wrapped(cfg: DictConfig) -> Any:
+        silence_known_warnings()
         try:
             return task(cfg)
         except Exception:
@@ -28,6 +30,14 @@ def task_wrapper(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], An
             _finish_wandb()
 
     return wrapped
+
+
+def silence_known_warnings() -> None:
+    """Warnings that are expected by design here and would only teach users to ignore warnings."""
+    # We override on_after_batch_transfer in the LightningModule on purpose (normalise on the device).
+    warnings.filterwarnings("ignore", message=r".*overridden `on_after_batch_transfer`.*")
+    # Lightning 2.6 calls a torch pytree API that torch 2.14 deprecates; nothing for users to do.
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
 
 
 def _finish_wandb() -> None:

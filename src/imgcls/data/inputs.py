@@ -1,0 +1,49 @@
+"""Inputs for predict: one image, a folder (recursive) or a CSV with a `path` column -> a table."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from imgcls.data.image_io import is_image_file
+from imgcls.data.sources import DataConfigError
+
+
+def read_inputs(source: str, class_names: list[str], split: str | None = None,
+                path_column: str = "path") -> pd.DataFrame:
+    """Columns `path` (+ `label` when the CSV carries known labels, so predict can report accuracy).
+
+    Known labels come from a `label_name` column (as in split.csv) or a `label` column of class names.
+    """
+    path = Path(str(source)).expanduser()
+    if not path.exists():
+        raise DataConfigError(f"input='{source}' does not exist: give an image, a folder or a CSV")
+    if path.is_dir():
+        files = sorted(str(p) for p in path.rglob("*") if p.is_file() and is_image_file(p.name))
+        if not files:
+            raise DataConfigError(f"input='{source}' contains no images")
+        return pd.DataFrame({"path": files})
+    if path.suffix.lower() != ".csv":
+        return pd.DataFrame({"path": [str(path.resolve())]})
+
+    df = pd.read_csv(path, dtype=str)
+    if path_column not in df.columns:
+        raise DataConfigError(f"input CSV '{path}' has no '{path_column}' column (found {list(df.columns)})")
+    if split is not None:
+        if "split" not in df.columns:
+            raise DataConfigError(f"split={split} needs a 'split' column in '{path}' (like a run's split.csv)")
+        df = df[df["split"] == split].reset_index(drop=True)
+        if df.empty:
+            raise DataConfigError(f"no rows with split == '{split}' in '{path}'")
+    table = pd.DataFrame({"path": [p if os.path.isabs(p) else str(path.parent / p) for p in df[path_column]]})
+    names = df["label_name"] if "label_name" in df else df["label"] if "label" in df else None
+    if names is not None:
+        index = {n: i for i, n in enumerate(class_names)}
+        unknown = sorted(set(names) - set(index))
+        if unknown:
+            raise DataConfigError(f"input CSV '{path}' has labels {unknown[:5]} the checkpoint does not know "
+                                  f"(its classes: {class_names})")
+        table["label"] = names.map(index).astype(int).values
+    return table

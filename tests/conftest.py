@@ -1,0 +1,36 @@
+"""Shared fixtures. Every test is offline and writes only under pytest's tmp_path."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+os.environ.setdefault("WANDB_MODE", "disabled")
+
+import imgcls  # noqa: E402,F401  (offline environment defaults)
+from helpers import make_image_tree, make_manifest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def image_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """3 classes x 20 small images; read-only for tests (copy it to modify)."""
+    return make_image_tree(tmp_path_factory.mktemp("tree"), per_class=20)
+
+
+@pytest.fixture(scope="session")
+def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_manifest(tmp_path_factory.mktemp("manifest"), per_class=20)
+
+
+@pytest.fixture(scope="session")
+def mnist_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real MNIST export (5,000 PNGs) done once per session into a temp data dir."""
+    from imgcls.data import MnistSource
+
+    root = tmp_path_factory.mktemp("data") / "mnist5k"
+    MnistSource(str(root)).prepare()
+    return root
