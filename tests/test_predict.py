@@ -1,0 +1,42 @@
+"""Predict round trip: the checkpoint alone rebuilds model and pre-processing; results match training."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from helpers import read_metrics, run_cli
+from test_train_cli import folder_run  # noqa: F401  (shared trained run)
+
+pytestmark = pytest.mark.slow
+
+
+def test_predictions_on_val_agree_with_training(folder_run, tmp_path):  # noqa: F811
+    out = tmp_path / "preds.csv"
+    run_cli("predict.py", f"ckpt_path={folder_run / 'checkpoints' / 'best.ckpt'}", f"input={folder_run / 'split.csv'}",
+            "split=val", f"output={out}", "top_k=2", "loader.num_workers=0", f"hydra.run.dir={tmp_path / 'run'}")
+    preds = pd.read_csv(out)
+    split = pd.read_csv(folder_run / "split.csv")
+    val = split[split["split"] == "val"].reset_index(drop=True)
+    assert list(preds.columns) == ["path", "pred", "pred_name", "prob", "pred_2", "pred_name_2", "prob_2"]
+    assert preds["path"].tolist() == val["path"].tolist()  # every row once, input order
+    acc = (preds["pred_name"].astype(str) == val["label_name"].astype(str)).mean()
+    trained = read_metrics(folder_run)["final"]["val/acc"]  # one epoch: best checkpoint == final weights
+    assert acc == pytest.approx(trained, abs=1e-6)
+    assert read_metrics(tmp_path / "run")["acc"] == pytest.approx(trained, abs=1e-6)
+    assert ((preds["prob"] >= preds["prob_2"]) & (preds["prob"] <= 1)).all()
+
+
+def test_predict_folder_and_single_image(folder_run, image_tree, tmp_path):  # noqa: F811
+    ckpt = folder_run / "checkpoints" / "best.ckpt"
+    run_cli("predict.py", f"ckpt_path={ckpt}", f"input={image_tree}", f"hydra.run.dir={tmp_path / 'a'}",
+            "loader.num_workers=0")
+    assert len(pd.read_csv(tmp_path / "a" / "predictions.csv")) == 60  # hidden `._` file skipped
+    one = next((image_tree / "circle").glob("0*.png"))
+    run_cli("predict.py", f"ckpt_path={ckpt}", f"input={one}", f"hydra.run.dir={tmp_path / 'b'}")
+    assert pd.read_csv(tmp_path / "b" / "predictions.csv")["pred_name"].isin(["bar", "circle", "square"]).all()
+
+
+def test_predict_missing_checkpoint_names_it(tmp_path):
+    proc = run_cli("predict.py", f"ckpt_path={tmp_path / 'nope.ckpt'}", f"input={tmp_path}",
+                   f"hydra.run.dir={tmp_path / 'r'}", check=False)
+    assert proc.returncode != 0 and "nope.ckpt' does not exist" in proc.stdout + proc.stderr

@@ -1,0 +1,83 @@
+"""`python train.py` end to end, as users run it (subprocesses; each takes seconds on a tiny model)."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from helpers import FAST, read_metrics, run_cli
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def folder_run(image_tree, tmp_path_factory):
+    """One trained run on the generated image folder, shared by the checks below and the predict tests."""
+    run_dir = tmp_path_factory.mktemp("folder_run")
+    run_cli("train.py", "data=folder", f"data.root={image_tree}", "data.test_fraction=0.2", *FAST,
+            f"hydra.run.dir={run_dir}")
+    return run_dir
+
+
+def test_folder_run_writes_everything(folder_run):
+    for name in ("metrics.json", "metrics.csv", "split.csv", "config_tree.log" if False else ".hydra/config.yaml",
+                 "checkpoints/best.ckpt", "checkpoints/last.ckpt", "train.log"):
+        assert (folder_run / name).exists(), name
+    metrics = read_metrics(folder_run)
+    assert {"val/f1", "val/acc", "val/loss", "val/f1_best"} <= set(metrics["final"])
+    assert {"test/acc", "test/f1"} <= set(metrics["test"])  # a test split exists, so it was evaluated
+    assert metrics["best_checkpoint"].endswith("best.ckpt")
+
+
+def test_split_csv_is_stratified_and_complete(folder_run, image_tree):
+    split = pd.read_csv(folder_run / "split.csv")
+    assert list(split.columns[:4]) == ["path", "label", "label_name", "split"]
+    assert len(split) == 60 and split["path"].is_unique
+    counts = split.groupby(["split", "label_name"]).size().unstack()
+    assert (counts.loc["val"] == 2).all() and (counts.loc["test"] == 4).all()
+
+
+def test_csv_data_with_groups(tmp_path):
+    from helpers import make_manifest
+
+    make_manifest(tmp_path / "data", per_class=12, groups=True)
+    run_cli("train.py", "data=csv", f"data.root={tmp_path / 'data'}", "data.val_fraction=0.25", *FAST,
+            f"hydra.run.dir={tmp_path / 'run'}")
+    split = pd.read_csv(tmp_path / "run" / "split.csv")
+    assert split.groupby("group")["split"].nunique().max() == 1  # no group on both sides
+
+
+def test_strong_augment_with_two_workers_on_default_data(mnist_root, tmp_path):
+    """The README's `python train.py augment=strong loader.num_workers=2 trainer.max_epochs=1`, on the real digits."""
+    run_cli("train.py", "augment=strong", "loader.num_workers=2", "trainer.max_epochs=1",
+            f"paths.data_dir={mnist_root.parent}", "trainer.limit_train_batches=20", "callbacks.progress_bar=null",
+            f"hydra.run.dir={tmp_path}")
+    assert read_metrics(tmp_path)["final"]["val/acc"] > 0.3
+
+
+def test_default_run_learns_real_digits(mnist_root, tmp_path):
+    """The default recipe (make train) on MNIST; 2 epochs instead of 10 keeps the suite fast."""
+    run_cli("train.py", "trainer.max_epochs=2", f"paths.data_dir={mnist_root.parent}",
+            "callbacks.progress_bar=null", f"hydra.run.dir={tmp_path}")
+    metrics = read_metrics(tmp_path)
+    assert metrics["final"]["val/acc"] >= 0.95
+    assert json.loads((tmp_path / "metrics.json").read_text())["epochs"] == 2
+
+
+def test_fast_dev_run_debug_config(image_tree, tmp_path):
+    run_cli("train.py", "debug=fdr", "data=folder", f"data.root={image_tree}", *FAST, f"hydra.run.dir={tmp_path}")
+
+
+@pytest.mark.parametrize("overrides,expected", [
+    (("data=folder",), "data.root"),
+    (("data=folder", "data.root=/no/such/folder"), "data.root='/no/such/folder' does not exist"),
+    (("model.name=resnet181",), "closest timm names: resnet18"),
+    (("data.val_fraction=1.5",), "data.val_fraction=1.5 must be between 0 and 1"),
+    (("augment=extreme",), "Could not find 'augment/extreme'"),
+])
+def test_config_errors_name_the_key(overrides, expected, mnist_root, tmp_path):
+    proc = run_cli("train.py", *overrides, "print_config=false", f"paths.data_dir={mnist_root.parent}",
+                   f"hydra.run.dir={tmp_path}", check=False)
+    assert proc.returncode != 0
+    assert expected in proc.stdout + proc.stderr
