@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -57,10 +58,21 @@ def make_manifest(root: Path, per_class: int = 20, seed: int = 0, groups: bool =
     return root / "labels.csv"
 
 
+_SCRATCH: list[str] = []
+
+
+def _scratch() -> str:
+    if not _SCRATCH:
+        _SCRATCH.append(tempfile.mkdtemp(prefix="imgcls-tests-"))
+    return _SCRATCH[0]
+
+
 def run_cli(script: str, *overrides: str, cwd: Path = ROOT, check: bool = True, timeout: int = 300,
             env: dict | None = None) -> subprocess.CompletedProcess:
     """Run `python <script> overrides...` as a user would; fail with its output on a non-zero exit."""
-    full_env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONWARNINGS": "ignore", **(env or {})}
+    # IMGCLS_ROOT moves paths.data_dir (exports, caches) and paths.log_dir away from the clone.
+    full_env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONWARNINGS": "ignore", "IMGCLS_ROOT": _scratch(),
+                **(env or {})}
     proc = subprocess.run([sys.executable, str(ROOT / script), *overrides], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
@@ -87,4 +99,5 @@ def read_metrics(run_dir: Path) -> dict:
 
 # Overrides that make a CLI training run take seconds: a tiny timm model, small inputs, no progress bar.
 FAST = ("model=resnet10t", "model.name=test_resnet", "data.image_size=32", "trainer.max_epochs=1",
+        "trainer.log_every_n_steps=1",
         "loader.batch_size=16", "loader.num_workers=0", "callbacks.progress_bar=null", "print_config=false")

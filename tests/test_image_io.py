@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imgcls.data.image_io import BadImageError, crop_image, is_image_file, load_image
+from imgcls.data.image_io import BadImageError, crop_box, is_image_file, load_image
 
 
 @pytest.mark.parametrize("mode", ["L", "LA", "RGB", "RGBA", "P", "CMYK", "I;16", "I", "1"])
@@ -51,11 +51,39 @@ def test_hidden_and_non_image_files_are_not_images():
     assert not is_image_file("._a.jpg") and not is_image_file("notes.txt") and not is_image_file(".DS_Store")
 
 
-def test_crops():
-    img = np.arange(10 * 20).reshape(10, 20, 1).astype(np.uint8)
-    assert crop_image(img, "center", 0.5).shape == (5, 10, 1)
-    assert crop_image(img, "center", [4, 6]).shape == (4, 6, 1)
-    assert crop_image(img, "bbox", bbox=[2, 1, 12, 5]).shape == (4, 10, 1)
-    assert crop_image(img, "none").shape == img.shape
+def test_crop_boxes():
+    assert crop_box(20, 10, "center", 0.5) == (5, 2, 15, 7)
+    assert crop_box(20, 10, "center", [4, 6]) == (7, 3, 13, 7)
+    assert crop_box(20, 10, "bbox", bbox=[2, 1, 12, 5]) == (2, 1, 12, 5)
+    assert crop_box(20, 10, "bbox", bbox=[12, 1, 2, 5]) is None  # inverted box: keep the whole image
+    assert crop_box(20, 10, "none") is None
     with pytest.raises(ValueError, match="data.crop.mode"):
-        crop_image(img, "diagonal")
+        crop_box(20, 10, "diagonal")
+
+
+def _photo(w: int, h: int) -> Image.Image:
+    """A smooth gradient with a red square in the top-left quadrant: survives JPEG and downscaling."""
+    x = np.linspace(0, 255, w, dtype=np.float32)[None, :, None].repeat(h, 0).repeat(3, 2)
+    arr = x.astype(np.uint8)
+    arr[: h // 4, : w // 4] = (255, 0, 0)
+    return Image.fromarray(arr)
+
+
+def test_reduced_jpeg_decode_keeps_enough_pixels_and_the_crop(tmp_path):
+    _photo(512, 384).save(tmp_path / "x.jpg", quality=95)
+    full = load_image(tmp_path / "x.jpg")
+    small = load_image(tmp_path / "x.jpg", min_size=(64, 64))
+    assert full.shape == (384, 512, 3)
+    assert 64 <= small.shape[0] < 384 / 2 and small.shape[0] / small.shape[1] == pytest.approx(0.75, abs=0.01)
+    bbox = [0, 0, 128, 96]  # the red square, in full-resolution coordinates
+    crop_full = load_image(tmp_path / "x.jpg", crop={"mode": "bbox"}, bbox=bbox)
+    crop_small = load_image(tmp_path / "x.jpg", crop={"mode": "bbox"}, bbox=bbox, min_size=(24, 32))
+    assert crop_full.shape == (96, 128, 3) and crop_small.shape[0] >= 24
+    assert crop_small[..., 0].mean() > 200 and crop_small[..., 1].mean() < 60  # still the red square
+
+
+def test_crop_follows_exif_orientation(tmp_path):
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new("RGB", (40, 20)).save(tmp_path / "x.jpg", exif=exif)  # displayed as 20 wide x 40 high
+    assert load_image(tmp_path / "x.jpg", crop={"mode": "center", "size": [30, 10]}).shape == (30, 10, 3)

@@ -21,13 +21,20 @@ def folder_run(image_tree, tmp_path_factory):
 
 
 def test_folder_run_writes_everything(folder_run):
-    for name in ("metrics.json", "metrics.csv", "split.csv", "config_tree.log" if False else ".hydra/config.yaml",
+    for name in ("metrics.json", "metrics.csv", "split.csv", "config_tree.log", ".hydra/config.yaml",
                  "checkpoints/best.ckpt", "checkpoints/last.ckpt", "train.log"):
         assert (folder_run / name).exists(), name
     metrics = read_metrics(folder_run)
     assert {"val/f1", "val/acc", "val/loss", "val/f1_best"} <= set(metrics["final"])
     assert {"test/acc", "test/f1"} <= set(metrics["test"])  # a test split exists, so it was evaluated
     assert metrics["best_checkpoint"].endswith("best.ckpt")
+
+
+def test_throughput_telemetry_reaches_the_csv_log(folder_run):
+    logged = pd.read_csv(folder_run / "metrics.csv")
+    for key in ("train/samples_per_sec", "train/data_wait_frac", "train/step_time", "train/loss_step", "val/f1"):
+        assert logged[key].notna().any(), key
+    assert logged["train/data_wait_frac"].dropna().between(0, 1).all()
 
 
 def test_split_csv_is_stratified_and_complete(folder_run, image_tree):

@@ -11,6 +11,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
+from imgcls.data.cache import build_cache, cache_key, describe_cache
 from imgcls.data.dataset import ImageDataset
 from imgcls.data.loaders import make_loader, resolve_num_workers
 from imgcls.data.sources import DataConfigError, Discovered
@@ -35,6 +36,7 @@ class ImageDataModule(L.LightningDataModule):
                  split_seed: int = 0, flips: Sequence[str] = ("horizontal",),
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                  augment: Mapping[str, Any] | None = None, loader: Mapping[str, Any] | None = None,
+                 cache: bool = True, cache_dir: str | None = None, cache_size: int | Sequence[int] | None = None,
                  output_dir: str | None = None) -> None:
         super().__init__()
         self.source = source
@@ -47,6 +49,9 @@ class ImageDataModule(L.LightningDataModule):
         self.mean, self.std = to_plain(mean), to_plain(std)
         self.augment = to_plain(augment) or {}
         self.loader = to_plain(loader) or {}
+        self.cache = bool(cache) and cache_dir is not None
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.cache_size = as_hw(to_plain(cache_size)) if cache_size else self.image_size
         self.output_dir = output_dir
         # Per-instance state only: a second instance in the same process (a multirun job) starts clean.
         self._discovered: Discovered | None = None
@@ -55,8 +60,23 @@ class ImageDataModule(L.LightningDataModule):
 
     # ---- discovery --------------------------------------------------------------------------------------
     def prepare_data(self) -> None:
-        """Once per machine (Lightning calls it on local rank 0): export/download-free preparation."""
+        """Once per machine (Lightning calls it on local rank 0 only): export data, build the cache."""
         self.source.prepare()
+        if self.cache:
+            self.cache_file()
+
+    def cache_file(self) -> Path:
+        """The pre-processing cache for this dataset + pre-processing, built now if missing (see data/cache.py)."""
+        table = self.discovered.table
+        key = cache_key(table, self.channels, self.crop, self.cache_size)
+        path = self.cache_dir / f"{Path(str(self.root or 'data')).name}_{self.cache_size[0]}x{self.cache_size[1]}_{key}.npy"
+        if not path.exists():
+            decode = ImageDataset(table, build_eval_transform(self.cache_size), self.channels, self.crop,
+                                  decode_size=self.cache_size)
+            build_cache(decode, path, num_workers=resolve_num_workers(self.loader.get("num_workers")))
+            describe_cache(path, {"root": self.root, "images": len(table), "channels": self.channels,
+                                  "crop": self.crop, "size": self.cache_size})
+        return path
 
     @property
     def discovered(self) -> Discovered:
@@ -85,6 +105,7 @@ class ImageDataModule(L.LightningDataModule):
         if self.table is not None:
             return
         table = self.discovered.table.copy()
+        table["row"] = range(len(table))  # the row in the cache
         table["split"] = assign_splits(table, self.val_fraction, self.test_fraction, self.split_seed)
         self.table = table
         counts = table["split"].value_counts().to_dict()
@@ -92,10 +113,18 @@ class ImageDataModule(L.LightningDataModule):
         self._write_split()
         train_tf = build_train_transform(self.image_size, self.augment, self.flips)
         eval_tf = build_eval_transform(self.image_size)
-        part = lambda name: table[table["split"] == name].reset_index(drop=True)  # noqa: E731
-        self.train_set = ImageDataset(part("train"), train_tf, self.channels, self.crop)
-        self.val_set = ImageDataset(part("val"), eval_tf, self.channels, self.crop)
-        self.test_set = ImageDataset(part("test"), eval_tf, self.channels, self.crop) if counts.get("test") else None
+        cache = str(self.cache_file()) if self.cache else None
+        if cache:
+            log.info(f"Reading pre-processed images from the cache {cache}")
+
+        def dataset(name: str, transform: Any) -> ImageDataset:
+            rows = table[table["split"] == name].reset_index(drop=True)
+            return ImageDataset(rows, transform, self.channels, self.crop, decode_size=self.image_size,
+                                cache_file=cache)
+
+        self.train_set = dataset("train", train_tf)
+        self.val_set = dataset("val", eval_tf)
+        self.test_set = dataset("test", eval_tf) if counts.get("test") else None
 
     def _write_split(self) -> None:
         if not self.output_dir or (self.trainer is not None and not self.trainer.is_global_zero):

@@ -15,35 +15,51 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from imgcls.data.image_io import crop_image, load_image
+from imgcls.data.image_io import load_image
 
 
 class ImageDataset(Dataset):
-    """Samples from a discovery table (`path`, optional `label`, bbox columns); items are dicts.
+    """Samples from a discovery table (`path`, optional `label`, `row`, bbox columns); items are dicts.
 
     `{"image": uint8[C,H,W], "target": int64, "index": int64}`; `index` is the row in the table, so predictions
     can be written back in input order (and de-duplicated under DDP).
+
+    With `cache_file` the pre-processed image is read from the memory-mapped cache (row = `table.row`),
+    otherwise it is decoded and cropped from the file, at reduced JPEG scale when `decode_size` allows.
     """
 
     def __init__(self, table: pd.DataFrame, transform: A.Compose, channels: int = 3,
-                 crop: dict[str, Any] | None = None) -> None:
+                 crop: dict[str, Any] | None = None, decode_size: Sequence[int] | None = None,
+                 cache_file: str | None = None) -> None:
         self.paths = table["path"].tolist()
         self.targets = table["label"].to_numpy(np.int64) if "label" in table else np.full(len(table), -1, np.int64)
-        crop = dict(crop or {})
-        self.crop_mode, self.crop_size = crop.get("mode"), crop.get("size")
-        columns: Sequence[str] = crop.get("columns") or ()
-        self.boxes = table[list(columns)].to_numpy(np.float32) if self.crop_mode == "bbox" and columns else None
+        self.rows = table["row"].to_numpy(np.int64) if "row" in table else np.arange(len(table))
+        self.crop = dict(crop or {})
+        columns: Sequence[str] = self.crop.get("columns") or ()
+        self.boxes = table[list(columns)].to_numpy(np.float32) if self.crop.get("mode") == "bbox" and columns else None
         self.transform = transform
         self.channels = channels
+        self.decode_size = tuple(decode_size) if decode_size is not None else None
+        self.cache_file = cache_file
+        self._cache: np.ndarray | None = None  # opened lazily in each worker, never pickled
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        img = load_image(self.paths[index], self.channels)
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_cache": None}
+
+    def read(self, index: int) -> np.ndarray:
+        """The pre-processed (decoded, cropped; resized when cached) uint8 HxWxC image, before augmentation."""
+        if self.cache_file is not None:
+            if self._cache is None:
+                self._cache = np.load(self.cache_file, mmap_mode="r")
+            return np.asarray(self._cache[self.rows[index]])
         box = self.boxes[index] if self.boxes is not None else None
-        img = crop_image(img, self.crop_mode, self.crop_size, box)
-        img = self.transform(image=img)["image"]
+        return load_image(self.paths[index], self.channels, self.crop, box, self.decode_size)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        img = self.transform(image=self.read(index))["image"]
         if img.ndim == 2:  # cv2 drops a single channel axis on some ops
             img = img[:, :, None]
         return {"image": torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))),

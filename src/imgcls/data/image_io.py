@@ -6,6 +6,7 @@ everywhere: EXIF orientation applied, any PIL mode (L, LA, RGBA, P, CMYK, I;16, 
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 
@@ -68,44 +69,72 @@ def to_channels(img: Image.Image, channels: int) -> np.ndarray:
     return arr
 
 
-def load_image(path: str | os.PathLike, channels: int = 3) -> np.ndarray:
-    """Read `path` as uint8 HxWxC, EXIF orientation applied; any failure becomes a `BadImageError` naming the file."""
-    if channels not in (1, 3):
-        raise ValueError(f"data.channels must be 1 or 3, got {channels}")
-    try:
-        with Image.open(path) as img:
-            img = ImageOps.exif_transpose(img)
-            img.load()
-            return to_channels(img, channels)
-    except BadImageError:
-        raise
-    except Exception as exc:  # PIL raises many types (OSError, SyntaxError, DecompressionBombError, ...)
-        raise BadImageError(path, f"{type(exc).__name__}: {exc}") from exc
+def crop_box(width: int, height: int, mode: str | None, size: float | Sequence | None = None,
+             bbox: Sequence[float] | None = None) -> tuple[int, int, int, int] | None:
+    """The pre-processing crop as (x0, y0, x1, y1) in full-resolution pixels, or None for no crop.
 
-
-def crop_image(img: np.ndarray, mode: str | None, size: float | Sequence | None = None,
-               bbox: Sequence[float] | None = None) -> np.ndarray:
-    """Pre-processing crop before any resize: `center` (fraction or [h, w] pixels) or `bbox` (x0, y0, x1, y1)."""
+    `center` takes a fraction (0.875) or [h, w] pixels; `bbox` takes the sample's (x0, y0, x1, y1).
+    """
     if not mode or mode == "none":
-        return img
-    h, w = img.shape[:2]
+        return None
     if mode == "center":
         if size is None:
             raise ValueError("data.crop.size is required for crop mode 'center' (a fraction like 0.875 or [h, w])")
         if isinstance(size, (int, float)) and float(size) <= 1.0:
-            ch, cw = round(h * float(size)), round(w * float(size))
+            ch, cw = round(height * float(size)), round(width * float(size))
         else:
             ch, cw = (int(size), int(size)) if isinstance(size, (int, float)) else (int(size[0]), int(size[1]))
-        ch, cw = min(ch, h), min(cw, w)
-        top, left = (h - ch) // 2, (w - cw) // 2
-        return img[top:top + ch, left:left + cw]
+        ch, cw = min(ch, height), min(cw, width)
+        top, left = (height - ch) // 2, (width - cw) // 2
+        return left, top, left + cw, top + ch
     if mode == "bbox":
         if bbox is None:
             raise ValueError("crop mode 'bbox' needs the data.crop.columns (x0, y0, x1, y1) in the manifest")
         x0, y0, x1, y1 = (int(round(float(v))) for v in bbox)
-        x0, y0 = max(0, x0), max(0, y0)
-        x1, y1 = min(w, x1), min(h, y1)
+        x0, y0, x1, y1 = max(0, x0), max(0, y0), min(width, x1), min(height, y1)
         if x1 <= x0 or y1 <= y0:
-            return img  # an empty or inverted box keeps the whole image rather than crashing an epoch
-        return img[y0:y1, x0:x1]
+            return None  # an empty or inverted box keeps the whole image rather than crashing an epoch
+        return x0, y0, x1, y1
     raise ValueError(f"data.crop.mode must be one of none|center|bbox, got '{mode}'")
+
+
+def _displayed_size(img: Image.Image) -> tuple[int, int]:
+    """(width, height) after EXIF orientation: orientations 5-8 swap the axes."""
+    orientation = img.getexif().get(0x0112, 1)
+    return (img.height, img.width) if orientation in (5, 6, 7, 8) else img.size
+
+
+def load_image(path: str | os.PathLike, channels: int = 3, crop: dict | None = None,
+               bbox: Sequence[float] | None = None, min_size: tuple[int, int] | None = None) -> np.ndarray:
+    """Read `path` as uint8 HxWxC: EXIF orientation applied, then the pre-processing crop.
+
+    Crop coordinates refer to the displayed (EXIF-rotated) full-resolution image. `min_size` (h, w) is the
+    size the crop will be resized to: when that is at most half the crop, JPEGs are decoded at 1/2, 1/4 or 1/8
+    scale (libjpeg's DCT scaling, several times faster) and the crop box is scaled to match.
+    Any failure becomes a `BadImageError` naming the file.
+    """
+    if channels not in (1, 3):
+        raise ValueError(f"data.channels must be 1 or 3, got {channels}")
+    crop = crop or {}
+    try:
+        with Image.open(path) as img:
+            full_w, full_h = _displayed_size(img)
+            box = crop_box(full_w, full_h, crop.get("mode"), crop.get("size"), bbox)
+            if min_size is not None and img.format == "JPEG":
+                bw, bh = (box[2] - box[0], box[3] - box[1]) if box else (full_w, full_h)
+                scale = max(min_size[0] / bh, min_size[1] / bw)
+                if scale <= 0.5:  # draft picks the smallest DCT scale that still covers the requested size
+                    img.draft("L" if channels == 1 else "RGB",
+                              (math.ceil(img.width * scale), math.ceil(img.height * scale)))
+            img = ImageOps.exif_transpose(img)
+            img.load()
+            arr = to_channels(img, channels)
+    except Exception as exc:  # PIL raises many types (OSError, SyntaxError, DecompressionBombError, ...)
+        raise BadImageError(path, f"{type(exc).__name__}: {exc}") from exc
+    if box is None:
+        return arr
+    h, w = arr.shape[:2]
+    sx, sy = w / full_w, h / full_h  # 1.0 unless decoded at reduced scale
+    x0, y0 = int(box[0] * sx), int(box[1] * sy)
+    x1, y1 = max(x0 + 1, round(box[2] * sx)), max(y0 + 1, round(box[3] * sy))
+    return arr[y0:y1, x0:x1]

@@ -9,11 +9,13 @@ import lightning as L
 import torch
 from timm.data import resolve_model_data_config
 from timm.optim import param_groups_weight_decay
+from timm.loss import SoftTargetCrossEntropy
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from imgcls.models.factory import create_classifier
+from imgcls.models.mixup import build_mixup
 from imgcls.utils.config import to_plain
 
 
@@ -38,7 +40,7 @@ class Classifier(L.LightningModule):
                  model_kwargs: Mapping[str, Any] | None = None, label_smoothing: float = 0.0,
                  channels_last: bool = False,
                  optimizer: Callable[..., torch.optim.Optimizer] | None = None,
-                 scheduler: Callable[..., Any] | None = None) -> None:
+                 scheduler: Callable[..., Any] | None = None, mixup: Mapping[str, Any] | None = None) -> None:
         super().__init__()
         data_spec, model_kwargs = to_plain(data_spec), to_plain(model_kwargs) or {}
         # Everything predict needs to rebuild model + pre-processing goes into the checkpoint; callables don't.
@@ -59,6 +61,9 @@ class Classifier(L.LightningModule):
         self.channels_last = channels_last
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        # Batch-level mixup/cutmix (augment.mixup): mixes on the device, targets become soft (smoothing included).
+        self.mixup = build_mixup(to_plain(mixup), num_classes, label_smoothing)
+        self.soft_criterion = SoftTargetCrossEntropy()
 
         metrics = MetricCollection({"acc": MulticlassAccuracy(num_classes, average="micro"),
                                     "f1": MulticlassF1Score(num_classes, average="macro")})
@@ -77,6 +82,9 @@ class Classifier(L.LightningModule):
 
     def on_after_batch_transfer(self, batch: dict[str, torch.Tensor], dataloader_idx: int) -> dict[str, torch.Tensor]:
         batch["image"] = self.normalize(batch["image"])
+        training = self._trainer is not None and self.trainer.training
+        if training and self.mixup is not None and batch["image"].shape[0] % 2 == 0:  # timm mixes pairs
+            batch["image"], batch["soft_target"] = self.mixup(batch["image"], batch["target"])
         return batch
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -85,7 +93,11 @@ class Classifier(L.LightningModule):
     # ---- steps -------------------------------------------------------------------------------------------
     def _shared_step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         logits = self(batch["image"])
-        return self.criterion(logits, batch["target"]), logits.argmax(dim=1), batch["target"]
+        if "soft_target" in batch:  # mixed images (training with augment.mixup): the loss takes soft targets
+            loss = self.soft_criterion(logits, batch["soft_target"])
+        else:
+            loss = self.criterion(logits, batch["target"])
+        return loss, logits.argmax(dim=1), batch["target"]
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, preds, targets = self._shared_step(batch)

@@ -47,7 +47,8 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
 
     table = read_inputs(cfg.input, spec["class_names"], split=cfg.get("split"), path_column=cfg.path_column)
     log.info(f"Predicting {len(table)} images from {cfg.input}")
-    dataset = ImageDataset(table, build_eval_transform(spec["image_size"]), spec["channels"], spec["crop"])
+    dataset = ImageDataset(table, build_eval_transform(spec["image_size"]), spec["channels"], spec["crop"],
+                           decode_size=spec["image_size"])
     loader = make_loader(dataset, cfg.loader, train=False, pin_memory=torch.cuda.is_available())
 
     log.info(f"Instantiating trainer <{cfg.trainer._target_}>")

@@ -26,8 +26,7 @@ def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train (and test) one model; returns the metrics, including `cfg.optimized_metric` for sweepers."""
     output_dir = Path(cfg.paths.output_dir)
-    if cfg.get("print_config"):
-        print_config_tree(cfg, save_to=output_dir / "config_tree.log")
+    print_config_tree(cfg, save_to=output_dir / "config_tree.log", show=bool(cfg.get("print_config")))
 
     log.info(f"Seeding everything with seed={cfg.seed}")
     L.seed_everything(cfg.seed, workers=True)
@@ -37,7 +36,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     log.info(f"Classes ({datamodule.num_classes}): {datamodule.class_names}")
 
     log.info(f"Instantiating model <{cfg.model._target_}> ({cfg.model.name})")
-    model = hydra.utils.instantiate(cfg.model, data_spec=datamodule.spec)
+    model = hydra.utils.instantiate(cfg.model, data_spec=datamodule.spec, mixup=cfg.augment.get("mixup"))
 
     callbacks = instantiate_group(cfg.get("callbacks"), "callback")
     loggers = instantiate_group(cfg.get("logger"), "logger")

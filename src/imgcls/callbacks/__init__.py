@@ -1,0 +1,5 @@
+"""Project callbacks (Lightning's own ModelCheckpoint, LearningRateMonitor, ... are configured in configs/callbacks)."""
+
+from imgcls.callbacks.throughput import ThroughputMonitor
+
+__all__ = ["ThroughputMonitor"]

@@ -1,0 +1,94 @@
+"""Pre-processing cache: decode + crop + resize every image once into a memory-mapped uint8 array.
+
+After the first build every epoch, worker and multirun job is "read + augment": no JPEG decoding. One file per
+dataset + pre-processing, named by a hash of the file list (paths, sizes, mtimes) and the pre-processing
+config, so any change builds a new file and an unchanged dataset is reused. A build writes to a temp name and
+renames at the end (a killed build leaves no half cache) under a file lock (concurrent jobs build it once).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pandas as pd
+from rich.progress import Progress
+
+from imgcls.utils.io import atomic_write_text
+from imgcls.utils.logging import get_logger
+
+log = get_logger(__name__)
+
+FORMAT_VERSION = 1  # bump when the decode/resize code changes what a cache holds
+
+
+def cache_key(table: pd.DataFrame, channels: int, crop: dict[str, Any], size: Sequence[int]) -> str:
+    """Hash of what the cached pixels depend on: each file's path/size/mtime, bbox values, the pre-processing."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps({"v": FORMAT_VERSION, "channels": channels, "crop": crop, "size": list(size)},
+                             sort_keys=True).encode())
+    for path in table["path"]:
+        st = os.stat(path)
+        digest.update(f"{path}|{st.st_size}|{st.st_mtime_ns};".encode())
+    for column in crop.get("columns") or []:
+        if crop.get("mode") == "bbox":
+            digest.update(table[column].to_numpy(np.float64).tobytes())
+    return digest.hexdigest()[:20]
+
+
+@contextmanager
+def _locked(lock_path: Path) -> Iterator[None]:
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def build_cache(dataset: Any, path: Path, num_workers: int = 0, batch_size: int = 64) -> Path:
+    """Fill `path` (N, H, W, C) uint8 from `dataset` (an eval-transform ImageDataset) in row order; atomic."""
+    from torch.utils.data import DataLoader
+
+    from imgcls.data.dataset import seed_worker
+
+    with _locked(path.with_suffix(".lock")):
+        if path.exists():  # built by another process while we waited
+            return path
+        for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a killed build
+            stale.unlink(missing_ok=True)
+        loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, shuffle=False,
+                            worker_init_fn=seed_worker if num_workers else None)
+        tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
+        array = None
+        try:
+            with Progress(transient=True) as progress:
+                task = progress.add_task(f"Caching {len(dataset)} images", total=len(dataset))
+                for batch in loader:
+                    images = batch["image"].permute(0, 2, 3, 1).numpy()
+                    if array is None:
+                        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
+                                                          shape=(len(dataset), *images.shape[1:]))
+                    rows = batch["index"].numpy()
+                    array[rows[0]:rows[-1] + 1] = images
+                    progress.advance(task, len(rows))
+            array.flush()
+            del array
+            os.replace(tmp, path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+    log.info(f"Cached {len(dataset)} images to {path} ({path.stat().st_size / 2**20:.1f} MiB)")
+    return path
+
+
+def describe_cache(path: Path, info: dict[str, Any]) -> None:
+    """A readable sidecar next to the cache: what it holds, for people cleaning up data/cache."""
+    atomic_write_text(path.with_suffix(".json"), json.dumps(info, indent=2, default=str) + "\n")

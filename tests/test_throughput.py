@@ -1,0 +1,59 @@
+"""Throughput telemetry: wait vs compute per interval, and one warning when data-bound."""
+
+from __future__ import annotations
+
+import logging
+import time
+from types import SimpleNamespace
+
+import torch
+
+from imgcls.callbacks import ThroughputMonitor
+
+
+class _Logger:
+    def __init__(self) -> None:
+        self.rows: list[dict] = []
+
+    def log_metrics(self, metrics: dict, step: int) -> None:
+        self.rows.append(dict(metrics))
+
+
+def _trainer(logger: _Logger) -> SimpleNamespace:
+    return SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("cpu")), world_size=1,
+                           log_every_n_steps=2, loggers=[logger], global_step=0, is_global_zero=True,
+                           current_epoch=0)
+
+
+def _epoch(cb: ThroughputMonitor, trainer, wait: float, busy: float, steps: int = 5) -> None:
+    batch = {"image": torch.zeros(4, 1, 2, 2)}
+    cb.on_train_epoch_start(trainer, None)
+    for i in range(steps):
+        time.sleep(wait)
+        cb.on_train_batch_start(trainer, None, batch, i)
+        time.sleep(busy)
+        cb.on_train_batch_end(trainer, None, None, batch, i)
+    cb.on_train_epoch_end(trainer, None)
+
+
+def test_logs_rates_and_warns_once_when_data_bound(caplog):
+    logger = _Logger()
+    cb, trainer = ThroughputMonitor(warn_threshold=0.1), _trainer(logger)
+    with caplog.at_level(logging.WARNING):
+        _epoch(cb, trainer, wait=0.03, busy=0.001)
+        _epoch(cb, trainer, wait=0.03, busy=0.001)
+    intervals = [r for r in logger.rows if "train/data_wait_frac" in r]
+    assert len(intervals) == 4  # 4 steps counted per epoch (the first is start-up), logged every 2
+    assert all(r["train/data_wait_frac"] > 0.8 for r in intervals)
+    assert all(r["train/samples_per_sec"] > 0 and r["train/step_time"] > 0.02 for r in intervals)
+    assert any("train/first_batch_wait" in r for r in logger.rows)
+    warnings = [r for r in caplog.records if "data-bound" in r.getMessage()]
+    assert len(warnings) == 1 and "num_workers" in warnings[0].getMessage()
+
+
+def test_compute_bound_does_not_warn(caplog):
+    logger = _Logger()
+    with caplog.at_level(logging.WARNING):
+        _epoch(ThroughputMonitor(), _trainer(logger), wait=0.0, busy=0.02)
+    assert not [r for r in caplog.records if "data-bound" in r.getMessage()]
+    assert logger.rows[-1]["train/data_wait_frac_epoch"] < 0.1
