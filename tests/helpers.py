@@ -73,7 +73,8 @@ def run_cli(script: str, *overrides: str, cwd: Path = ROOT, check: bool = True, 
     # IMGCLS_ROOT moves paths.data_dir (exports, caches) and paths.log_dir away from the clone.
     full_env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONWARNINGS": "ignore", "IMGCLS_ROOT": _scratch(),
                 **(env or {})}
-    proc = subprocess.run([sys.executable, str(ROOT / script), *overrides], cwd=cwd, env=full_env,
+    target = ["-m", script] if script.startswith("imgcls.") else [str(ROOT / script)]  # a module or a script
+    proc = subprocess.run([sys.executable, *target, *overrides], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"{script} {' '.join(overrides)} exited {proc.returncode}\n"

@@ -57,3 +57,37 @@ def test_compute_bound_does_not_warn(caplog):
         _epoch(ThroughputMonitor(), _trainer(logger), wait=0.0, busy=0.02)
     assert not [r for r in caplog.records if "data-bound" in r.getMessage()]
     assert logger.rows[-1]["train/data_wait_frac_epoch"] < 0.1
+
+
+def test_timed_loader_counts_time_blocked_in_next():
+    from torch.utils.data import Dataset
+
+    from imgcls.data.loaders import TimedDataLoader
+
+    class Slow(Dataset):
+        def __len__(self) -> int:
+            return 4
+
+        def __getitem__(self, i: int) -> int:
+            time.sleep(0.02)
+            return i
+
+    loader = TimedDataLoader(Slow(), batch_size=2)
+    assert [b.tolist() for b in loader] == [[0, 1], [2, 3]]
+    assert 0.07 < loader.fetch_seconds < 1.0
+    list(loader)
+    assert loader.fetch_seconds > 0.14  # accumulates over epochs
+
+
+def test_wait_is_taken_from_the_timed_loader_when_there_is_one():
+    logger = _Logger()
+    trainer = _trainer(logger)
+    trainer.train_dataloader = SimpleNamespace(fetch_seconds=0.0)
+    cb = ThroughputMonitor()
+    batch = {"image": torch.zeros(4, 1, 2, 2)}
+    cb.on_train_epoch_start(trainer, None)
+    for i in range(3):
+        time.sleep(0.02)  # a gap, but the loader says it was not waiting for data
+        cb.on_train_batch_start(trainer, None, batch, i)
+        cb.on_train_batch_end(trainer, None, None, batch, i)
+    assert logger.rows[-1]["train/data_wait_frac"] == 0.0

@@ -58,7 +58,7 @@ def build_cache(dataset: Any, path: Path, num_workers: int = 0, batch_size: int 
     """Fill `path` (N, H, W, C) uint8 from `dataset` (an eval-transform ImageDataset) in row order; atomic."""
     from torch.utils.data import DataLoader
 
-    from imgcls.data.dataset import seed_worker
+    from imgcls.data.dataset import collate_images, seed_worker
 
     with _locked(path.with_suffix(".lock")):
         if path.exists():  # built by another process while we waited
@@ -66,7 +66,7 @@ def build_cache(dataset: Any, path: Path, num_workers: int = 0, batch_size: int 
         for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a killed build
             stale.unlink(missing_ok=True)
         loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, shuffle=False,
-                            worker_init_fn=seed_worker if num_workers else None)
+                            collate_fn=collate_images, worker_init_fn=seed_worker if num_workers else None)
         tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
         array = None
         try:

@@ -54,20 +54,39 @@ class ImageDataset(Dataset):
         if self.cache_file is not None:
             if self._cache is None:
                 self._cache = np.load(self.cache_file, mmap_mode="r")
-            return np.asarray(self._cache[self.rows[index]])
+            return np.array(self._cache[self.rows[index]])  # a private, writable copy of one image
         box = self.boxes[index] if self.boxes is not None else None
         return load_image(self.paths[index], self.channels, self.crop, box, self.decode_size)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        """`image` is the augmented uint8 HxWxC array; `collate_images` turns a list into a CHW batch."""
         img = self.transform(image=self.read(index))["image"]
         if img.ndim == 2:  # cv2 drops a single channel axis on some ops
             img = img[:, :, None]
-        return {"image": torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))),
-                "target": torch.tensor(self.targets[index]), "index": torch.tensor(index)}
+        return {"image": img, "target": int(self.targets[index]), "index": index}
 
     def reseed(self, seed: int) -> None:
         """Albumentations keeps its own RNG; without this every worker would apply identical augmentations."""
         self.transform.set_random_seed(seed)
+
+
+def collate_images(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    """Stack HxWxC uint8 images into one uint8 batch of shape (B, C, H, W), copying each image exactly once.
+
+    Inside a worker the batch is allocated in shared memory, so handing it to the main process copies nothing
+    more. The CHW batch is a permuted view of the HWC buffer (channels-last strides); the model makes it
+    contiguous in the format it wants on the device.
+    """
+    shape = (len(items), *items[0]["image"].shape)
+    if torch.utils.data.get_worker_info() is not None:  # allocate straight in shared memory (as default_collate)
+        storage = torch.UntypedStorage._new_shared(int(np.prod(shape)))
+        out = torch.empty(0, dtype=torch.uint8).set_(storage).view(shape)
+    else:
+        out = torch.empty(shape, dtype=torch.uint8)
+    for i, item in enumerate(items):
+        out[i] = torch.from_numpy(item["image"])
+    return {"image": out.permute(0, 3, 1, 2), "target": torch.tensor([it["target"] for it in items]),
+            "index": torch.tensor([it["index"] for it in items])}
 
 
 def seed_worker(worker_id: int) -> None:

@@ -98,10 +98,14 @@ def crop_box(width: int, height: int, mode: str | None, size: float | Sequence |
     raise ValueError(f"data.crop.mode must be one of none|center|bbox, got '{mode}'")
 
 
-def _displayed_size(img: Image.Image) -> tuple[int, int]:
-    """(width, height) after EXIF orientation: orientations 5-8 swap the axes."""
-    orientation = img.getexif().get(0x0112, 1)
-    return (img.height, img.width) if orientation in (5, 6, 7, 8) else img.size
+_ORIENTATION = 0x0112  # EXIF tag; 1 = upright, 5-8 swap width and height
+
+
+def _orientation(img: Image.Image) -> int:
+    try:
+        return int(img.getexif().get(_ORIENTATION, 1))
+    except Exception:  # a corrupt EXIF block must not make a readable image unreadable
+        return 1
 
 
 def load_image(path: str | os.PathLike, channels: int = 3, crop: dict | None = None,
@@ -118,7 +122,8 @@ def load_image(path: str | os.PathLike, channels: int = 3, crop: dict | None = N
     crop = crop or {}
     try:
         with Image.open(path) as img:
-            full_w, full_h = _displayed_size(img)
+            orientation = _orientation(img)
+            full_w, full_h = (img.height, img.width) if orientation in (5, 6, 7, 8) else img.size
             box = crop_box(full_w, full_h, crop.get("mode"), crop.get("size"), bbox)
             if min_size is not None and img.format == "JPEG":
                 bw, bh = (box[2] - box[0], box[3] - box[1]) if box else (full_w, full_h)
@@ -126,8 +131,9 @@ def load_image(path: str | os.PathLike, channels: int = 3, crop: dict | None = N
                 if scale <= 0.5:  # draft picks the smallest DCT scale that still covers the requested size
                     img.draft("L" if channels == 1 else "RGB",
                               (math.ceil(img.width * scale), math.ceil(img.height * scale)))
-            img = ImageOps.exif_transpose(img)
             img.load()
+            if orientation != 1:  # transposing copies the image: only when the camera says so
+                img = ImageOps.exif_transpose(img)
             arr = to_channels(img, channels)
     except Exception as exc:  # PIL raises many types (OSError, SyntaxError, DecompressionBombError, ...)
         raise BadImageError(path, f"{type(exc).__name__}: {exc}") from exc

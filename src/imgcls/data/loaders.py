@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from torch.utils.data import DataLoader, Dataset
 
-from imgcls.data.dataset import seed_worker
+from imgcls.data.dataset import collate_images, seed_worker
 
 
 def available_cpus() -> int:
@@ -24,6 +25,28 @@ def resolve_num_workers(value: int | None) -> int:
     return min(available_cpus(), 8) if value is None else int(value)
 
 
+class TimedDataLoader(DataLoader):
+    """A DataLoader that adds up the seconds its consumer spends blocked in `next()`: the data wait.
+
+    Read by `imgcls.callbacks.ThroughputMonitor`. A subclass (not a wrapper) so Lightning can still re-create
+    it with a DistributedSampler under DDP.
+    """
+
+    fetch_seconds = 0.0
+
+    def __iter__(self) -> Iterator[Any]:
+        iterator = super().__iter__()
+        while True:
+            start = time.perf_counter()
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                return
+            finally:
+                self.fetch_seconds += time.perf_counter() - start
+            yield batch
+
+
 def make_loader(dataset: Dataset, loader: Mapping[str, Any], *, train: bool, pin_memory: bool) -> DataLoader:
     """Train: shuffled, `drop_last` (so BatchNorm never sees a 1-sample batch). Eval: ordered, nothing dropped."""
     workers = resolve_num_workers(loader.get("num_workers"))
@@ -34,6 +57,6 @@ def make_loader(dataset: Dataset, loader: Mapping[str, Any], *, train: bool, pin
     if workers > 0:
         extra = dict(persistent_workers=bool(loader.get("persistent_workers", True)),
                      prefetch_factor=int(loader.get("prefetch_factor", 2)), worker_init_fn=seed_worker)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=train,
+    return TimedDataLoader(dataset, batch_size=batch_size, shuffle=train,
                       drop_last=train and bool(loader.get("drop_last", True)) and len(dataset) > batch_size,
-                      num_workers=workers, pin_memory=pin_memory, **extra)
+                      num_workers=workers, pin_memory=pin_memory, collate_fn=collate_images, **extra)

@@ -19,7 +19,7 @@ from imgcls.utils.logging import get_logger
 log = get_logger(__name__)
 
 # Shrinking with INTER_AREA avoids aliasing; enlarging (MNIST 28 -> 32) uses bilinear.
-_RESIZE = dict(interpolation=cv2.INTER_LINEAR, area_for_downscale="image")
+_RESIZE = dict(interpolation=cv2.INTER_LINEAR)
 
 
 def as_hw(image_size: int | Sequence[int]) -> tuple[int, int]:

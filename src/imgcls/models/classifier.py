@@ -78,7 +78,7 @@ class Classifier(L.LightningModule):
         """uint8 NCHW -> normalised float NCHW; the one place pixel statistics are applied."""
         x = images.float() if images.dtype == torch.uint8 else images.float() * 255.0
         x = (x - self.mean) / self.std
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+        return x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
 
     def on_after_batch_transfer(self, batch: dict[str, torch.Tensor], dataloader_idx: int) -> dict[str, torch.Tensor]:
         batch["image"] = self.normalize(batch["image"])

@@ -1,0 +1,71 @@
+"""Timing primitives: warm-up excluded, each measurement long enough to be stable."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def _endless(loader: Iterable) -> Iterator[Any]:
+    while True:  # a small dataset is re-iterated (persistent workers stay alive)
+        yield from loader
+
+
+def _batch_size(batch: Any) -> int:
+    images = batch["image"] if isinstance(batch, dict) else batch[0]
+    return int(images.shape[0])
+
+
+def loader_rate(loader: Iterable, warmup_batches: int = 3, min_batches: int = 20, min_seconds: float = 2.0) -> float:
+    """Images per second the loader delivers to a consumer that does nothing else."""
+    batches = _endless(loader)
+    for _ in range(warmup_batches):  # worker start-up, first file-system touches
+        next(batches)
+    images, count, start = 0, 0, time.perf_counter()
+    while count < min_batches or time.perf_counter() - start < min_seconds:
+        images += _batch_size(next(batches))
+        count += 1
+    rate = images / (time.perf_counter() - start)
+    del batches
+    return rate
+
+
+def bare_rate(transform: Any, arrays: list[np.ndarray], min_seconds: float = 2.0) -> float:
+    """The augmentation alone, one process, on in-memory arrays: the ceiling of one loader worker."""
+    for img in arrays[:5]:
+        transform(image=img)
+    done, start = 0, time.perf_counter()
+    while time.perf_counter() - start < min_seconds or done < len(arrays):
+        transform(image=arrays[done % len(arrays)])
+        done += 1
+    return done / (time.perf_counter() - start)
+
+
+def model_rate(module: Any, batch_shape: tuple[int, ...], num_classes: int, device: torch.device,
+               warmup_steps: int = 3, min_steps: int = 10, min_seconds: float = 3.0) -> float:
+    """Images per second the model trains at (forward + backward + AdamW step) on synthetic uint8 batches."""
+    module = module.to(device).train()
+    images = torch.randint(0, 256, batch_shape, dtype=torch.uint8, device=device)
+    targets = torch.randint(0, num_classes, (batch_shape[0],), device=device)
+    optimizer = torch.optim.AdamW(module.parameters(), lr=1e-4)
+
+    def step() -> None:
+        loss = torch.nn.functional.cross_entropy(module(module.normalize(images)), targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    for _ in range(warmup_steps):
+        step()
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync()
+    steps, start = 0, time.perf_counter()
+    while steps < min_steps or time.perf_counter() - start < min_seconds:
+        step()
+        steps += 1
+    sync()
+    return steps * batch_shape[0] / (time.perf_counter() - start)

@@ -1,0 +1,28 @@
+"""`python -m imgcls.bench` writes a valid bench.json and bench.png (what it measures is not asserted here)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from helpers import run_cli
+from PIL import Image
+
+pytestmark = pytest.mark.slow
+
+
+def test_bench_writes_json_and_png(image_tree, tmp_path):
+    run_cli("imgcls.bench", "data=folder", f"data.root={image_tree}", "data.image_size=32", "model.name=test_resnet",
+            "loader.batch_size=8", "bench.presets=[none,strong]", "bench.num_workers=[0,1]", "bench.min_seconds=0.1",
+            "bench.min_batches=2", "bench.warmup_batches=1", "bench.baselines=true", f"hydra.run.dir={tmp_path}")
+    result = json.loads((tmp_path / "bench.json").read_text())
+    assert result["model"]["images_per_sec"] > 0 and result["model"]["name"] == "test_resnet"
+    ours = [r for r in result["rows"] if r["pipeline"] == "imgcls"]
+    assert {(r["augment"], r["cache"], r["num_workers"]) for r in ours} == {
+        (a, c, w) for a in ("none", "strong") for c in (True, False) for w in (0, 1)}
+    assert {r["pipeline"] for r in result["rows"]} == {"imgcls", "torchvision_v1", "timm"}
+    for row in result["rows"]:
+        assert row["images_per_sec"] > 0 and isinstance(row["keeps_up"], bool)
+    assert all(0 < r["efficiency"] for r in ours)
+    with Image.open(tmp_path / "bench.png") as png:
+        assert png.format == "PNG" and png.size[0] > 400
