@@ -89,3 +89,24 @@ def test_warmup_then_cosine():
     assert all(a < b for a, b in zip(lrs[:9], lrs[1:10]))  # rising during warm-up
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))  # then never rising
     assert lrs[-1] == pytest.approx(0.01, abs=2e-3)
+
+
+def test_mixup_runs_on_device_batches_with_soft_targets():
+    from types import SimpleNamespace
+
+    model = Classifier("test_resnet", SPEC, mixup={"mixup_alpha": 0.4, "cutmix_alpha": 1.0, "prob": 1.0})
+    batch = {"image": torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8), "target": torch.tensor([0, 1, 2, 1])}
+    model._trainer = SimpleNamespace(training=False)
+    assert "soft_target" not in model.on_after_batch_transfer(dict(batch), 0)  # validation: never mixed
+    model._trainer = SimpleNamespace(training=True)
+    mixed = model.on_after_batch_transfer(dict(batch), 0)
+    soft = mixed["soft_target"]
+    assert soft.shape == (4, 3) and torch.allclose(soft.sum(1), torch.ones(4))
+    assert (soft.max(1).values < 1).all()  # every target is a blend (pairs are i and B-1-i: different classes)
+    loss, _, _ = model._shared_step(mixed)
+    assert torch.isfinite(loss)
+
+
+def test_mixup_off_by_default_and_with_zero_alphas():
+    assert Classifier("test_resnet", SPEC).mixup is None
+    assert Classifier("test_resnet", SPEC, mixup={"mixup_alpha": 0.0, "cutmix_alpha": 0.0}).mixup is None

@@ -35,14 +35,21 @@ def loader_rate(loader: Iterable, warmup_batches: int = 3, min_batches: int = 20
 
 
 def bare_rate(transform: Any, arrays: list[np.ndarray], min_seconds: float = 2.0) -> float:
-    """The augmentation alone, one process, on in-memory arrays: the ceiling of one loader worker."""
-    for img in arrays[:5]:
-        transform(image=img)
-    done, start = 0, time.perf_counter()
-    while time.perf_counter() - start < min_seconds or done < len(arrays):
-        transform(image=arrays[done % len(arrays)])
-        done += 1
-    return done / (time.perf_counter() - start)
+    """The augmentation alone on in-memory arrays, single-threaded like a loader worker: one worker's ceiling."""
+    import cv2
+
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(0)  # as in every worker (seed_worker); the main process would otherwise use all cores
+    try:
+        for img in arrays[:5]:
+            transform(image=img)
+        done, start = 0, time.perf_counter()
+        while time.perf_counter() - start < min_seconds or done < len(arrays):
+            transform(image=arrays[done % len(arrays)])
+            done += 1
+        return done / (time.perf_counter() - start)
+    finally:
+        cv2.setNumThreads(threads)
 
 
 def model_rate(module: Any, batch_shape: tuple[int, ...], num_classes: int, device: torch.device,

@@ -77,7 +77,7 @@ def build_cache(dataset: Any, path: Path, num_workers: int = 0, batch_size: int 
                     if array is None:
                         array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
                                                           shape=(len(dataset), *images.shape[1:]))
-                    rows = batch["index"].numpy()
+                    rows = np.asarray(batch["index"])
                     array[rows[0]:rows[-1] + 1] = images
                     progress.advance(task, len(rows))
             array.flush()

@@ -80,7 +80,10 @@ class Classifier(L.LightningModule):
         x = (x - self.mean) / self.std
         return x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
 
-    def on_after_batch_transfer(self, batch: dict[str, torch.Tensor], dataloader_idx: int) -> dict[str, torch.Tensor]:
+    def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, torch.Tensor]:
+        for key in ("target", "index"):  # numpy from the loader (see collate_images) -> tensors on the device
+            if key in batch and not isinstance(batch[key], torch.Tensor):
+                batch[key] = torch.as_tensor(batch[key], device=self.device)
         batch["image"] = self.normalize(batch["image"])
         training = self._trainer is not None and self.trainer.training
         if training and self.mixup is not None and batch["image"].shape[0] % 2 == 0:  # timm mixes pairs

@@ -54,8 +54,8 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     log.info(f"Instantiating trainer <{cfg.trainer._target_}>")
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[RichProgressBar()])
     batches = trainer.predict(model, dataloaders=loader)
-    index = torch.cat([b["index"] for b in batches]).numpy()
-    probs = torch.cat([b["probs"] for b in batches]).numpy()
+    index = torch.cat([b["index"].cpu() for b in batches]).numpy()
+    probs = torch.cat([b["probs"].cpu() for b in batches]).numpy()
     ordered = np.empty_like(probs)
     ordered[index] = probs  # rows back in input order, whatever order batches arrived in
 
