@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 def test_bench_writes_json_and_png(image_tree, tmp_path):
     run_cli("imgcls.bench", "data=folder", f"data.root={image_tree}", "data.image_size=32", "model.name=test_resnet",
             "loader.batch_size=8", "bench.presets=[none,strong]", "bench.num_workers=[0,1]", "bench.min_seconds=0.1",
-            "bench.min_batches=2", "bench.warmup_batches=1", "bench.baselines=true", f"hydra.run.dir={tmp_path}")
+            "bench.min_batches=2", "bench.warmup_batches=1", "bench.baselines=true", "bench.repeats=2", f"hydra.run.dir={tmp_path}")
     result = json.loads((tmp_path / "bench.json").read_text())
     assert result["model"]["images_per_sec"] > 0 and result["model"]["name"] == "test_resnet"
     ours = [r for r in result["rows"] if r["pipeline"] == "imgcls"]
@@ -22,7 +22,8 @@ def test_bench_writes_json_and_png(image_tree, tmp_path):
         (a, c, w) for a in ("none", "strong") for c in (True, False) for w in (0, 1)}
     assert {r["pipeline"] for r in result["rows"]} == {"imgcls", "torchvision_v1", "timm"}
     for row in result["rows"]:
-        assert row["images_per_sec"] > 0 and isinstance(row["keeps_up"], bool)
-    assert all(0 < r["efficiency"] for r in ours)
+        assert row["images_per_sec"] > 0 and isinstance(row["keeps_up"], bool) and len(row["runs"]) == 2
+    assert all(r["efficiency"] > 0 for r in ours if r["cache"])
+    assert set(result["bare_images_per_sec"]) == {"none", "strong"}
     with Image.open(tmp_path / "bench.png") as png:
         assert png.format == "PNG" and png.size[0] > 400

@@ -47,13 +47,13 @@ def write_png(result: dict[str, Any], out_dir: Path) -> Path:
     for row in result["rows"]:
         series.setdefault((row["pipeline"], row["augment"], row["cache"]), []).append(
             (row["num_workers"], row["images_per_sec"]))
+    colours: dict[tuple, str] = {}  # one colour per pipeline/preset: cache on solid, off dashed, baselines dotted
     for (pipeline, augment, cache), points in sorted(series.items(), key=str):
         points.sort()
+        colour = colours.setdefault((pipeline, augment), f"C{len(colours)}")
         label = f"{augment}, cache {'on' if cache else 'off'}" if pipeline == "imgcls" else f"baseline: {pipeline}"
-        style = "-" if cache else "--"
-        if pipeline != "imgcls":
-            style = ":"
-        ax.plot([p[0] for p in points], [p[1] for p in points], style, marker="o", label=label)
+        style = ":" if pipeline != "imgcls" else "-" if cache else "--"
+        ax.plot([p[0] for p in points], [p[1] for p in points], style, color=colour, marker="o", label=label)
     model = result["model"]
     ax.axhline(model["images_per_sec"], color="red", linewidth=2, label=f"model: {model['name']} ({model['device']})")
     ax.set_xlabel("num_workers")

@@ -1,9 +1,15 @@
-"""Bench: loader images/s per augment preset x cache x num_workers, against the model's training rate."""
+"""Bench: loader images/s per augment preset x cache x num_workers, against the model's training rate.
+
+Machines drift (turbo, neighbours): every measurement is repeated `bench.repeats` times in round-robin over
+all rows, baselines included, and the median is reported, so a slow minute hurts every row alike.
+"""
 
 from __future__ import annotations
 
 import itertools
 import platform
+import statistics
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,20 +36,52 @@ def _preset(name: str) -> dict[str, Any]:
     return OmegaConf.to_container(compose(config_name="bench", overrides=[f"augment={name}"]).augment, resolve=True)
 
 
-def _loader_cfg(cfg: DictConfig, workers: int) -> dict[str, Any]:
-    base = OmegaConf.to_container(cfg.loader, resolve=True)
-    return {**base, "num_workers": workers, "persistent_workers": workers > 0}
-
-
-def _measure(dataset: Any, cfg: DictConfig, workers: int, baseline: bool = False) -> float:
-    """Our loader exactly as training builds it; a baseline gets a plain DataLoader (default collate)."""
+def _loader_timer(dataset: Any, cfg: DictConfig, workers: int, baseline: bool = False) -> Callable[[], float]:
+    """A closure timing our loader exactly as training builds it (a baseline: a plain DataLoader)."""
     b = cfg.bench
-    if baseline:
-        loader = DataLoader(dataset, batch_size=int(cfg.loader.batch_size), shuffle=True, drop_last=True,
-                            num_workers=workers, persistent_workers=workers > 0)
-    else:
-        loader = make_loader(dataset, _loader_cfg(cfg, workers), train=True, pin_memory=False)
-    return loader_rate(loader, b.warmup_batches, b.min_batches, b.min_seconds)
+
+    def measure() -> float:
+        if baseline:
+            loader = DataLoader(dataset, batch_size=int(cfg.loader.batch_size), shuffle=True, drop_last=True,
+                                num_workers=workers, persistent_workers=workers > 0)
+        else:
+            settings = {**OmegaConf.to_container(cfg.loader, resolve=True), "num_workers": workers,
+                        "persistent_workers": workers > 0}
+            loader = make_loader(dataset, settings, train=True, pin_memory=False)
+        return loader_rate(loader, b.warmup_batches, b.min_batches, b.min_seconds)
+
+    return measure
+
+
+def _rows(cfg: DictConfig, datamodule: Any, workers: list[int]) -> list[dict[str, Any]]:
+    """Every row to time: ours per preset x cache x workers (+ each preset's bare ceiling), then baselines."""
+    b = cfg.bench
+    rows: list[dict[str, Any]] = []
+    for preset in (list(b.presets) if b.presets else [cfg.augment.name]):
+        augment = _preset(preset)
+        modules = {}
+        for cache in sorted({bool(c) for c in b.cache} | {True}, reverse=True):  # cached one feeds the ceiling
+            modules[cache] = dm = hydra.utils.instantiate(cfg.data, augment=augment, cache=cache)
+            dm.prepare_data()
+            dm.setup("fit")
+            if cache not in [bool(c) for c in b.cache]:
+                continue
+            for w in workers:
+                rows.append({"pipeline": "imgcls", "augment": preset, "cache": cache, "num_workers": w,
+                             "measure": _loader_timer(dm.train_set, cfg, w)})
+        # The ceiling: the preset alone, one thread, on in-memory pre-processed (cached-size) arrays.
+        train_set = modules[True].train_set
+        arrays = [train_set.read(i) for i in range(min(200, len(train_set)))]
+        rows.append({"pipeline": "bare", "augment": preset, "cache": None, "num_workers": 0,
+                     "measure": lambda t=train_set.transform, a=arrays: bare_rate(t, a, b.min_seconds)})
+    if b.baselines:
+        table = datamodule.discovered.table
+        size = tuple(datamodule.spec["image_size"])
+        for name, w in itertools.product(BASELINES, workers):
+            ds = BASELINES[name](table["path"].tolist(), table["label"].tolist(), size)
+            rows.append({"pipeline": name, "augment": "strong-equivalent", "cache": None, "num_workers": w,
+                         "measure": _loader_timer(ds, cfg, w, baseline=True)})
+    return rows
 
 
 @task_wrapper
@@ -52,56 +90,46 @@ def bench(cfg: DictConfig) -> dict[str, Any]:
     out_dir = Path(cfg.paths.output_dir)
     torch.manual_seed(cfg.seed)
     workers = list(b.num_workers) if b.num_workers is not None else list(range(available_cpus() + 1))
-    presets = list(b.presets) if b.presets else [cfg.augment.name]
-    caches = [bool(c) for c in b.cache]
 
     log.info(f"Instantiating datamodule <{cfg.data._target_}>")
     datamodule = hydra.utils.instantiate(cfg.data)
     spec = datamodule.spec
-    size = tuple(spec["image_size"])
-
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     log.info(f"Measuring the model's training rate ({cfg.model.name}) on {device}")
     model = hydra.utils.instantiate(cfg.model, data_spec=spec)
-    batch_shape = (int(cfg.loader.batch_size), spec["channels"], *size)
+    batch_shape = (int(cfg.loader.batch_size), spec["channels"], *spec["image_size"])
     model_ips = model_rate(model, batch_shape, len(spec["class_names"]), device, min_seconds=b.min_seconds)
     del model
 
-    rows: list[dict[str, Any]] = []
-    bare: dict[str, float] = {}
-    for preset, cache in itertools.product(presets, caches):
-        dm = hydra.utils.instantiate(cfg.data, augment=_preset(preset), cache=cache)
-        dm.prepare_data()
-        dm.setup("fit")
-        if preset not in bare:  # the ceiling: the preset alone on in-memory pre-processed arrays
-            arrays = [np.array(a) for a in np.load(dm.cache_file(), mmap_mode="r")[:200]] if dm.cache else \
-                [dm.val_set.read(i) for i in range(min(200, len(dm.val_set)))]
-            bare[preset] = bare_rate(dm.train_set.transform, arrays, b.min_seconds)
-        for w in workers:
-            ips = _measure(dm.train_set, cfg, w)
-            limit = bare[preset] * max(1, w)
-            rows.append({"pipeline": "imgcls", "augment": preset, "cache": cache, "num_workers": w,
-                         "images_per_sec": ips, "bare_images_per_sec": bare[preset],
-                         "efficiency": ips / limit, "keeps_up": ips >= model_ips})
-            log.info(f"imgcls {preset:>6s} cache={'on ' if cache else 'off'} workers={w}: {ips:8.1f} img/s")
-
-    if b.baselines:
-        table = datamodule.discovered.table
-        for name, w in itertools.product(BASELINES, workers):
-            ds = BASELINES[name](table["path"].tolist(), table["label"].tolist(), size)
-            ips = _measure(ds, cfg, w, baseline=True)
-            rows.append({"pipeline": name, "augment": "strong-equivalent", "cache": None, "num_workers": w,
-                         "images_per_sec": ips, "bare_images_per_sec": None, "efficiency": None,
-                         "keeps_up": ips >= model_ips})
-            log.info(f"baseline {name} workers={w}: {ips:8.1f} img/s")
+    rows = _rows(cfg, datamodule, workers)
+    for round_ in range(int(b.repeats)):
+        log.info(f"Round {round_ + 1}/{b.repeats} over {len(rows)} rows")
+        for row in rows:
+            row.setdefault("runs", []).append(row["measure"]())
+            log.info(f"  {row['pipeline']:>14s} {row['augment']:>17s} cache={row['cache']!s:5s} "
+                     f"workers={row['num_workers']}: {row['runs'][-1]:8.1f} img/s")
+    bare = {r["augment"]: statistics.median(r["runs"]) for r in rows if r["pipeline"] == "bare"}
+    results = []
+    for row in rows:
+        if row["pipeline"] == "bare":
+            continue
+        ips = statistics.median(row["runs"])
+        ceiling = bare.get(row["augment"])
+        results.append({k: row[k] for k in ("pipeline", "augment", "cache", "num_workers")} | {
+            "images_per_sec": ips, "runs": row["runs"],
+            "bare_images_per_sec": ceiling if row["pipeline"] == "imgcls" else None,
+            "efficiency": ips / (ceiling * max(1, row["num_workers"])) if row["pipeline"] == "imgcls" and row["cache"]
+            else None,
+            "keeps_up": ips >= model_ips})
 
     result = {"model": {"name": cfg.model.name, "images_per_sec": model_ips, "device": str(device),
                         "batch_size": int(cfg.loader.batch_size), "input": list(batch_shape[1:])},
-              "rows": rows, "speedups": _speedups(rows),
+              "rows": results, "bare_images_per_sec": bare, "speedups": _speedups(results),
+              "repeats": int(b.repeats),
               "machine": {"cpus": available_cpus(), "python": platform.python_version(), "torch": torch.__version__,
                           "platform": platform.platform()},
               "data": {"root": str(datamodule.root), "images": len(datamodule.discovered.table),
-                       "image_size": list(size)}}
+                       "image_size": list(spec["image_size"])}}
     report.print_table(result)
     log.info(f"Wrote {report.write_json(result, out_dir)} and {report.write_png(result, out_dir)}")
     return result
