@@ -1,5 +1,6 @@
 """Project callbacks (Lightning's own ModelCheckpoint, LearningRateMonitor, ... are configured in configs/callbacks)."""
 
+from imgcls.callbacks.pictures import RunPictures
 from imgcls.callbacks.throughput import ThroughputMonitor
 
-__all__ = ["ThroughputMonitor"]
+__all__ = ["RunPictures", "ThroughputMonitor"]

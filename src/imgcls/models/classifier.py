@@ -113,11 +113,14 @@ class Classifier(L.LightningModule):
     def on_validation_epoch_start(self) -> None:
         self.val_metrics.reset()
 
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        loss, preds, targets = self._shared_step(batch)
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        logits = self(batch["image"])
+        loss = self.criterion(logits, batch["target"])
+        conf, preds = logits.detach().float().softmax(dim=1).max(dim=1)
         self.val_loss(loss)
-        self.val_metrics.update(preds, targets)
+        self.val_metrics.update(preds, batch["target"])
         self.log("val/loss", self.val_loss, on_step=False, on_epoch=True, prog_bar=True)
+        return {"preds": preds, "conf": conf}  # for callbacks (confusion matrix, worst mistakes)
 
     def on_validation_epoch_end(self) -> None:
         values = self.val_metrics.compute()

@@ -8,9 +8,11 @@ from typing import Any
 import hydra
 import lightning as L
 from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from imgcls.utils import get_logger, write_json_atomic
+from imgcls.utils.env_report import write_env_report
 from imgcls.utils.instantiators import instantiate_group
 from imgcls.utils.rich_utils import print_config_tree
 from imgcls.utils.task_wrapper import task_wrapper
@@ -27,6 +29,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Train (and test) one model; returns the metrics, including `cfg.optimized_metric` for sweepers."""
     output_dir = Path(cfg.paths.output_dir)
     print_config_tree(cfg, save_to=output_dir / "config_tree.log", show=bool(cfg.get("print_config")))
+
+    env = write_env_report(output_dir)
+    log.info(f"Environment: torch {env['torch']}, CUDA available: {env['cuda_available']}, GPUs: {env['gpus'] or 'none'}"
+             f" (details in env.txt)")
 
     log.info(f"Seeding everything with seed={cfg.seed}")
     L.seed_everything(cfg.seed, workers=True)
@@ -46,7 +52,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     log.info(f"Instantiating trainer <{cfg.trainer._target_}>")
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     for lg in loggers:
-        lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        lg.log_hyperparams({**OmegaConf.to_container(cfg, resolve=True), "env": env})
 
     log.info("Starting training" + (f" from checkpoint {cfg.ckpt_path}" if cfg.get("ckpt_path") else ""))
     trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
@@ -66,14 +72,19 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                "epochs": trainer.current_epoch, "global_step": trainer.global_step}
     if trainer.is_global_zero:
         write_json_atomic(output_dir / "metrics.json", metrics)
-    _report(output_dir, best_path)
+    _report(output_dir, best_path, loggers)
     return {**final, **tested}
 
 
-def _report(output_dir: Path, best_path: str) -> None:
+def _report(output_dir: Path, best_path: str, loggers: list) -> None:
     log.info("Done. Outputs:")
     for name, path in (("run dir", output_dir), ("metrics", output_dir / "metrics.json"),
                        ("metrics log", output_dir / "metrics.csv"), ("split", output_dir / "split.csv"),
-                       ("best checkpoint", best_path), ("config", output_dir / ".hydra" / "config.yaml")):
+                       ("best checkpoint", best_path), ("confusion matrix", output_dir / "confusion_matrix.png"),
+                       ("per-class scores", output_dir / "per_class.csv"), ("environment", output_dir / "env.txt"),
+                       ("config", output_dir / ".hydra" / "config.yaml")):
         if path and Path(path).exists():
             log.info(f"  {name:16s} {path}")
+    for lg in loggers:
+        if isinstance(lg, WandbLogger) and lg._offline and lg.experiment is not None:
+            log.info(f"W&B ran offline (no credentials found). Upload later with: wandb sync {lg.experiment.dir.rsplit('/files', 1)[0]}")

@@ -1,9 +1,10 @@
-"""OmegaConf resolvers used by the configs; registered when `imgcls` task modules are imported."""
+"""OmegaConf resolvers used by the configs; registered by the entry points before Hydra composes."""
 
 from __future__ import annotations
 
 import netrc
 import os
+from pathlib import Path
 
 from omegaconf import OmegaConf
 
@@ -22,5 +23,18 @@ def wandb_offline() -> bool:
         return True
 
 
+def sweep_group() -> str:
+    """In a multirun: the sweep folder's name, so W&B groups a sweep's jobs; else "" (no group)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        cfg = HydraConfig.get()
+        return Path(cfg.sweep.dir).name if cfg.mode == RunMode.MULTIRUN else ""
+    except Exception:  # no Hydra context (tests composing configs, notebooks)
+        return ""
+
+
 def register_resolvers() -> None:
     OmegaConf.register_new_resolver("imgcls.wandb_offline", wandb_offline, replace=True)
+    OmegaConf.register_new_resolver("imgcls.sweep_group", sweep_group, replace=True)

@@ -1,0 +1,124 @@
+"""Pictures people look at: augmented samples, the best epoch's confusion matrix, per-class scores, worst errors.
+
+Saved as PNG/CSV in the run dir and, with `logger=wandb`, logged as W&B images and tables.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import WandbLogger
+from torchmetrics.functional.classification import (multiclass_confusion_matrix, multiclass_f1_score,
+                                                     multiclass_precision, multiclass_recall)
+
+from imgcls.utils.io import atomic_write_text
+from imgcls.utils.logging import get_logger
+from imgcls.utils.plots import confusion_figure, image_grid, save_figure
+
+log = get_logger(__name__)
+
+
+def _wandb(trainer: L.Trainer) -> WandbLogger | None:
+    return next((lg for lg in trainer.loggers if isinstance(lg, WandbLogger)), None)
+
+
+def _hwc(image: Any) -> np.ndarray:
+    """A dataset item's image (HWC numpy) or a CHW tensor -> HWC uint8 numpy."""
+    arr = image.numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+    return arr.transpose(1, 2, 0) if isinstance(image, torch.Tensor) else arr
+
+
+class RunPictures(Callback):
+    """`augmented_samples.png` once at the start; at the end, from the best validation epoch (by `monitor`):
+    `confusion_matrix.png`, `per_class.csv` (precision/recall/F1/support) and `worst_misclassified.png`."""
+
+    def __init__(self, output_dir: str, monitor: str = "val/f1", samples: int = 32, worst: int = 24) -> None:
+        self.output_dir = Path(output_dir)
+        self.monitor, self.samples, self.worst = monitor, samples, worst
+        self._outputs: list[dict[str, torch.Tensor]] = []
+        self._best_score = -float("inf")
+        self._best: dict[str, Any] | None = None
+
+    # ---- augmented samples -----------------------------------------------------------------------------
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        dataset = getattr(trainer.datamodule, "train_set", None) if trainer.datamodule else None
+        if not trainer.is_global_zero or dataset is None or len(dataset) == 0:
+            return
+        rng = np.random.default_rng(0)
+        picks = rng.choice(len(dataset), size=min(self.samples, len(dataset)), replace=False)
+        items = [dataset[int(i)] for i in picks]
+        names = pl_module.class_names
+        fig = image_grid([_hwc(it["image"]) for it in items], [names[int(it["target"])] for it in items],
+                         title=f"Augmented training samples ({trainer.datamodule.augment.get('name', '?')})")
+        self._publish(trainer, save_figure(fig, self.output_dir / "augmented_samples.png"), "augmented_samples")
+
+    # ---- validation collection -------------------------------------------------------------------------
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._outputs = []
+
+    def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                                batch_idx: int, dataloader_idx: int = 0) -> None:
+        if isinstance(outputs, dict) and "preds" in outputs:
+            self._outputs.append({"preds": outputs["preds"], "conf": outputs["conf"], "target": batch["target"],
+                                  "index": batch["index"]})
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """After the module has logged this epoch's metrics, so `monitor` is current."""
+        if trainer.sanity_checking or not self._outputs:
+            return
+        gathered = {k: pl_module.all_gather(torch.cat([o[k] for o in self._outputs])).reshape(-1).cpu()
+                    for k in ("preds", "conf", "target", "index")}
+        score = trainer.callback_metrics.get(self.monitor)
+        score = float(score) if score is not None else -float("inf")
+        if trainer.is_global_zero and score > self._best_score:
+            self._best_score = score
+            self._best = {"epoch": trainer.current_epoch, **{k: v.numpy() for k, v in gathered.items()}}
+
+    # ---- reports at the end ------------------------------------------------------------------------------
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero or self._best is None:
+            return
+        best, names = self._best, pl_module.class_names
+        k = len(names)
+        preds, target = torch.as_tensor(best["preds"]), torch.as_tensor(best["target"])
+        matrix = multiclass_confusion_matrix(preds, target, k).numpy()
+        title = f"Validation confusion matrix, best epoch {best['epoch']} ({self.monitor}={self._best_score:.4f})"
+        self._publish(trainer, save_figure(confusion_figure(matrix, names, title),
+                                           self.output_dir / "confusion_matrix.png"), "confusion_matrix")
+
+        table = pd.DataFrame({"class": names,
+                              "precision": multiclass_precision(preds, target, k, average=None).numpy(),
+                              "recall": multiclass_recall(preds, target, k, average=None).numpy(),
+                              "f1": multiclass_f1_score(preds, target, k, average=None).numpy(),
+                              "support": matrix.sum(axis=1)}).round(4)
+        atomic_write_text(self.output_dir / "per_class.csv", table.to_csv(index=False))
+        if (wb := _wandb(trainer)) is not None:
+            wb.log_table("val/per_class", dataframe=table)
+
+        self._worst_grid(trainer, best, names)
+
+    def _worst_grid(self, trainer: L.Trainer, best: dict[str, Any], names: list[str]) -> None:
+        wrong = np.flatnonzero(best["preds"] != best["target"])
+        wrong = wrong[np.argsort(-best["conf"][wrong])][: self.worst]  # most confident mistakes first
+        dataset = getattr(trainer.datamodule, "val_set", None) if trainer.datamodule else None
+        if dataset is None:
+            return
+        images = [_hwc(dataset[int(best["index"][i])]["image"]) for i in wrong]
+        captions = [f"true {names[int(best['target'][i])]}\npred {names[int(best['preds'][i])]} "
+                    f"({best['conf'][i]:.2f})" for i in wrong]
+        title = (f"Most confident validation mistakes, epoch {best['epoch']} ({len(wrong)} shown)" if len(wrong)
+                 else "No validation mistakes")
+        fig = image_grid(images, captions, ncols=6, title=title, colors=["red"] * len(images))
+        self._publish(trainer, save_figure(fig, self.output_dir / "worst_misclassified.png"), "worst_misclassified")
+
+    @staticmethod
+    def _publish(trainer: L.Trainer, path: Path, key: str) -> None:
+        log.info(f"Saved {path}")
+        if (wb := _wandb(trainer)) is not None:
+            wb.log_image(key=f"pictures/{key}", images=[str(path)], step=trainer.global_step)

@@ -1,0 +1,66 @@
+"""Tracking: offline W&B runs (one per multirun job), env.txt, and the pictures of a run."""
+
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+import pytest
+from helpers import FAST, run_cli
+from PIL import Image
+
+pytestmark = pytest.mark.slow
+
+# wandb 0.31 has no Python reader for .wandb files; a logged metric is stored as an item whose nested key
+# (protobuf field 2: 0x12, length) is followed by its JSON value (field 16: 0x82 0x01). Config values differ.
+def _logged(run_file: bytes, key: str) -> bool:
+    return b"\x12" + bytes([len(key)]) + key.encode() + b"\x82\x01" in run_file
+
+
+def _offline_runs(folder):
+    return sorted(folder.rglob("offline-run-*/run-*.wandb"))
+
+
+@pytest.fixture(scope="module")
+def wandb_run(image_tree, tmp_path_factory):
+    """`logger=wandb` with no credentials and WANDB_MODE unset: must go offline, not fail or hang."""
+    run_dir = tmp_path_factory.mktemp("wandb_run")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env["WANDB_MODE"] = ""
+    proc = run_cli("train.py", "logger=wandb", "data=folder", f"data.root={image_tree}", *FAST,
+                   "trainer.max_epochs=2", f"hydra.run.dir={run_dir}", env=env)
+    return run_dir, proc
+
+
+def test_wandb_offline_without_credentials(wandb_run):
+    run_dir, proc = wandb_run
+    runs = _offline_runs(run_dir)
+    assert len(runs) == 1
+    data = runs[0].read_bytes()
+    for key in ("val/f1", "val/acc", "train/samples_per_sec", "train/data_wait_frac", "lr-AdamW/pg1"):
+        assert _logged(data, key), key
+    assert "wandb sync" in proc.stdout + proc.stderr  # tells the user how to upload later
+    assert (run_dir / "metrics.csv").exists()  # CSV stays on beside W&B
+
+
+def test_run_pictures_and_reports(wandb_run):
+    run_dir, _ = wandb_run
+    for name in ("augmented_samples.png", "confusion_matrix.png", "worst_misclassified.png"):
+        with Image.open(run_dir / name) as img:
+            assert img.format == "PNG" and img.size[0] > 300, name
+    per_class = pd.read_csv(run_dir / "per_class.csv")
+    assert per_class["class"].tolist() == ["bar", "circle", "square"]
+    assert per_class["support"].sum() == 6 and per_class[["precision", "recall", "f1"]].le(1).all().all()
+    env = (run_dir / "env.txt").read_text()
+    for key in ("python:", "torch:", "cuda_available:", "cudnn_version:", "gpus:", "cpus_available:", "timm=="):
+        assert key in env, key
+
+
+def test_multirun_jobs_are_separate_wandb_runs(image_tree, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env["WANDB_MODE"] = "offline"
+    run_cli("train.py", "-m", "logger=wandb", "seed=1,2", "data=folder", f"data.root={image_tree}", *FAST,
+            f"hydra.sweep.dir={tmp_path}", env=env)
+    runs = _offline_runs(tmp_path)
+    assert len(runs) == 2 and {r.relative_to(tmp_path).parts[0] for r in runs} == {"0", "1"}
+    assert all(_logged(r.read_bytes(), "val/f1") for r in runs)
