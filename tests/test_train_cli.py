@@ -88,3 +88,12 @@ def test_config_errors_name_the_key(overrides, expected, mnist_root, tmp_path):
                    f"hydra.run.dir={tmp_path}", check=False)
     assert proc.returncode != 0
     assert expected in proc.stdout + proc.stderr
+
+
+def test_ddp_cpu_two_processes(image_tree, tmp_path):
+    """trainer=ddp_cpu: the multi-process path (2 spawned processes, gloo) runs without GPUs."""
+    proc = run_cli("train.py", "trainer=ddp_cpu", "data=folder", f"data.root={image_tree}", *FAST,
+                   f"hydra.run.dir={tmp_path}")
+    assert "MEMBER: 2/2" in proc.stdout + proc.stderr  # both processes joined the group
+    metrics = read_metrics(tmp_path)
+    assert 0 <= metrics["final"]["val/acc"] <= 1 and (tmp_path / "checkpoints" / "last.ckpt").exists()
