@@ -2,23 +2,17 @@
 
 from typing import Any
 
-import hydra
-from omegaconf import DictConfig
-
 import imgcls  # noqa: F401  (sets offline defaults before any other import)
-from imgcls.utils import register_resolvers
-
-register_resolvers()
+from imgcls.utils.entry import hydra_entry
 
 
-@hydra.main(version_base="1.3", config_path="configs", config_name="train")
-def main(cfg: DictConfig) -> float | None:
-    from imgcls.tasks.train import train
-
-    metrics = train(cfg)
+def optimized_metric(cfg: Any, metrics: dict[str, Any]) -> float | None:
+    """What a sweeper (e.g. Optuna) maximises: `cfg.optimized_metric` from the run's metrics."""
     value = metrics.get(cfg.get("optimized_metric"))
     return None if value is None else float(value)
 
+
+main = hydra_entry("train", "imgcls.tasks.train:train", result=optimized_metric)
 
 if __name__ == "__main__":
     main()

@@ -24,6 +24,9 @@ def _find_project_root() -> Path:
     return Path.cwd()
 
 
-os.environ.setdefault("IMGCLS_ROOT", str(_find_project_root()))
+PROJECT_ROOT = _find_project_root()
+CONFIG_DIR = PROJECT_ROOT / "configs"
+# paths.root_dir (data/ and logs/) defaults to the clone; IMGCLS_ROOT moves them elsewhere.
+os.environ.setdefault("IMGCLS_ROOT", str(PROJECT_ROOT))
 
 __version__ = "0.1.0"

@@ -1,0 +1,29 @@
+"""One Hydra entry point factory for every command (train.py, predict.py, `python -m imgcls.bench|eda`)."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig
+
+from imgcls import CONFIG_DIR
+from imgcls.utils.resolvers import register_resolvers
+
+
+def hydra_entry(config_name: str, task: str,
+                result: Callable[[DictConfig, Any], Any] | None = None) -> Callable[[], Any]:
+    """`main()` for `configs/<config_name>.yaml` running `task` ("module:function", imported lazily so
+    `--help` and `--cfg` answer without importing torch); `result` maps the task's return value to what
+    Hydra returns (e.g. the metric a sweeper optimises)."""
+    register_resolvers()
+
+    @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name=config_name)
+    def main(cfg: DictConfig) -> Any:
+        module, name = task.split(":")
+        value = getattr(importlib.import_module(module), name)(cfg)
+        return result(cfg, value) if result else value
+
+    return main
