@@ -57,9 +57,12 @@ def test_real_torch_compile_checkpoint_loads(tmp_path):
 
 
 def test_pretrained_rgb_weights_adapt_to_grayscale(tmp_path):
-    torch.save(timm.create_model("test_resnet").state_dict(), tmp_path / "rgb.pth")
+    from timm.models import adapt_input_conv
+
+    rgb = timm.create_model("test_resnet").state_dict()
+    torch.save(rgb, tmp_path / "rgb.pth")
     model = create_classifier("test_resnet", num_classes=3, in_chans=1, pretrained_path=str(tmp_path / "rgb.pth"))
-    assert model.conv1[0].weight.shape[1] == 1
+    torch.testing.assert_close(model.conv1[0].weight, adapt_input_conv(1, rgb["conv1.0.weight"]))
 
 
 def test_unknown_model_name_suggests_closest():

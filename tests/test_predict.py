@@ -40,3 +40,20 @@ def test_predict_missing_checkpoint_names_it(tmp_path):
     proc = run_cli("predict.py", f"ckpt_path={tmp_path / 'nope.ckpt'}", f"input={tmp_path}",
                    f"hydra.run.dir={tmp_path / 'r'}", check=False)
     assert proc.returncode != 0 and "nope.ckpt' does not exist" in proc.stdout + proc.stderr
+
+
+def test_bbox_crop_checkpoint_predicts_from_a_csv_with_boxes(tmp_path):
+    """A model trained with crop.mode=bbox needs the boxes at predict time too: they come from the CSV."""
+    from helpers import FAST, make_manifest
+
+    csv = make_manifest(tmp_path / "data", per_class=6)
+    boxed = pd.read_csv(csv).assign(x0=0, y0=0, x1=30, y1=30)
+    boxed.to_csv(csv, index=False)
+    run_cli("train.py", "data=csv", f"data.root={tmp_path / 'data'}", "data.crop.mode=bbox",
+            "data.crop.columns=[x0,y0,x1,y1]", "data.val_fraction=0.5", *FAST, f"hydra.run.dir={tmp_path / 'run'}")
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    run_cli("predict.py", f"ckpt_path={ckpt}", f"input={csv}", f"hydra.run.dir={tmp_path / 'pred'}")
+    assert len(pd.read_csv(tmp_path / "pred" / "predictions.csv")) == 18
+    proc = run_cli("predict.py", f"ckpt_path={ckpt}", f"input={tmp_path / 'data' / 'images'}",
+                   f"hydra.run.dir={tmp_path / 'pred2'}", check=False)
+    assert proc.returncode != 0 and "data.crop.mode=bbox" in proc.stdout + proc.stderr

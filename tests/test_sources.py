@@ -40,7 +40,7 @@ def test_csv_discovery_and_groups(tmp_path):
 
 
 def test_csv_unknown_label_names_row(manifest):
-    with pytest.raises(DataConfigError, match=r"row 42 has label 'bar' not in data.class_names"):
+    with pytest.raises(DataConfigError, match=r"row 42 has label 'bar' not in data.source.class_names"):
         CsvSource(str(manifest.parent), manifest.name, class_names=["circle", "square"]).discover()
 
 
@@ -57,3 +57,14 @@ def test_mnist_export_is_real_and_loads_as_folder(mnist_root):
     assert counts.min() > 400  # real MNIST is roughly balanced
     MnistSource(str(mnist_root)).prepare()  # second call: a no-op, nothing re-exported
     assert len(list(mnist_root.glob("*/*.png"))) == 5000
+
+
+def test_concurrent_mnist_exports_both_succeed(tmp_path):
+    """Two ranks/jobs preparing at once: one exports, the other waits and finds it done (nothing deleted)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    root = tmp_path / "mnist5k"
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(lambda _: MnistSource(str(root)).prepare(), range(2)))
+    assert len(list(root.glob("*/*.png"))) == 5000 and (root / MnistSource.MARKER).exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".mnist5k.") and p.is_dir()]

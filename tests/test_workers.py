@@ -72,3 +72,13 @@ def test_datamodule_train_batches_reproducible_under_seed(image_tree, workers):
 
     assert torch.equal(first_batch(1), first_batch(1))
     assert not torch.equal(first_batch(1), first_batch(2))
+
+
+def test_drop_last_never_empties_a_ddp_rank():
+    from torch.utils.data import TensorDataset
+
+    data = TensorDataset(torch.zeros(100))
+    assert make_loader(data, {"batch_size": 64, "num_workers": 0}, train=True, pin_memory=False).drop_last
+    # 2 ranks see 50 samples each: dropping the last (only) partial batch would leave them nothing
+    assert not make_loader(data, {"batch_size": 64, "num_workers": 0}, train=True, pin_memory=False,
+                           world_size=2).drop_last

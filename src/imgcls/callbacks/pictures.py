@@ -77,8 +77,10 @@ class RunPictures(Callback):
         score = trainer.callback_metrics.get(self.monitor)
         score = float(score) if score is not None else -float("inf")
         if trainer.is_global_zero and score > self._best_score:
+            # DDP pads the validation set with repeats so ranks get equal batches: count each image once.
+            _, first = np.unique(gathered["index"].numpy(), return_index=True)
             self._best_score = score
-            self._best = {"epoch": trainer.current_epoch, **{k: v.numpy() for k, v in gathered.items()}}
+            self._best = {"epoch": trainer.current_epoch, **{k: v.numpy()[first] for k, v in gathered.items()}}
 
     # ---- reports at the end ------------------------------------------------------------------------------
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -8,25 +8,23 @@ renames at the end (a killed build leaves no half cache) under a file lock (conc
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
 from collections.abc import Sequence
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from rich.progress import Progress
 
-from imgcls.utils.io import atomic_write_text
+from imgcls.utils.io import atomic_write_text, file_lock
 from imgcls.utils.logging import get_logger
 
 log = get_logger(__name__)
 
-FORMAT_VERSION = 1  # bump when the decode/resize code changes what a cache holds
+FORMAT_VERSION = 2  # bump when the decode/resize code changes what a cache holds
 
 
 def cache_key(table: pd.DataFrame, channels: int, crop: dict[str, Any], size: Sequence[int]) -> str:
@@ -43,24 +41,13 @@ def cache_key(table: pd.DataFrame, channels: int, crop: dict[str, Any], size: Se
     return digest.hexdigest()[:20]
 
 
-@contextmanager
-def _locked(lock_path: Path) -> Iterator[None]:
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def build_cache(dataset: Any, path: Path, num_workers: int = 0, batch_size: int = 64) -> Path:
     """Fill `path` (N, H, W, C) uint8 from `dataset` (an eval-transform ImageDataset) in row order; atomic."""
     from torch.utils.data import DataLoader
 
     from imgcls.data.dataset import collate_images, seed_worker
 
-    with _locked(path.with_suffix(".lock")):
+    with file_lock(path.with_suffix(".lock")):
         if path.exists():  # built by another process while we waited
             return path
         for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a killed build

@@ -51,7 +51,7 @@ class ImageDataModule(L.LightningDataModule):
         self.loader = to_plain(loader) or {}
         self.cache = bool(cache) and cache_dir is not None
         self.cache_dir = Path(cache_dir) if cache_dir else None
-        self.cache_size = as_hw(to_plain(cache_size)) if cache_size else self.image_size
+        self.cache_size = as_hw(to_plain(cache_size), "data.cache_size") if cache_size else self.image_size
         self.output_dir = output_dir
         # Per-instance state only: a second instance in the same process (a multirun job) starts clean.
         self._discovered: Discovered | None = None
@@ -147,9 +147,10 @@ class ImageDataModule(L.LightningDataModule):
         return on_cuda if wanted in ("auto", None) else bool(wanted) and on_cuda
 
     def train_dataloader(self) -> DataLoader:
-        if resolve_num_workers(self.loader.get("num_workers")) == 0:  # no worker_init_fn runs: seed the main-process pipeline here
-            self.train_set.reseed(torch.initial_seed() % 2**32)
-        return make_loader(self.train_set, self.loader, train=True, pin_memory=self._pin_memory())
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
+        if resolve_num_workers(self.loader.get("num_workers")) == 0:  # no worker_init_fn: seed this process here
+            self.train_set.reseed((torch.initial_seed() + 1_000_003 * rank) % 2**32)
+        return make_loader(self.train_set, self.loader, train=True, pin_memory=self._pin_memory(), world_size=world)
 
     def val_dataloader(self) -> DataLoader:
         return make_loader(self.val_set, self.loader, train=False, pin_memory=self._pin_memory())

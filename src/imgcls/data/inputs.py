@@ -11,15 +11,19 @@ from imgcls.data.image_io import is_image_file
 from imgcls.data.sources import DataConfigError
 
 
-def read_inputs(source: str, class_names: list[str], split: str | None = None,
-                path_column: str = "path") -> pd.DataFrame:
-    """Columns `path` (+ `label` when the CSV carries known labels, so predict can report accuracy).
+def read_inputs(source: str, class_names: list[str], split: str | None = None, path_column: str = "path",
+                bbox_columns: list[str] | None = None) -> pd.DataFrame:
+    """Columns `path` (+ `label` when the CSV carries known labels, so predict can report accuracy), plus the
+    bbox columns a `crop.mode=bbox` checkpoint needs (only a CSV can carry them).
 
     Known labels come from a `label_name` column (as in split.csv) or a `label` column of class names.
     """
     path = Path(str(source)).expanduser()
     if not path.exists():
         raise DataConfigError(f"input='{source}' does not exist: give an image, a folder or a CSV")
+    if bbox_columns and (path.is_dir() or path.suffix.lower() != ".csv"):
+        raise DataConfigError(f"the checkpoint crops each image to its box (data.crop.mode=bbox): give input= a CSV "
+                              f"with columns path,{','.join(bbox_columns)}")
     if path.is_dir():
         files = sorted(str(p) for p in path.rglob("*") if p.is_file() and is_image_file(p.name))
         if not files:
@@ -38,6 +42,11 @@ def read_inputs(source: str, class_names: list[str], split: str | None = None,
         if df.empty:
             raise DataConfigError(f"no rows with split == '{split}' in '{path}'")
     table = pd.DataFrame({"path": [p if os.path.isabs(p) else str(path.parent / p) for p in df[path_column]]})
+    missing = [c for c in bbox_columns or [] if c not in df.columns]
+    if missing:
+        raise DataConfigError(f"input CSV '{path}' lacks the bbox column(s) {missing} the checkpoint crops with")
+    for column in bbox_columns or []:
+        table[column] = df[column].astype(float).values
     names = df["label_name"] if "label_name" in df else df["label"] if "label" in df else None
     if names is not None:
         index = {n: i for i, n in enumerate(class_names)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Iterator, Mapping
@@ -47,8 +48,13 @@ class TimedDataLoader(DataLoader):
             yield batch
 
 
-def make_loader(dataset: Dataset, loader: Mapping[str, Any], *, train: bool, pin_memory: bool) -> DataLoader:
-    """Train: shuffled, `drop_last` (so BatchNorm never sees a 1-sample batch). Eval: ordered, nothing dropped."""
+def make_loader(dataset: Dataset, loader: Mapping[str, Any], *, train: bool, pin_memory: bool,
+                world_size: int = 1) -> DataLoader:
+    """Train: shuffled, `drop_last` (so BatchNorm never sees a 1-sample batch). Eval: ordered, nothing dropped.
+
+    Under DDP each rank sees ceil(N / world_size) samples: `drop_last` is kept only while that is more than
+    one batch, so a small dataset never silently trains on zero batches.
+    """
     workers = resolve_num_workers(loader.get("num_workers"))
     batch_size = int(loader.get("batch_size", 64))
     if not train:
@@ -58,5 +64,6 @@ def make_loader(dataset: Dataset, loader: Mapping[str, Any], *, train: bool, pin
         extra = dict(persistent_workers=bool(loader.get("persistent_workers", True)),
                      prefetch_factor=int(loader.get("prefetch_factor", 2)), worker_init_fn=seed_worker)
     return TimedDataLoader(dataset, batch_size=batch_size, shuffle=train,
-                      drop_last=train and bool(loader.get("drop_last", True)) and len(dataset) > batch_size,
+                      drop_last=train and bool(loader.get("drop_last", True))
+                      and math.ceil(len(dataset) / world_size) > batch_size,
                       num_workers=workers, pin_memory=pin_memory, collate_fn=collate_images, **extra)

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from imgcls.data.image_io import is_image_file
+from imgcls.utils.io import file_lock
 from imgcls.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -70,7 +71,7 @@ class FolderSource:
         names = self.class_names or _sorted_names([d.name for d in class_dirs])
         unknown = sorted({d.name for d in class_dirs} - set(names))
         if unknown:
-            raise DataConfigError(f"folders {unknown} under '{root}' are not in data.class_names={names}")
+            raise DataConfigError(f"folders {unknown} under '{root}' are not in data.source.class_names={names}")
         rows = []
         for index, name in enumerate(names):
             folder = root / name
@@ -97,23 +98,23 @@ class CsvSource:
 
     def discover(self) -> Discovered:
         root = _check_root(self.root)
-        csv_path = Path(self.csv).expanduser() if self.csv else root / "labels.csv"
-        if not csv_path.is_absolute() and not csv_path.exists():
-            csv_path = root / csv_path
+        csv_path = Path(self.csv or "labels.csv").expanduser()
+        csv_path = csv_path if csv_path.is_absolute() else root / csv_path  # relative to data.root, never the cwd
         if not csv_path.is_file():
-            raise DataConfigError(f"data.csv='{csv_path}' not found: set data.csv to your manifest (columns path,label)")
+            raise DataConfigError(f"data.source.csv='{csv_path}' not found: set data.source.csv to your manifest "
+                                  "(columns path,label; relative to data.root)")
         df = pd.read_csv(csv_path, dtype={self.path_column: str, self.label_column: str})
         missing = [c for c in (self.path_column, self.label_column, *(self.bbox_columns or [])) if c not in df.columns]
         if missing:
             raise DataConfigError(f"{csv_path}: missing column(s) {missing}; found {list(df.columns)} "
-                                  "(set data.path_column / data.label_column / data.crop.columns)")
+                                  "(set data.source.path_column / data.source.label_column / data.crop.columns)")
         names = self.class_names or _sorted_names(df[self.label_column].dropna())
         index = {n: i for i, n in enumerate(names)}
         bad = df[~df[self.label_column].astype(str).isin(index)]
         if len(bad):
             row = bad.index[0]
             raise DataConfigError(f"{csv_path}: row {row + 2} has label '{bad.iloc[0][self.label_column]}' not in "
-                                  f"data.class_names={names} ({len(bad)} such rows): fix the CSV or the class list")
+                                  f"data.source.class_names={names} ({len(bad)} such rows): fix the CSV or the class list")
         paths = [str(p if os.path.isabs(p) else root / p) for p in df[self.path_column]]
         table = pd.DataFrame({"path": paths, "label": df[self.label_column].astype(str).map(index).astype(int)})
         if self.group_column and self.group_column in df.columns:
@@ -140,25 +141,24 @@ class MnistSource(FolderSource):
         root = Path(self.root).expanduser()
         if (root / self.MARKER).exists():
             return
-        pixels, labels = self._read_package_csv()
-        root.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}."))
-        try:
-            from PIL import Image
+        with file_lock(root.parent / f".{root.name}.lock"):  # other ranks/jobs wait, then find it done
+            if (root / self.MARKER).exists():
+                return
+            pixels, labels = self._read_package_csv()
+            tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}."))
+            try:
+                from PIL import Image
 
-            for i, (img, label) in enumerate(zip(pixels, labels)):
-                (tmp / str(label)).mkdir(exist_ok=True)
-                Image.fromarray(img, mode="L").save(tmp / str(label) / f"{i:05d}.png")
-            (tmp / self.MARKER).touch()
-            if root.exists():  # a stale, incomplete export (no marker): replace it
-                shutil.rmtree(root)
-            os.replace(tmp, root)
-            log.info(f"Exported {len(labels)} MNIST digits to {root}")
-        except OSError:
-            if not (root / self.MARKER).exists():  # lost a race with another process that finished first is fine
-                raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+                for i, (img, label) in enumerate(zip(pixels, labels)):
+                    (tmp / str(label)).mkdir(exist_ok=True)
+                    Image.fromarray(img, mode="L").save(tmp / str(label) / f"{i:05d}.png")
+                (tmp / self.MARKER).touch()
+                if root.exists():  # a stale, incomplete export (no marker): replace it
+                    shutil.rmtree(root)
+                os.replace(tmp, root)
+                log.info(f"Exported {len(labels)} MNIST digits to {root}")
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
 
     @classmethod
     def _read_package_csv(cls) -> tuple[np.ndarray, np.ndarray]:

@@ -18,23 +18,26 @@ from imgcls.utils.logging import get_logger
 
 log = get_logger(__name__)
 
-# Shrinking with INTER_AREA avoids aliasing; enlarging (MNIST 28 -> 32) uses bilinear.
-_RESIZE = dict(interpolation=cv2.INTER_LINEAR)
+# The deterministic resize (validation, predict, and the cache, which is built once) shrinks with INTER_AREA
+# against aliasing. Training crops are resized bilinearly: INTER_AREA costs ~0.9 ms vs ~0.17 ms per
+# 384x512 image, and with the cache on they only ever resize the already-small cached image.
+_EVAL_RESIZE = dict(interpolation=cv2.INTER_LINEAR, area_for_downscale="image")
+_TRAIN_RESIZE = dict(interpolation=cv2.INTER_LINEAR)
 
 
-def as_hw(image_size: int | Sequence[int]) -> tuple[int, int]:
-    """`data.image_size` may be an int (square) or [height, width]."""
+def as_hw(image_size: int | Sequence[int], key: str = "data.image_size") -> tuple[int, int]:
+    """`data.image_size` (or `key`) may be an int (square) or [height, width]."""
     if isinstance(image_size, int):
         return image_size, image_size
     if len(image_size) != 2:
-        raise ValueError(f"data.image_size must be an int or [height, width], got {list(image_size)}")
+        raise ValueError(f"{key} must be an int or [height, width], got {list(image_size)}")
     return int(image_size[0]), int(image_size[1])
 
 
 def build_eval_transform(image_size: int | Sequence[int]) -> A.Compose:
     """Validation/test/predict: a deterministic resize only (the crop is pre-processing, done before)."""
     h, w = as_hw(image_size)
-    return A.Compose([A.Resize(h, w, **_RESIZE)])
+    return A.Compose([A.Resize(h, w, **_EVAL_RESIZE)])
 
 
 def _range(value: float | Sequence[float]) -> tuple[float, float]:
@@ -51,9 +54,9 @@ def build_train_transform(image_size: int | Sequence[int], augment: Mapping[str,
     rrc = aug.get("random_resized_crop")
     if rrc:
         ops.append(A.RandomResizedCrop((h, w), scale=tuple(rrc.get("scale", (0.08, 1.0))),
-                                       ratio=tuple(rrc.get("ratio", (3 / 4, 4 / 3))), **_RESIZE))
+                                       ratio=tuple(rrc.get("ratio", (3 / 4, 4 / 3))), **_TRAIN_RESIZE))
     else:
-        ops.append(A.Resize(h, w, **_RESIZE))
+        ops.append(A.Resize(h, w, **_TRAIN_RESIZE))
 
     for key, axis, op in (("hflip", "horizontal", A.HorizontalFlip), ("vflip", "vertical", A.VerticalFlip)):
         p = float(aug.get(key) or 0.0)

@@ -45,7 +45,9 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     spec = model.hparams.data_spec
     log.info(f"Model {model.hparams.name}: {len(spec['class_names'])} classes, input {spec['image_size']}")
 
-    table = read_inputs(cfg.input, spec["class_names"], split=cfg.get("split"), path_column=cfg.path_column)
+    crop = spec.get("crop") or {}
+    table = read_inputs(cfg.input, spec["class_names"], split=cfg.get("split"), path_column=cfg.path_column,
+                        bbox_columns=list(crop.get("columns") or []) if crop.get("mode") == "bbox" else None)
     log.info(f"Predicting {len(table)} images from {cfg.input}")
     dataset = ImageDataset(table, build_eval_transform(spec["image_size"]), spec["channels"], spec["crop"],
                            decode_size=spec["image_size"])
@@ -53,9 +55,13 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
 
     log.info(f"Instantiating trainer <{cfg.trainer._target_}>")
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[RichProgressBar()])
+    if trainer.world_size > 1:  # each rank would only see its share of the rows
+        raise ValueError("predict runs in one process: use trainer.devices=1 (and a non-DDP trainer)")
     batches = trainer.predict(model, dataloaders=loader)
     index = torch.cat([b["index"].cpu() for b in batches]).numpy()
     probs = torch.cat([b["probs"].cpu() for b in batches]).numpy()
+    if sorted(index.tolist()) != list(range(len(table))):
+        raise RuntimeError(f"predict produced {len(index)} rows for {len(table)} inputs")
     ordered = np.empty_like(probs)
     ordered[index] = probs  # rows back in input order, whatever order batches arrived in
 
