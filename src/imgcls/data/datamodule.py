@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from imgcls.data.cache import build_cache, cache_key, describe_cache
-from imgcls.data.dataset import ImageDataset
+from imgcls.data.dataset import ImageDataset, augmentation_seed
 from imgcls.data.loaders import make_loader, resolve_num_workers
 from imgcls.data.sources import DataConfigError, Discovered
 from imgcls.data.split import assign_splits
@@ -55,6 +55,7 @@ class ImageDataModule(L.LightningDataModule):
         self.output_dir = output_dir
         # Per-instance state only: a second instance in the same process (a multirun job) starts clean.
         self._discovered: Discovered | None = None
+        self._cache_file: Path | None = None
         self.table: pd.DataFrame | None = None
         self.train_set = self.val_set = self.test_set = None
 
@@ -66,7 +67,12 @@ class ImageDataModule(L.LightningDataModule):
             self.cache_file()
 
     def cache_file(self) -> Path:
-        """The pre-processing cache for this dataset + pre-processing, built now if missing (see data/cache.py)."""
+        """The pre-processing cache for this dataset + pre-processing, built now if missing (see data/cache.py).
+
+        Remembered per instance: the key stats every file, and prepare_data and setup both ask for it.
+        """
+        if self._cache_file is not None:
+            return self._cache_file
         table = self.discovered.table
         key = cache_key(table, self.channels, self.crop, self.cache_size)
         path = self.cache_dir / f"{Path(str(self.root or 'data')).name}_{self.cache_size[0]}x{self.cache_size[1]}_{key}.npy"
@@ -76,6 +82,7 @@ class ImageDataModule(L.LightningDataModule):
             build_cache(decode, path, num_workers=resolve_num_workers(self.loader.get("num_workers")))
             describe_cache(path, {"root": self.root, "images": len(table), "channels": self.channels,
                                   "crop": self.crop, "size": self.cache_size})
+        self._cache_file = path
         return path
 
     @property
@@ -149,7 +156,7 @@ class ImageDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
         if resolve_num_workers(self.loader.get("num_workers")) == 0:  # no worker_init_fn: seed this process here
-            self.train_set.reseed((torch.initial_seed() + 1_000_003 * rank) % 2**32)
+            self.train_set.reseed(augmentation_seed(torch.initial_seed(), rank))
         return make_loader(self.train_set, self.loader, train=True, pin_memory=self._pin_memory(), world_size=world)
 
     def val_dataloader(self) -> DataLoader:

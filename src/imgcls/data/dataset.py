@@ -91,6 +91,11 @@ def collate_images(items: list[dict[str, Any]]) -> dict[str, Any]:
             "index": np.array([it["index"] for it in items], np.int64)}
 
 
+def augmentation_seed(base: int, rank: int) -> int:
+    """One seed per (process seed, DDP rank): ranks must not replay each other's augmentations."""
+    return (base + 1_000_003 * rank) % 2**32
+
+
 def seed_worker(worker_id: int) -> None:
     """DataLoader `worker_init_fn`: distinct, reproducible augmentation per worker, rank and epoch.
 
@@ -102,7 +107,7 @@ def seed_worker(worker_id: int) -> None:
     cv2.setNumThreads(0)  # OpenCV would otherwise start a thread per core in every worker
     from lightning.fabric.utilities.rank_zero import rank_zero_only
 
-    seed = (torch.initial_seed() + 1_000_003 * int(getattr(rank_zero_only, "rank", 0) or 0)) % 2**32
+    seed = augmentation_seed(torch.initial_seed(), int(getattr(rank_zero_only, "rank", 0) or 0))
     random.seed(seed)
     np.random.seed(seed)
     info = torch.utils.data.get_worker_info()

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
@@ -53,22 +52,25 @@ def _loader_timer(dataset: Any, cfg: DictConfig, workers: int, baseline: bool = 
     return measure
 
 
+def _ready(cfg: DictConfig, augment: dict[str, Any], cache: bool) -> Any:
+    """A DataModule for one preset and cache setting, prepared and split (the cache built if missing)."""
+    dm = hydra.utils.instantiate(cfg.data, augment=augment, cache=cache)
+    dm.prepare_data()
+    dm.setup("fit")
+    return dm
+
+
 def _rows(cfg: DictConfig, datamodule: Any, workers: list[int]) -> list[dict[str, Any]]:
     """Every row to time: ours per preset x cache x workers (+ each preset's bare ceiling), then baselines."""
     b = cfg.bench
     rows: list[dict[str, Any]] = []
+    wanted = {bool(c) for c in b.cache}
     for preset in (list(b.presets) if b.presets else [cfg.augment.name]):
         augment = _preset(preset)
-        modules = {}
-        for cache in sorted({bool(c) for c in b.cache} | {True}, reverse=True):  # cached one feeds the ceiling
-            modules[cache] = dm = hydra.utils.instantiate(cfg.data, augment=augment, cache=cache)
-            dm.prepare_data()
-            dm.setup("fit")
-            if cache not in [bool(c) for c in b.cache]:
-                continue
-            for w in workers:
-                rows.append({"pipeline": "imgcls", "augment": preset, "cache": cache, "num_workers": w,
-                             "measure": _loader_timer(dm.train_set, cfg, w)})
+        modules = {cache: _ready(cfg, augment, cache) for cache in wanted | {True}}  # cached one: the ceiling
+        for cache, w in itertools.product(sorted(wanted, reverse=True), workers):
+            rows.append({"pipeline": "imgcls", "augment": preset, "cache": cache, "num_workers": w,
+                         "measure": _loader_timer(modules[cache].train_set, cfg, w)})
         # The ceiling: the preset alone, one thread, on in-memory pre-processed (cached-size) arrays.
         train_set = modules[True].train_set
         arrays = [train_set.read(i) for i in range(min(200, len(train_set)))]
