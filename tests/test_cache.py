@@ -92,3 +92,25 @@ def test_killed_build_leaves_no_cache_and_next_build_works(image_tree, tmp_path)
     build_cache(ImageDataset(table, build_eval_transform(16)), target)
     assert np.load(target).shape == (30, 16, 16, 3)
     assert not list(target.parent.glob(".*.tmp"))  # the stale temp file was cleaned up
+
+
+def test_cache_reader_matches_the_array_and_refuses_a_truncated_file(image_tree, tmp_path):
+    import pickle
+
+    import pytest
+
+    from imgcls.data.cache import CacheReader
+
+    path = _dm(image_tree, tmp_path).cache_file()
+    reader = CacheReader(path)
+    full = np.load(path)
+    assert len(reader) == len(full)
+    for row in (0, 17, len(full) - 1):
+        got = reader[row]
+        assert np.array_equal(got, full[row]) and got.flags.writeable
+    assert np.array_equal(pickle.loads(pickle.dumps(reader))[5], full[5])  # as a spawned worker gets it
+
+    cut = tmp_path / "cut.npy"
+    cut.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(OSError, match="cut.npy is truncated; delete it to have it rebuilt"):
+        CacheReader(cut)

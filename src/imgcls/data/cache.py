@@ -79,3 +79,55 @@ def build_cache(dataset: Any, path: Path, num_workers: int = 0, batch_size: int 
 def describe_cache(path: Path, info: dict[str, Any]) -> None:
     """A readable sidecar next to the cache: what it holds, for people cleaning up data/cache."""
     atomic_write_text(path.with_suffix(".json"), json.dumps(info, indent=2, default=str) + "\n")
+
+
+class CacheReader:
+    """Reads single images from a cache file with one `pread` each, into a fresh private array.
+
+    Not `np.load(mmap_mode="r")`: touching a memory map faults in every 4 KiB page of every image (~80 µs per
+    224x224x3 image, ~8% of a worker's time on the strong preset); a positioned read copies straight from the
+    page cache. The file descriptor is opened lazily in each process (workers never share one) and not pickled.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self._fd: int | None = None
+        self._pid = -1
+        with open(self.path, "rb") as f:
+            fmt = np.lib.format
+            version = fmt.read_magic(f)
+            shape, fortran, dtype = (fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0)(f)
+            self.offset = f.tell()
+        if fortran or dtype != np.uint8 or len(shape) != 4:
+            raise ValueError(f"{self.path} is not an (N, H, W, C) uint8 cache; delete it to have it rebuilt")
+        self.shape: tuple[int, ...] = tuple(shape)
+        self.item_shape = self.shape[1:]
+        self.item_bytes = int(np.prod(self.item_shape))
+        if os.path.getsize(self.path) < self.offset + self.shape[0] * self.item_bytes:
+            raise OSError(f"{self.path} is truncated; delete it to have it rebuilt")
+        self._fd: int | None = None
+        self._pid = -1
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_fd": None, "_pid": -1}
+
+    def __getitem__(self, row: int) -> np.ndarray:
+        if self._fd is None or self._pid != os.getpid():  # a forked worker must not reuse the parent's descriptor
+            self._fd, self._pid = os.open(self.path, os.O_RDONLY), os.getpid()
+        out = np.empty(self.item_shape, np.uint8)
+        position = self.offset + int(row) * self.item_bytes
+        if hasattr(os, "preadv"):
+            got = os.preadv(self._fd, [memoryview(out).cast("B")], position)
+        else:  # Windows: no positioned read, and this descriptor is private to the process
+            os.lseek(self._fd, position, os.SEEK_SET)
+            got = os.readv(self._fd, [memoryview(out).cast("B")])
+        if got != self.item_bytes:
+            raise OSError(f"{self.path} is truncated at row {row}; delete it to have it rebuilt")
+        return out
+
+    def __del__(self) -> None:
+        if getattr(self, "_fd", None) is not None and self._pid == os.getpid():
+            os.close(self._fd)

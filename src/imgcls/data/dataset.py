@@ -15,6 +15,8 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
+from imgcls.data.batch_pool import BatchPool
+from imgcls.data.cache import CacheReader
 from imgcls.data.image_io import load_image
 
 
@@ -41,20 +43,15 @@ class ImageDataset(Dataset):
         self.channels = channels
         self.decode_size = tuple(decode_size) if decode_size is not None else None
         self.cache_file = cache_file
-        self._cache: np.ndarray | None = None  # opened lazily in each worker, never pickled
+        self.cache = CacheReader(cache_file) if cache_file is not None else None
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_cache": None}
-
     def read(self, index: int) -> np.ndarray:
         """The pre-processed (decoded, cropped; resized when cached) uint8 HxWxC image, before augmentation."""
-        if self.cache_file is not None:
-            if self._cache is None:
-                self._cache = np.load(self.cache_file, mmap_mode="r")
-            return np.array(self._cache[self.rows[index]])  # a private, writable copy of one image
+        if self.cache is not None:
+            return self.cache[self.rows[index]]  # a private, writable array
         box = self.boxes[index] if self.boxes is not None else None
         return load_image(self.paths[index], self.channels, self.crop, box, self.decode_size)
 
@@ -70,24 +67,33 @@ class ImageDataset(Dataset):
         self.transform.set_random_seed(seed)
 
 
-def collate_images(items: list[dict[str, Any]]) -> dict[str, Any]:
+def collate_images(items: list[dict[str, Any]], pool: BatchPool | None = None) -> dict[str, Any]:
     """Stack HxWxC uint8 images into one uint8 batch of shape (B, C, H, W), copying each image exactly once.
 
-    Inside a worker the batch is allocated in shared memory, so handing it to the main process copies nothing
-    more. The CHW batch is a permuted view of the HWC buffer (channels-last strides); the model makes it
-    contiguous in the format it wants on the device.
+    Inside a worker the batch is written to shared memory: a reusable buffer from `pool` when one is free (see
+    `imgcls.data.batch_pool`), else a fresh one as torch's default collate does; either way handing it to the
+    main process copies nothing more. The CHW batch is a permuted view of the HWC buffer (channels-last
+    strides); the model makes it contiguous in the format it wants on the device.
     """
     shape = (len(items), *items[0]["image"].shape)
-    if torch.utils.data.get_worker_info() is not None:  # allocate straight in shared memory (as default_collate)
-        storage = torch.UntypedStorage._new_shared(int(np.prod(shape)))
-        out = torch.empty(0, dtype=torch.uint8).set_(storage).view(shape)
+    nbytes = int(np.prod(shape))
+    worker = torch.utils.data.get_worker_info()
+    taken = pool.take(worker.id, nbytes) if pool is not None and worker is not None else None
+    if taken is not None:
+        storage = taken[1]
+    elif worker is not None:  # allocate straight in shared memory (as default_collate)
+        storage = torch.UntypedStorage._new_shared(nbytes)
     else:
-        out = torch.empty(shape, dtype=torch.uint8)
+        storage = torch.UntypedStorage(nbytes)
+    out = torch.empty(0, dtype=torch.uint8).set_(storage).view(shape)
     for i, item in enumerate(items):
         out[i] = torch.from_numpy(item["image"])
+    image = out.permute(0, 3, 1, 2)
+    if taken is not None:
+        image = pool.handle(worker.id, taken[0], tuple(image.shape), image.stride())
     # Labels and indices travel as small numpy arrays (pickled inline): every extra tensor would cost a
     # shared-memory file and a file-descriptor hand-over (~1 ms per batch). The model makes them tensors.
-    return {"image": out.permute(0, 3, 1, 2), "target": np.array([it["target"] for it in items], np.int64),
+    return {"image": image, "target": np.array([it["target"] for it in items], np.int64),
             "index": np.array([it["index"] for it in items], np.int64)}
 
 

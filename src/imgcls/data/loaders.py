@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
+from imgcls.data import batch_pool
 from imgcls.data.dataset import collate_images, seed_worker
 
 
@@ -49,8 +51,9 @@ class TimedDataLoader(DataLoader):
 
 
 def make_loader(dataset: Dataset, loader: Mapping[str, Any], *, train: bool, pin_memory: bool,
-                world_size: int = 1) -> DataLoader:
-    """Train: shuffled, `drop_last` (so BatchNorm never sees a 1-sample batch). Eval: ordered, nothing dropped.
+                world_size: int = 1, sampler: Sampler | None = None) -> DataLoader:
+    """Train: shuffled (or drawn by `sampler`), `drop_last` (so BatchNorm never sees a 1-sample batch).
+    Eval: ordered, nothing dropped.
 
     Under DDP each rank sees ceil(N / world_size) samples: `drop_last` is kept only while that is more than
     one batch, so a small dataset never silently trains on zero batches.
@@ -60,10 +63,15 @@ def make_loader(dataset: Dataset, loader: Mapping[str, Any], *, train: bool, pin
     if not train:
         batch_size = int(loader.get("eval_batch_size") or batch_size)
     extra: dict[str, Any] = {}
+    collate = collate_images
     if workers > 0:
-        extra = dict(persistent_workers=bool(loader.get("persistent_workers", True)),
-                     prefetch_factor=int(loader.get("prefetch_factor", 2)), worker_init_fn=seed_worker)
-    return TimedDataLoader(dataset, batch_size=batch_size, shuffle=train,
+        persistent = bool(loader.get("persistent_workers", True))
+        extra = dict(persistent_workers=persistent, prefetch_factor=int(loader.get("prefetch_factor", 2)),
+                     worker_init_fn=seed_worker)
+        slots = int(loader.get("reuse_buffers", 6) or 0)
+        if slots and persistent and batch_pool.available():
+            collate = functools.partial(collate_images, pool=batch_pool.BatchPool(workers, slots))
+    return TimedDataLoader(dataset, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
                       drop_last=train and bool(loader.get("drop_last", True))
                       and math.ceil(len(dataset) / world_size) > batch_size,
-                      num_workers=workers, pin_memory=pin_memory, collate_fn=collate_images, **extra)
+                      num_workers=workers, pin_memory=pin_memory, collate_fn=collate, **extra)
