@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader
@@ -14,6 +15,7 @@ from torch.utils.data import DataLoader
 from imgcls.data.cache import build_cache, cache_key, describe_cache
 from imgcls.data.dataset import ImageDataset, augmentation_seed
 from imgcls.data.loaders import make_loader, resolve_num_workers
+from imgcls.data.samplers import EpochWeightedSampler, balanced_weights
 from imgcls.data.sources import DataConfigError, Discovered
 from imgcls.data.split import assign_splits
 from imgcls.data.transforms import as_hw, build_eval_transform, build_train_transform
@@ -33,7 +35,8 @@ class ImageDataModule(L.LightningDataModule):
 
     def __init__(self, source: Any, root: str | None = None, image_size: int | Sequence[int] = 224, channels: int = 3,
                  crop: Mapping[str, Any] | None = None, val_fraction: float = 0.1, test_fraction: float = 0.0,
-                 split_seed: int = 0, flips: Sequence[str] = ("horizontal",),
+                 split_seed: int = 0, n_folds: int | None = None, fold: int = 0, sampler: str = "random",
+                 flips: Sequence[str] = ("horizontal",),
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                  augment: Mapping[str, Any] | None = None, loader: Mapping[str, Any] | None = None,
                  cache: bool = True, cache_dir: str | None = None, cache_size: int | Sequence[int] | None = None,
@@ -45,6 +48,10 @@ class ImageDataModule(L.LightningDataModule):
         self.channels = int(channels)
         self.crop = to_plain(crop) or {"mode": "none"}
         self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, int(split_seed)
+        self.n_folds, self.fold = (int(n_folds) if n_folds is not None else None), int(fold)
+        if sampler not in ("random", "weighted"):
+            raise DataConfigError(f"data.sampler='{sampler}' is not an option: use random or weighted")
+        self.sampler = sampler
         self.flips = list(to_plain(flips) or [])
         self.mean, self.std = to_plain(mean), to_plain(std)
         self.augment = to_plain(augment) or {}
@@ -105,18 +112,17 @@ class ImageDataModule(L.LightningDataModule):
     def spec(self) -> dict[str, Any]:
         """What the model and predict need to agree with this data; plain types only."""
         return {"class_names": self.class_names, "channels": self.channels, "image_size": list(self.image_size),
-                "crop": self.crop, "mean": self.mean, "std": self.std}
+                "crop": self.crop, "mean": self.mean, "std": self.std, "tasks": self.discovered.tasks}
 
     # ---- split and datasets ------------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
         if self.table is not None:
             return
-        table = self.discovered.table.copy()
-        table["row"] = range(len(table))  # the row in the cache
-        table["split"] = assign_splits(table, self.val_fraction, self.test_fraction, self.split_seed)
+        table = self.split(self.discovered.table.assign(row=range(len(self.discovered.table))))  # row: in the cache
         self.table = table
         counts = table["split"].value_counts().to_dict()
-        log.info(f"Split (seed {self.split_seed}): " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+        folds = f", fold {self.fold} of {self.n_folds}" if self.n_folds else ""
+        log.info(f"Split (seed {self.split_seed}{folds}): " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
         self._write_split()
         train_tf = build_train_transform(self.image_size, self.augment, self.flips)
         eval_tf = build_eval_transform(self.image_size)
@@ -133,12 +139,23 @@ class ImageDataModule(L.LightningDataModule):
         self.val_set = dataset("val", eval_tf)
         self.test_set = dataset("test", eval_tf) if counts.get("test") else None
 
+    def split(self, table: pd.DataFrame) -> pd.DataFrame:
+        """`table` with `split` (and, for k-fold, `fold`) columns: a pure function of the data and the config."""
+        return table.join(assign_splits(table, self.val_fraction, self.test_fraction, self.split_seed,
+                                        self.n_folds, self.fold))
+
+    def train_class_counts(self) -> np.ndarray:
+        """Training images per class (for class-weighted losses), zeros included."""
+        self.setup()
+        labels = self.table.loc[self.table["split"] == "train", "label"].to_numpy()
+        return np.bincount(labels, minlength=self.num_classes)
+
     def _write_split(self) -> None:
         if not self.output_dir or (self.trainer is not None and not self.trainer.is_global_zero):
             return
         names = self.class_names
         out = self.table.assign(label_name=[names[i] for i in self.table["label"]])
-        cols = ["path", "label", "label_name", "split"] + (["group"] if "group" in out else [])
+        cols = ["path", "label", "label_name", "split"] + [c for c in ("fold", "group") if c in out]
         atomic_write_text(Path(self.output_dir) / "split.csv", out[cols].to_csv(index=False))
 
     @property
@@ -157,7 +174,12 @@ class ImageDataModule(L.LightningDataModule):
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
         if resolve_num_workers(self.loader.get("num_workers")) == 0:  # no worker_init_fn: seed this process here
             self.train_set.reseed(augmentation_seed(torch.initial_seed(), rank))
-        return make_loader(self.train_set, self.loader, train=True, pin_memory=self._pin_memory(), world_size=world)
+        sampler = None
+        if self.sampler == "weighted":  # class-balanced draws; same indices on every rank (see samplers.py)
+            sampler = EpochWeightedSampler(balanced_weights(self.train_set.targets), len(self.train_set),
+                                           seed=self.split_seed)
+        return make_loader(self.train_set, self.loader, train=True, pin_memory=self._pin_memory(), world_size=world,
+                           sampler=sampler)
 
     def val_dataloader(self) -> DataLoader:
         return make_loader(self.val_set, self.loader, train=False, pin_memory=self._pin_memory())

@@ -34,6 +34,9 @@ class DataConfigError(ValueError):
 class Discovered:
     table: pd.DataFrame
     class_names: list[str]
+    # Sub-tasks whose classes combine into class_names (mixed radix, first most significant), e.g. the mask
+    # competition's {"mask": 3, "gender": 2, "age": 3}; None for plain classification.
+    tasks: dict[str, int] | None = None
 
 
 def _check_root(root: str | os.PathLike | None, key: str = "data.root") -> Path:

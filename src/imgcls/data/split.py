@@ -1,4 +1,4 @@
-"""Train/val/test split: stratified by label, grouped when a `group` column exists, seeded.
+"""Train/val/test split: stratified by label, grouped when a `group` column exists, seeded; or k-fold.
 
 Pure function of (table, fractions, seed): every DDP rank and every multirun job computes the same split
 without talking to each other, and nothing is kept in class attributes (a second DataModule is not doubled).
@@ -8,47 +8,76 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedGroupKFold, train_test_split
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
 
 from imgcls.data.sources import DataConfigError
 
 
-def _holdout(index: np.ndarray, labels: np.ndarray, groups: np.ndarray | None, fraction: float,
-             seed: int, key: str) -> tuple[np.ndarray, np.ndarray]:
-    """Split `index` into (keep, held_out) with ~`fraction` held out, stratified (and grouped if `groups`)."""
+def _check_counts(labels: np.ndarray, key: str) -> None:
     counts = np.bincount(labels)
     rare = [c for c, n in enumerate(counts) if 0 < n < 2]
     if rare:
         raise DataConfigError(f"classes {rare} have fewer than 2 images: a stratified {key} split needs at least "
                               "2 per class; add images or remove those classes")
+
+
+def _folds(labels: np.ndarray, groups: np.ndarray | None, n_splits: int, seed: int, key: str) -> list[np.ndarray]:
+    """The held-out positions of each of `n_splits` stratified (grouped if `groups`) folds."""
+    if groups is None:
+        folds = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed).split(labels, labels)
+    else:
+        if len(np.unique(groups)) < n_splits:
+            raise DataConfigError(f"{key} needs at least {n_splits} groups, found {len(np.unique(groups))}")
+        folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed).split(labels, labels, groups)
+    return [held for _, held in folds]
+
+
+def _holdout(index: np.ndarray, labels: np.ndarray, groups: np.ndarray | None, fraction: float,
+             seed: int, key: str) -> tuple[np.ndarray, np.ndarray]:
+    """Split `index` into (keep, held_out) with ~`fraction` held out, stratified (and grouped if `groups`)."""
+    _check_counts(labels, key)
     if groups is None:
         keep, held = train_test_split(index, test_size=fraction, stratify=labels, random_state=seed, shuffle=True)
         return np.sort(keep), np.sort(held)
-    n_splits = max(2, round(1.0 / fraction))
-    if len(np.unique(groups)) < n_splits:
-        raise DataConfigError(f"{key}={fraction} needs at least {n_splits} groups, found {len(np.unique(groups))}")
-    folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    keep, held = next(folds.split(index, labels, groups))
-    return index[keep], index[held]
+    held = _folds(labels, groups, max(2, round(1.0 / fraction)), seed, f"{key}={fraction}")[0]
+    return np.setdiff1d(index, index[held]), index[held]
 
 
-def assign_splits(table: pd.DataFrame, val_fraction: float, test_fraction: float = 0.0, seed: int = 0) -> pd.Series:
-    """A `split` column ("train" / "val" / "test") aligned with `table`."""
-    if not 0.0 < val_fraction < 1.0:
+def assign_splits(table: pd.DataFrame, val_fraction: float, test_fraction: float = 0.0, seed: int = 0,
+                  n_folds: int | None = None, fold: int = 0) -> pd.DataFrame:
+    """Columns `split` ("train" / "val" / "test") and, for k-fold, `fold` (the fold a row validates in).
+
+    With `n_folds`, what the test split leaves is cut into `n_folds` stratified (grouped) folds and fold `fold`
+    is the validation set; `val_fraction` is then unused.
+    """
+    if n_folds is not None:
+        if int(n_folds) < 2:
+            raise DataConfigError(f"data.n_folds={n_folds} must be at least 2 (or null for a single split)")
+        if not 0 <= int(fold) < int(n_folds):
+            raise DataConfigError(f"data.fold={fold} must be in 0..{int(n_folds) - 1} (data.n_folds={n_folds})")
+    elif not 0.0 < val_fraction < 1.0:
         raise DataConfigError(f"data.val_fraction={val_fraction} must be between 0 and 1 (e.g. 0.1)")
-    if not 0.0 <= test_fraction < 1.0 or val_fraction + test_fraction >= 1.0:
+    if not 0.0 <= test_fraction < 1.0 or (n_folds is None and val_fraction + test_fraction >= 1.0):
         raise DataConfigError(f"data.test_fraction={test_fraction} must be >= 0 and leave room for training "
                               f"(val_fraction + test_fraction < 1)")
     labels = table["label"].to_numpy()
     groups = table["group"].to_numpy() if "group" in table else None
-    split = np.full(len(table), "train", dtype=object)
+    out = pd.DataFrame({"split": np.full(len(table), "train", dtype=object)}, index=table.index)
     rest = np.arange(len(table))
     if test_fraction > 0:
         rest, test = _holdout(rest, labels, groups, test_fraction, seed, "data.test_fraction")
-        split[test] = "test"
+        out.iloc[test, 0] = "test"
+    rest_groups = None if groups is None else groups[rest]
+    if n_folds is not None:
+        _check_counts(labels[rest], "data.n_folds")
+        fold_of = np.full(len(table), -1)
+        for k, held in enumerate(_folds(labels[rest], rest_groups, int(n_folds), seed, f"data.n_folds={n_folds}")):
+            fold_of[rest[held]] = k
+        out["fold"] = fold_of
+        out.loc[out["fold"] == int(fold), "split"] = "val"
+        return out
     # The val fraction is of the whole table, not of what the test split left.
-    rest_fraction = val_fraction / (1.0 - test_fraction)
-    _, val = _holdout(rest, labels[rest], None if groups is None else groups[rest], rest_fraction, seed,
+    _, val = _holdout(rest, labels[rest], rest_groups, val_fraction / (1.0 - test_fraction), seed,
                       "data.val_fraction")
-    split[val] = "val"
-    return pd.Series(split, index=table.index, name="split")
+    out.iloc[val, 0] = "val"
+    return out

@@ -32,8 +32,11 @@ def load_classifier(path: str | os.PathLike) -> Classifier:
     """A `Classifier` in eval mode with the checkpoint's weights; its `hparams.data_spec` drives predict."""
     ckpt = read_checkpoint(path)
     hp = dict(ckpt["hyper_parameters"])
+    # Keys added later (head, loss, ...) fall back to the defaults older checkpoints were trained with.
     model = Classifier(name=hp["name"], data_spec=hp["data_spec"], drop_rate=hp.get("drop_rate", 0.0),
                        model_kwargs=hp.get("model_kwargs"), label_smoothing=hp.get("label_smoothing", 0.0),
-                       channels_last=hp.get("channels_last", False))
+                       channels_last=hp.get("channels_last", False), head=hp.get("head", "single"),
+                       loss=hp.get("loss", "ce"), focal_gamma=hp.get("focal_gamma", 2.0),
+                       class_weights=hp.get("class_weights", "none"))
     model.load_state_dict(ckpt["state_dict"])
     return model.eval()

@@ -1,4 +1,8 @@
-"""The LightningModule: any timm classifier, uint8 batches normalised on the device, macro-F1 tracked."""
+"""The LightningModule: any timm classifier, uint8 batches normalised on the device, macro-F1 tracked.
+
+With sub-tasks in the data (`data_spec["tasks"]`, e.g. mask x gender x age) it can also train one head per task
+(`head=multi`); predictions, probabilities and metrics are always over the combined classes.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +13,22 @@ import lightning as L
 import torch
 from timm.data import resolve_model_data_config
 from timm.optim import param_groups_weight_decay
-from timm.loss import SoftTargetCrossEntropy
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+from torchmetrics.wrappers import MultitaskWrapper
 
 from imgcls.models.factory import create_classifier
+from imgcls.models.heads import HEADS, TaskLayout
+from imgcls.models.losses import CLASS_WEIGHTS, ClassificationLoss, balanced_weights
 from imgcls.models.mixup import build_mixup
 from imgcls.utils.config import to_plain
+from imgcls.utils.logging import get_logger
+
+log = get_logger(__name__)
+
+# Test-time augmentations on the normalised NCHW batch; predict averages the class probabilities of all views.
+TTA: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"hflip": lambda x: x.flip(-1)}
 
 
 def _fit_channels(values: list[float], channels: int) -> list[float]:
@@ -33,6 +45,7 @@ class Classifier(L.LightningModule):
 
     Batches arrive as uint8 `{"image", "target", "index"}` and are converted to normalised float on the device
     in `on_after_batch_transfer`: the CPU workers never do float work and the host->device copy is 4x smaller.
+    `head=multi` makes the network output one block of logits per sub-task and sums the per-task losses.
     """
 
     def __init__(self, name: str, data_spec: Mapping[str, Any], pretrained: bool = False,
@@ -40,18 +53,26 @@ class Classifier(L.LightningModule):
                  model_kwargs: Mapping[str, Any] | None = None, label_smoothing: float = 0.0,
                  channels_last: bool = False,
                  optimizer: Callable[..., torch.optim.Optimizer] | None = None,
-                 scheduler: Callable[..., Any] | None = None, mixup: Mapping[str, Any] | None = None) -> None:
+                 scheduler: Callable[..., Any] | None = None, mixup: Mapping[str, Any] | None = None,
+                 head: str = "single", loss: str = "ce", focal_gamma: float = 2.0,
+                 class_weights: str | None = "none") -> None:
         super().__init__()
         data_spec, model_kwargs = to_plain(data_spec), to_plain(model_kwargs) or {}
+        class_weights = class_weights or "none"
         # Everything predict needs to rebuild model + pre-processing goes into the checkpoint; callables don't.
         self.save_hyperparameters({"name": name, "data_spec": data_spec, "drop_rate": drop_rate,
                                    "model_kwargs": model_kwargs, "label_smoothing": label_smoothing,
-                                   "channels_last": channels_last, "pretrained_path": pretrained_path})
+                                   "channels_last": channels_last, "pretrained_path": pretrained_path,
+                                   "head": head, "loss": loss, "focal_gamma": focal_gamma,
+                                   "class_weights": class_weights})
         self.class_names = list(data_spec["class_names"])
         num_classes = len(self.class_names)
+        self.layout = TaskLayout.from_spec(data_spec)
+        self.head, self.class_weights = head, class_weights
+        self._check_options()
         channels = int(data_spec.get("channels", 3))
-        self.model = create_classifier(name, num_classes, channels, pretrained, pretrained_path, drop_rate,
-                                       model_kwargs)
+        outputs = self.layout.num_outputs if head == "multi" else num_classes
+        self.model = create_classifier(name, outputs, channels, pretrained, pretrained_path, drop_rate, model_kwargs)
         timm_cfg = resolve_model_data_config(self.model)
         mean = _fit_channels(list(data_spec.get("mean") or timm_cfg["mean"]), channels)
         std = _fit_channels(list(data_spec.get("std") or timm_cfg["std"]), channels)
@@ -60,18 +81,66 @@ class Classifier(L.LightningModule):
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1) * 255.0, persistent=False)
         self.channels_last = channels_last
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        # One loss per block of logits: the single head has one, the multi head one per sub-task.
+        self.criteria = nn.ModuleList([ClassificationLoss(loss, focal_gamma, label_smoothing)
+                                       for _ in (self.layout.sizes if head == "multi" else [num_classes])])
         # Batch-level mixup/cutmix (augment.mixup): mixes on the device, targets become soft (smoothing included).
         self.mixup = build_mixup(to_plain(mixup), num_classes, label_smoothing)
-        self.soft_criterion = SoftTargetCrossEntropy()
+        self._tta: list[str] = []
 
         metrics = MetricCollection({"acc": MulticlassAccuracy(num_classes, average="micro"),
                                     "f1": MulticlassF1Score(num_classes, average="macro")})
         self.train_metrics = metrics.clone(prefix="train/")
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
+        # Per-sub-task macro-F1 (val/f1_mask, ...): shows which part (age, usually) limits the combined F1.
+        task_f1 = MultitaskWrapper({n: MulticlassF1Score(s, average="macro")
+                                    for n, s in zip(self.layout.names, self.layout.sizes)}) if self.layout else None
+        self.val_task_f1 = task_f1.clone(prefix="val/f1_") if task_f1 else None
+        self.test_task_f1 = task_f1.clone(prefix="test/f1_") if task_f1 else None
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         self.val_f1_best, self.val_acc_best = MaxMetric(), MaxMetric()
+
+    def _check_options(self) -> None:
+        if self.head not in HEADS:
+            raise ValueError(f"model.head='{self.head}' is not supported; choose one of {', '.join(HEADS)}")
+        if self.head == "multi" and self.layout is None:
+            raise ValueError("model.head=multi needs sub-tasks, but the data has no sub-tasks (no data_spec "
+                             "'tasks'): use a dataset that defines them (e.g. data=mask) or model.head=single")
+        if self.class_weights not in CLASS_WEIGHTS:
+            raise ValueError(f"model.class_weights='{self.class_weights}' is not supported; "
+                             f"choose one of {', '.join(CLASS_WEIGHTS)}")
+
+    def setup(self, stage: str) -> None:
+        """`class_weights=balanced`: weights from the training split's label counts (per task for head=multi)."""
+        if self.class_weights == "none" or stage == "predict":
+            return
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        counts_fn = getattr(datamodule, "train_class_counts", None)
+        if counts_fn is None:
+            log.warning("model.class_weights=balanced needs a DataModule with train_class_counts(); "
+                        "training without class weights")
+            return
+        counts = torch.as_tensor(counts_fn(), dtype=torch.float64).reshape(1, -1)
+        if counts.shape[1] != len(self.class_names):
+            raise ValueError(f"train_class_counts() gave {counts.shape[1]} counts for {len(self.class_names)} classes")
+        per_block = self.layout.marginal(counts) if self.head == "multi" else [counts]
+        for criterion, block in zip(self.criteria, per_block):
+            criterion.weight = balanced_weights(block[0]).to(self.device)
+        log.info("Balanced class weights: " + "; ".join(
+            " ".join(f"{w:.2f}" for w in c.weight.tolist()) for c in self.criteria))
+
+    @property
+    def tta(self) -> list[str]:
+        """Test-time augmentations used by `predict_step` (set by the predict task), e.g. ["hflip"]."""
+        return self._tta
+
+    @tta.setter
+    def tta(self, names: list[str] | None) -> None:
+        unknown = [n for n in names or [] if n not in TTA]
+        if unknown:
+            raise ValueError(f"unknown TTA {unknown}; supported: {', '.join(TTA)}")
+        self._tta = list(names or [])
 
     # ---- device-side pre-processing ----------------------------------------------------------------------
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
@@ -93,14 +162,31 @@ class Classifier(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
+    # ---- heads: loss and combined-class probabilities -------------------------------------------------------
+    def log_probs(self, logits: torch.Tensor) -> torch.Tensor:
+        """(N, num_classes) log-probabilities of the combined classes, whatever the head."""
+        if self.head == "multi":
+            return self.layout.class_log_probs(self.layout.split(logits))
+        return logits.float().log_softmax(dim=1)
+
+    def compute_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Class indices (N,) or soft targets (N, C); the multi head sums the per-task losses."""
+        if self.head == "single":
+            return self.criteria[0](logits, target)
+        parts = self.layout.decompose(target) if target.dim() == 1 else self.layout.marginal(target)
+        return sum(crit(block, part) for crit, block, part in zip(self.criteria, self.layout.split(logits), parts))
+
     # ---- steps -------------------------------------------------------------------------------------------
     def _shared_step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         logits = self(batch["image"])
-        if "soft_target" in batch:  # mixed images (training with augment.mixup): the loss takes soft targets
-            loss = self.soft_criterion(logits, batch["soft_target"])
-        else:
-            loss = self.criterion(logits, batch["target"])
-        return loss, logits.argmax(dim=1), batch["target"]
+        # Mixed images (training with augment.mixup) come with soft targets.
+        loss = self.compute_loss(logits, batch.get("soft_target", batch["target"]))
+        return loss, self.log_probs(logits.detach()).argmax(dim=1), batch["target"]
+
+    def _update_task_f1(self, metric: MultitaskWrapper | None, preds: torch.Tensor, target: torch.Tensor) -> None:
+        if metric is not None:
+            names, decompose = self.layout.names, self.layout.decompose
+            metric.update(dict(zip(names, decompose(preds))), dict(zip(names, decompose(target))))
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, preds, targets = self._shared_step(batch)
@@ -112,19 +198,24 @@ class Classifier(L.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         self.val_metrics.reset()
+        if self.val_task_f1 is not None:
+            self.val_task_f1.reset()
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         logits = self(batch["image"])
-        loss = self.criterion(logits, batch["target"])
-        conf, preds = logits.detach().float().softmax(dim=1).max(dim=1)
+        loss = self.compute_loss(logits, batch["target"])
+        conf, preds = self.log_probs(logits.detach()).exp().max(dim=1)
         self.val_loss(loss)
         self.val_metrics.update(preds, batch["target"])
+        self._update_task_f1(self.val_task_f1, preds, batch["target"])
         self.log("val/loss", self.val_loss, on_step=False, on_epoch=True, prog_bar=True)
         return {"preds": preds, "conf": conf}  # for callbacks (confusion matrix, worst mistakes)
 
     def on_validation_epoch_end(self) -> None:
         values = self.val_metrics.compute()
         self.log_dict(values, prog_bar=True)
+        if self.val_task_f1 is not None:
+            self.log_dict(self.val_task_f1.compute())
         if self.trainer.sanity_checking:  # the sanity check sees 2 batches; it must not set a "best"
             return
         self.val_f1_best(values["val/f1"])
@@ -137,9 +228,15 @@ class Classifier(L.LightningModule):
         self.test_metrics(preds, targets)
         self.log("test/loss", self.test_loss, on_step=False, on_epoch=True)
         self.log_dict(self.test_metrics, on_step=False, on_epoch=True)
+        if self.test_task_f1 is not None:  # Lightning computes and resets logged metric objects per epoch
+            self._update_task_f1(self.test_task_f1, preds, targets)
+            self.log_dict(dict(self.test_task_f1.items()), on_step=False, on_epoch=True)
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> dict:
-        return {"index": batch["index"], "probs": self(batch["image"]).float().softmax(dim=1)}
+        """Combined-class probabilities, averaged over the image and its `tta` views."""
+        views = [batch["image"]] + [TTA[name](batch["image"]) for name in self.tta]
+        probs = torch.stack([self.log_probs(self(view)).exp() for view in views]).mean(dim=0)
+        return {"index": batch["index"], "probs": probs}
 
     # ---- optimisation ------------------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:

@@ -21,7 +21,6 @@ from PIL import Image
 from rich.progress import track
 
 from imgcls.data.image_io import BadImageError, load_image
-from imgcls.data.split import assign_splits
 from imgcls.utils import atomic_write_text, get_logger, write_json_atomic
 from imgcls.utils.plots import bar_chart, image_grid, save_figure
 from imgcls.utils.task_wrapper import task_wrapper
@@ -93,7 +92,7 @@ def eda(cfg: DictConfig) -> dict[str, Any]:
     dm = hydra.utils.instantiate(cfg.data, cache=False)
     table, names = dm.discovered.table.copy(), dm.class_names
     table["label_name"] = [names[i] for i in table["label"]]
-    table["split"] = assign_splits(table, dm.val_fraction, dm.test_fraction, dm.split_seed)
+    table = dm.split(table)
 
     info, mean, std = scan(table, dm.channels, int(cfg.eda.stats_size))
     info = table.merge(info, on="path")

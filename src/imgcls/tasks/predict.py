@@ -1,7 +1,13 @@
-"""Predict: checkpoint -> model + pre-processing (from the checkpoint, not the config) -> predictions CSV."""
+"""Predict: checkpoint(s) -> model + pre-processing (from each checkpoint, not the config) -> predictions CSV.
+
+Several checkpoints (a list or a glob, e.g. the k folds) are an ensemble: their probabilities are averaged.
+With `data=<a source that has a submission template>` (data=mask), the output is the filled-in template.
+"""
 
 from __future__ import annotations
 
+import glob
+import os
 from pathlib import Path
 from typing import Any
 
@@ -11,13 +17,16 @@ import numpy as np
 import pandas as pd
 import torch
 from lightning.pytorch.callbacks import RichProgressBar
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig
 
 from imgcls.data.dataset import ImageDataset
 from imgcls.data.inputs import read_inputs
+from imgcls.data.mask import Submission
+from imgcls.data.sources import DataConfigError
 from imgcls.data.loaders import make_loader
 from imgcls.data.transforms import build_eval_transform
 from imgcls.models.checkpoint import load_classifier
+from imgcls.models.factory import ModelConfigError
 from imgcls.utils import atomic_write_text, get_logger, write_json_atomic
 from imgcls.utils.task_wrapper import task_wrapper
 
@@ -37,26 +46,43 @@ def predictions_table(paths: list[str], probs: np.ndarray, class_names: list[str
     return out
 
 
-@task_wrapper
-def predict(cfg: DictConfig) -> dict[str, Any]:
-    output_dir = Path(cfg.paths.output_dir)
-    log.info(f"Loading checkpoint {cfg.ckpt_path}")
-    model = load_classifier(cfg.ckpt_path)
-    spec = model.hparams.data_spec
-    log.info(f"Model {model.hparams.name}: {len(spec['class_names'])} classes, input {spec['image_size']}")
+def checkpoint_paths(value: Any) -> list[str]:
+    """`ckpt_path`: one file, a glob (e.g. every fold's best.ckpt) or a list of either; sorted, de-duplicated."""
+    patterns = [str(v) for v in value] if isinstance(value, (list, tuple, ListConfig)) else [str(value)]
+    paths: list[str] = []
+    for pattern in patterns:
+        found = sorted(glob.glob(os.path.expanduser(pattern))) if glob.has_magic(pattern) else [pattern]
+        if not found:
+            raise ModelConfigError(f"ckpt_path='{pattern}' matches no file: check the run dir or quote the glob")
+        paths += [p for p in found if p not in paths]
+    return paths
 
+
+def _inputs(cfg: DictConfig, spec: dict[str, Any]) -> tuple[pd.DataFrame, Submission | None]:
+    """The rows to predict: `data=<competition source>` -> its submission template, else `input=`."""
+    if cfg.get("data") is not None:
+        log.info(f"Instantiating data source <{cfg.data.source._target_}>")
+        source = hydra.utils.instantiate(cfg.data.source)
+        if not hasattr(source, "submission"):
+            raise DataConfigError(f"data={cfg.data.source._target_} has no submission template: use input= instead")
+        if list(source.class_names) != list(spec["class_names"]):
+            raise DataConfigError(f"the checkpoint's classes {spec['class_names'][:3]}... differ from data.source's "
+                                  f"{list(source.class_names)[:3]}...: predict with a checkpoint trained on this data")
+        submission = source.submission()
+        return submission.table, submission
+    if cfg.get("input") is None:
+        raise DataConfigError("nothing to predict: pass input=<image|folder|csv> or data=<competition data> data.root=...")
     crop = spec.get("crop") or {}
-    table = read_inputs(cfg.input, spec["class_names"], split=cfg.get("split"), path_column=cfg.path_column,
-                        bbox_columns=list(crop.get("columns") or []) if crop.get("mode") == "bbox" else None)
-    log.info(f"Predicting {len(table)} images from {cfg.input}")
+    return read_inputs(cfg.input, spec["class_names"], split=cfg.get("split"), path_column=cfg.path_column,
+                       bbox_columns=list(crop.get("columns") or []) if crop.get("mode") == "bbox" else None), None
+
+
+def _probabilities(model: Any, table: pd.DataFrame, cfg: DictConfig, trainer: L.Trainer) -> np.ndarray:
+    """One model's class probabilities for every row, in input order, with its own pre-processing."""
+    spec = model.hparams.data_spec
     dataset = ImageDataset(table, build_eval_transform(spec["image_size"]), spec["channels"], spec["crop"],
                            decode_size=spec["image_size"])
     loader = make_loader(dataset, cfg.loader, train=False, pin_memory=torch.cuda.is_available())
-
-    log.info(f"Instantiating trainer <{cfg.trainer._target_}>")
-    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[RichProgressBar()])
-    if trainer.world_size > 1:  # each rank would only see its share of the rows
-        raise ValueError("predict runs in one process: use trainer.devices=1 (and a non-DDP trainer)")
     batches = trainer.predict(model, dataloaders=loader)
     index = torch.cat([b["index"].cpu() for b in batches]).numpy()
     probs = torch.cat([b["probs"].cpu() for b in batches]).numpy()
@@ -64,13 +90,46 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         raise RuntimeError(f"predict produced {len(index)} rows for {len(table)} inputs")
     ordered = np.empty_like(probs)
     ordered[index] = probs  # rows back in input order, whatever order batches arrived in
+    return ordered
 
-    result = predictions_table(table["path"].tolist(), ordered, spec["class_names"], int(cfg.top_k))
-    output = Path(cfg.output) if cfg.get("output") else output_dir / "predictions.csv"
-    atomic_write_text(output, result.to_csv(index=False))
+
+@task_wrapper
+def predict(cfg: DictConfig) -> dict[str, Any]:
+    output_dir = Path(cfg.paths.output_dir)
+    ckpts = checkpoint_paths(cfg.ckpt_path)
+    log.info(f"Loading {len(ckpts)} checkpoint(s): {ckpts}")
+    models = [load_classifier(path) for path in ckpts]
+    spec = models[0].hparams.data_spec
+    for path, model in zip(ckpts, models):
+        if model.hparams.data_spec["class_names"] != spec["class_names"]:
+            raise ModelConfigError(f"{path} has other classes than {ckpts[0]}: an ensemble must share its classes")
+        model.tta = list(cfg.tta or [])
+    log.info(f"Model {models[0].hparams.name}: {len(spec['class_names'])} classes, input {spec['image_size']}"
+             + (f", TTA {list(cfg.tta)}" if cfg.tta else ""))
+
+    table, submission = _inputs(cfg, spec)
+    log.info(f"Predicting {len(table)} images" + (f" from {cfg.input}" if submission is None else
+                                                  f" for the submission template {submission.source}"))
+    log.info(f"Instantiating trainer <{cfg.trainer._target_}>")
+    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[RichProgressBar()])
+    if trainer.world_size > 1:  # each rank would only see its share of the rows
+        raise ValueError("predict runs in one process: use trainer.devices=1 (and a non-DDP trainer)")
+    # The ensemble averages probabilities (not votes): confident members count for more, ties are rare.
+    probs = np.mean([_probabilities(model, table, cfg, trainer) for model in models], axis=0)
+
+    result = predictions_table(table["path"].tolist(), probs, spec["class_names"], int(cfg.top_k))
+    default = "submission.csv" if submission is not None else "predictions.csv"
+    output = Path(cfg.output) if cfg.get("output") else output_dir / default
+    if submission is not None:
+        atomic_write_text(output_dir / "predictions.csv", result.to_csv(index=False))
+        filled = submission.template.assign(**{submission.column: result["pred"].to_numpy()})
+        atomic_write_text(output, filled.to_csv(index=False))
+    else:
+        atomic_write_text(output, result.to_csv(index=False))
     log.info(f"Wrote {len(result)} predictions to {output}")
 
-    metrics: dict[str, Any] = {"n": len(result), "output": str(output)}
+    metrics: dict[str, Any] = {"n": len(result), "output": str(output), "checkpoints": ckpts,
+                               "tta": list(cfg.tta or [])}
     if "label" in table:
         metrics["acc"] = float((result["pred"].to_numpy() == table["label"].to_numpy()).mean())
         log.info(f"Accuracy against the input's labels: {metrics['acc']:.4f}")

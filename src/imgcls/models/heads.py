@@ -1,0 +1,82 @@
+"""Combined classes made of sub-tasks (mask x gender x age): index arithmetic and the multi-head probabilities.
+
+A class index is a mixed-radix number over the sub-tasks, the first task most significant
+(`class = mask*6 + gender*3 + age` for sizes 3, 2, 3), so one layout serves labels, logits, targets and counts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+HEADS = ("single", "multi")
+
+
+@dataclass(frozen=True)
+class TaskLayout:
+    """Ordered sub-tasks `names` with `sizes` classes each; their product is the number of combined classes."""
+
+    names: tuple[str, ...]
+    sizes: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.names) != len(self.sizes) or not self.sizes or min(self.sizes) < 1:
+            raise ValueError(f"sub-tasks need a name and a positive size each, got {dict(zip(self.names, self.sizes))}")
+
+    @classmethod
+    def from_spec(cls, data_spec: Mapping[str, Any]) -> TaskLayout | None:
+        """`data_spec["tasks"]` (name -> size, in order) or None for data without sub-tasks."""
+        tasks = data_spec.get("tasks")
+        if not tasks:
+            return None
+        layout = cls(tuple(str(n) for n in tasks), tuple(int(s) for s in tasks.values()))
+        if layout.num_classes != len(data_spec["class_names"]):
+            raise ValueError(f"data_spec tasks {dict(tasks)} make {layout.num_classes} combined classes, "
+                             f"but there are {len(data_spec['class_names'])} class_names")
+        return layout
+
+    @property
+    def num_classes(self) -> int:
+        return math.prod(self.sizes)
+
+    @property
+    def num_outputs(self) -> int:
+        """Logits of the multi head: the per-task heads side by side."""
+        return sum(self.sizes)
+
+    @property
+    def strides(self) -> tuple[int, ...]:
+        return tuple(math.prod(self.sizes[i + 1:]) for i in range(len(self.sizes)))
+
+    def decompose(self, classes: torch.Tensor) -> list[torch.Tensor]:
+        """Combined class indices -> one index tensor per task."""
+        return [torch.div(classes, stride, rounding_mode="floor") % size
+                for stride, size in zip(self.strides, self.sizes)]
+
+    def compose(self, parts: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Per-task indices -> combined class indices (inverse of `decompose`)."""
+        return sum(part * stride for part, stride in zip(parts, self.strides))
+
+    def split(self, logits: torch.Tensor) -> list[torch.Tensor]:
+        """(N, sum(sizes)) multi-head logits -> one (N, size) block per task."""
+        return list(logits.split(self.sizes, dim=1))
+
+    def class_log_probs(self, task_logits: Sequence[torch.Tensor]) -> torch.Tensor:
+        """(N, num_classes) log-probabilities of the combined classes: the outer sum of per-task log-softmaxes.
+
+        The tasks are treated as independent, so the combined argmax is the combination of per-task argmaxes.
+        """
+        total = torch.zeros(task_logits[0].shape[0], 1, device=task_logits[0].device)
+        for logits in task_logits:
+            total = (total.unsqueeze(2) + logits.float().log_softmax(dim=1).unsqueeze(1)).flatten(1)
+        return total
+
+    def marginal(self, values: torch.Tensor) -> list[torch.Tensor]:
+        """(N, num_classes) soft targets or counts -> per-task (N, size): sum over the other tasks' axes."""
+        grid = values.reshape(values.shape[0], *self.sizes)
+        axes = range(1, len(self.sizes) + 1)
+        return [grid.sum(dim=[a for a in axes if a != keep]) if len(self.sizes) > 1 else grid for keep in axes]
