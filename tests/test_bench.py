@@ -27,3 +27,16 @@ def test_bench_writes_json_and_png(image_tree, tmp_path):
     assert set(result["bare_images_per_sec"]) == {"none", "strong"}
     with Image.open(tmp_path / "bench.png") as png:
         assert png.format == "PNG" and png.size[0] > 400
+
+
+def test_bench_reports_per_process_and_total_rates_under_ddp(image_tree, tmp_path):
+    run_cli("imgcls.bench", "data=folder", f"data.root={image_tree}", "data.image_size=32", "model.name=test_resnet",
+            "loader.batch_size=8", "bench.presets=[none]", "bench.cache=[true]", "bench.num_workers=[0]",
+            "bench.processes=[1,2]", "bench.min_seconds=0.2", "bench.min_batches=2", "bench.warmup_batches=1",
+            "bench.repeats=1", f"hydra.run.dir={tmp_path}")
+    rows = {r["processes"]: r for r in json.loads((tmp_path / "bench.json").read_text())["rows"]}
+    assert set(rows) == {1, 2}
+    two = rows[2]
+    assert len(two["per_process_images_per_sec"]) == 2 and all(r > 0 for r in two["per_process_images_per_sec"])
+    assert two["images_per_sec"] == pytest.approx(sum(two["per_process_images_per_sec"]))
+    assert len(rows[1]["per_process_images_per_sec"]) == 1

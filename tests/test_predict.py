@@ -57,3 +57,18 @@ def test_bbox_crop_checkpoint_predicts_from_a_csv_with_boxes(tmp_path):
     proc = run_cli("predict.py", f"ckpt_path={ckpt}", f"input={tmp_path / 'data' / 'images'}",
                    f"hydra.run.dir={tmp_path / 'pred2'}", check=False)
     assert proc.returncode != 0 and "data.crop.mode=bbox" in proc.stdout + proc.stderr
+
+
+def test_predict_with_two_ddp_processes_writes_every_row_once_in_order(folder_run, image_tree, tmp_path):  # noqa: F811
+    """37 rows over 2 ranks (uneven shares): exactly 37 rows, input order, same probabilities as one process."""
+    files = sorted(str(p) for p in image_tree.rglob("*.png") if not p.name.startswith("."))[:37]
+    pd.DataFrame({"path": files[::-1]}).to_csv(tmp_path / "in.csv", index=False)  # not sorted: order must hold
+    ckpt = folder_run / "checkpoints" / "best.ckpt"
+    for name, extra in (("one", ()), ("ddp", ("trainer=ddp_cpu",))):
+        run_cli("predict.py", f"ckpt_path={ckpt}", f"input={tmp_path / 'in.csv'}", "top_k=3", "loader.num_workers=0",
+                *extra, f"hydra.run.dir={tmp_path / name}")
+    one, ddp = (pd.read_csv(tmp_path / n / "predictions.csv") for n in ("one", "ddp"))
+    assert ddp["path"].tolist() == files[::-1]
+    assert ddp[["pred", "pred_2", "pred_3"]].equals(one[["pred", "pred_2", "pred_3"]])
+    assert (ddp["prob"] - one["prob"]).abs().max() < 1e-5
+    assert not (tmp_path / "ddp" / ".predict_parts").exists()

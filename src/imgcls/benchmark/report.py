@@ -15,14 +15,17 @@ def print_table(result: dict[str, Any], console: Console | None = None) -> None:
     model = result["model"]
     table = Table(title=f"Loader vs model ({model['name']} trains at {model['images_per_sec']:.0f} img/s on "
                         f"{model['device']}, batch {model['batch_size']}, input {model['input']})")
-    for column in ("pipeline", "augment", "cache", "workers", "img/s", "x model", "efficiency", "keeps up?"):
+    for column in ("pipeline", "augment", "cache", "procs", "workers", "img/s", "per proc", "x model", "efficiency",
+                   "keeps up?"):
         table.add_column(column, justify="right" if column not in ("pipeline", "augment") else "left")
     for row in result["rows"]:
         ratio = row["images_per_sec"] / model["images_per_sec"]
         eff = f"{row['efficiency']:.0%}" if row.get("efficiency") is not None else "-"
         verdict = "[green]yes[/green]" if row["keeps_up"] else "[red]no: data-bound[/red]"
+        per_process = "/".join(f"{r:.0f}" for r in row.get("per_process_images_per_sec") or [])
         table.add_row(row["pipeline"], row["augment"], {True: "on", False: "off"}.get(row["cache"], "-"),
-                      str(row["num_workers"]), f"{row['images_per_sec']:.0f}", f"{ratio:.2f}", eff, verdict)
+                      str(row.get("processes", 1)), str(row["num_workers"]), f"{row['images_per_sec']:.0f}",
+                      per_process if row.get("processes", 1) > 1 else "-", f"{ratio:.2f}", eff, verdict)
     console = console or Console(width=max(120, Console().width))
     console.print(table)
     for line in result.get("speedups", []):
@@ -45,13 +48,14 @@ def write_png(result: dict[str, Any], out_dir: Path) -> Path:
     fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
     series: dict[tuple, list[tuple[int, float]]] = {}
     for row in result["rows"]:
-        series.setdefault((row["pipeline"], row["augment"], row["cache"]), []).append(
+        series.setdefault((row["pipeline"], row["augment"], row["cache"], row.get("processes", 1)), []).append(
             (row["num_workers"], row["images_per_sec"]))
     colours: dict[tuple, str] = {}  # one colour per pipeline/preset: cache on solid, off dashed, baselines dotted
-    for (pipeline, augment, cache), points in sorted(series.items(), key=str):
+    for (pipeline, augment, cache, procs), points in sorted(series.items(), key=str):
         points.sort()
-        colour = colours.setdefault((pipeline, augment), f"C{len(colours)}")
+        colour = colours.setdefault((pipeline, augment, procs), f"C{len(colours)}")
         label = f"{augment}, cache {'on' if cache else 'off'}" if pipeline == "imgcls" else f"baseline: {pipeline}"
+        label += f", {procs} DDP processes (total)" if procs > 1 else ""
         style = ":" if pipeline != "imgcls" else "-" if cache else "--"
         ax.plot([p[0] for p in points], [p[1] for p in points], style, color=colour, marker="o", label=label)
     model = result["model"]

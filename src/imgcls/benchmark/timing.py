@@ -20,16 +20,20 @@ def _batch_size(batch: Any) -> int:
     return int(images.shape[0])
 
 
+def _timed(batches: Iterator[Any], min_batches: int, min_seconds: float) -> float:
+    images, count, start = 0, 0, time.perf_counter()
+    while count < min_batches or time.perf_counter() - start < min_seconds:
+        images += _batch_size(next(batches))
+        count += 1
+    return images / (time.perf_counter() - start)
+
+
 def loader_rate(loader: Iterable, warmup_batches: int = 3, min_batches: int = 20, min_seconds: float = 2.0) -> float:
     """Images per second the loader delivers to a consumer that does nothing else."""
     batches = _endless(loader)
     for _ in range(warmup_batches):  # worker start-up, first file-system touches
         next(batches)
-    images, count, start = 0, 0, time.perf_counter()
-    while count < min_batches or time.perf_counter() - start < min_seconds:
-        images += _batch_size(next(batches))
-        count += 1
-    rate = images / (time.perf_counter() - start)
+    rate = _timed(batches, min_batches, min_seconds)
     del batches
     return rate
 
@@ -76,3 +80,42 @@ def model_rate(module: Any, batch_shape: tuple[int, ...], num_classes: int, devi
         steps += 1
     sync()
     return steps * batch_shape[0] / (time.perf_counter() - start)
+
+
+def _rank_rate(rank: int, processes: int, dataset: Any, settings: dict, timing: tuple[int, int, float],
+               barrier: Any, results: Any) -> None:
+    """One DDP-like process: its shard of the data (DistributedSampler), its own workers, timed with the others."""
+    from torch.utils.data import DistributedSampler
+
+    from imgcls.data.loaders import make_loader
+
+    torch.set_num_threads(1)
+    sampler = DistributedSampler(dataset, num_replicas=processes, rank=rank, shuffle=True, seed=0)
+    loader = make_loader(dataset, settings, train=True, pin_memory=False, world_size=processes, sampler=sampler)
+    batches = _endless(loader)
+    for _ in range(timing[0]):
+        next(batches)
+    barrier.wait()  # every process starts timing together, workers warm
+    results.put((rank, _timed(batches, *timing[1:])))
+
+
+def ddp_loader_rates(dataset: Any, settings: dict, processes: int, warmup_batches: int = 3, min_batches: int = 20,
+                     min_seconds: float = 2.0) -> list[float]:
+    """Images/s of each of `processes` concurrent loaders, one per simulated DDP rank (spawned like ddp_spawn).
+
+    Under DDP every rank runs its own loader and workers on the same CPUs: the total is what the machine feeds,
+    the per-process rate is what each GPU gets. Start-up (imports, worker spawn) is not timed.
+    """
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    barrier, results = ctx.Barrier(processes), ctx.Queue()
+    procs = [ctx.Process(target=_rank_rate, args=(rank, processes, dataset, settings,
+                                                   (warmup_batches, min_batches, min_seconds), barrier, results))
+             for rank in range(processes)]
+    for p in procs:
+        p.start()
+    rates = dict(results.get(timeout=600) for _ in procs)
+    for p in procs:
+        p.join()
+    return [rates[r] for r in range(processes)]

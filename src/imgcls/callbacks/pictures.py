@@ -72,12 +72,12 @@ class RunPictures(Callback):
         """After the module has logged this epoch's metrics, so `monitor` is current."""
         if trainer.sanity_checking or not self._outputs:
             return
-        gathered = {k: pl_module.all_gather(torch.cat([o[k] for o in self._outputs])).reshape(-1).cpu()
-                    for k in ("preds", "conf", "target", "index")}
+        gathered = _gather_uneven(pl_module, {k: torch.cat([o[k] for o in self._outputs])
+                                              for k in ("preds", "conf", "target", "index")})
         score = trainer.callback_metrics.get(self.monitor)
         score = float(score) if score is not None else -float("inf")
         if trainer.is_global_zero and score > self._best_score:
-            # DDP pads the validation set with repeats so ranks get equal batches: count each image once.
+            # Each image once, whatever the sampler did (a padding sampler repeats some across ranks).
             _, first = np.unique(gathered["index"].numpy(), return_index=True)
             self._best_score = score
             self._best = {"epoch": trainer.current_epoch, **{k: v.numpy()[first] for k, v in gathered.items()}}
@@ -124,3 +124,16 @@ class RunPictures(Callback):
         log.info(f"Saved {path}")
         if (wb := _wandb(trainer)) is not None:
             wb.log_image(key=f"pictures/{key}", images=[str(path)], step=trainer.global_step)
+
+
+def _gather_uneven(pl_module: L.LightningModule, local: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """all_gather of 1-D tensors whose length differs per rank (an unpadded validation share): pad to the
+    longest with index -1, gather, drop the padding. One process: the tensors themselves."""
+    if pl_module.trainer.world_size == 1:
+        return {k: v.cpu() for k, v in local.items()}
+    n = len(local["index"])
+    longest = int(pl_module.all_gather(torch.tensor([n], device=pl_module.device)).max())
+    padded = {k: torch.cat([v, v.new_full((longest - n,), -1)]) for k, v in local.items()}
+    gathered = {k: pl_module.all_gather(v).reshape(-1).cpu() for k, v in padded.items()}
+    keep = gathered["index"] >= 0
+    return {k: v[keep] for k, v in gathered.items()}

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 import numpy as np
 import pandas as pd
 import torch
@@ -181,10 +182,19 @@ class ImageDataModule(L.LightningDataModule):
         return make_loader(self.train_set, self.loader, train=True, pin_memory=self._pin_memory(), world_size=world,
                            sampler=sampler)
 
+    def _eval_loader(self, dataset: ImageDataset) -> DataLoader:
+        """Under DDP each rank evaluates a disjoint share, unpadded (Lightning's default sampler pads with
+        duplicates to even out the ranks, which would count some images twice in macro-F1)."""
+        sampler = None
+        if self.trainer is not None and self.trainer.world_size > 1:
+            sampler = UnrepeatedDistributedSampler(dataset, num_replicas=self.trainer.world_size,
+                                                   rank=self.trainer.global_rank, shuffle=False)
+        return make_loader(dataset, self.loader, train=False, pin_memory=self._pin_memory(), sampler=sampler)
+
     def val_dataloader(self) -> DataLoader:
-        return make_loader(self.val_set, self.loader, train=False, pin_memory=self._pin_memory())
+        return self._eval_loader(self.val_set)
 
     def test_dataloader(self) -> DataLoader:
         if self.test_set is None:
             raise DataConfigError("no test split: set data.test_fraction > 0 to hold out a test set")
-        return make_loader(self.test_set, self.loader, train=False, pin_memory=self._pin_memory())
+        return self._eval_loader(self.test_set)

@@ -212,15 +212,18 @@ class Classifier(L.LightningModule):
         return {"preds": preds, "conf": conf}  # for callbacks (confusion matrix, worst mistakes)
 
     def on_validation_epoch_end(self) -> None:
+        # compute() already reduced the metric states over all DDP ranks, so every rank holds the same values;
+        # sync_dist=True only averages equal numbers (and tells Lightning they are global, without a warning).
         values = self.val_metrics.compute()
-        self.log_dict(values, prog_bar=True)
+        self.log_dict(values, prog_bar=True, sync_dist=True)
         if self.val_task_f1 is not None:
-            self.log_dict(self.val_task_f1.compute())
+            self.log_dict(self.val_task_f1.compute(), sync_dist=True)
         if self.trainer.sanity_checking:  # the sanity check sees 2 batches; it must not set a "best"
             return
         self.val_f1_best(values["val/f1"])
         self.val_acc_best(values["val/acc"])
-        self.log_dict({"val/f1_best": self.val_f1_best.compute(), "val/acc_best": self.val_acc_best.compute()})
+        self.log_dict({"val/f1_best": self.val_f1_best.compute(), "val/acc_best": self.val_acc_best.compute()},
+                      sync_dist=True)
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         loss, preds, targets = self._shared_step(batch)

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 
 from imgcls.benchmark import report
 from imgcls.benchmark.baselines import BASELINES
-from imgcls.benchmark.timing import bare_rate, loader_rate, model_rate
+from imgcls.benchmark.timing import bare_rate, ddp_loader_rates, loader_rate, model_rate
 from imgcls.data.loaders import available_cpus, make_loader
 from imgcls.utils import get_logger
 from imgcls.utils.task_wrapper import task_wrapper
@@ -35,11 +35,17 @@ def _preset(name: str) -> dict[str, Any]:
     return OmegaConf.to_container(compose(config_name="bench", overrides=[f"augment={name}"]).augment, resolve=True)
 
 
-def _loader_timer(dataset: Any, cfg: DictConfig, workers: int, baseline: bool = False) -> Callable[[], float]:
-    """A closure timing our loader exactly as training builds it (a baseline: a plain DataLoader)."""
+def _loader_timer(dataset: Any, cfg: DictConfig, workers: int, baseline: bool = False,
+                  processes: int = 1) -> Callable[[], float | list[float]]:
+    """A closure timing our loader exactly as training builds it (a baseline: a plain DataLoader); with
+    `processes` > 1, that many concurrent DDP-like loaders, each on its shard: one rate per process."""
     b = cfg.bench
 
-    def measure() -> float:
+    def measure() -> float | list[float]:
+        if processes > 1:
+            settings = {**OmegaConf.to_container(cfg.loader, resolve=True), "num_workers": workers,
+                        "persistent_workers": workers > 0}
+            return ddp_loader_rates(dataset, settings, processes, b.warmup_batches, b.min_batches, b.min_seconds)
         if baseline:
             loader = DataLoader(dataset, batch_size=int(cfg.loader.batch_size), shuffle=True, drop_last=True,
                                 num_workers=workers, persistent_workers=workers > 0)
@@ -68,20 +74,21 @@ def _rows(cfg: DictConfig, datamodule: Any, workers: list[int]) -> list[dict[str
     for preset in (list(b.presets) if b.presets else [cfg.augment.name]):
         augment = _preset(preset)
         modules = {cache: _ready(cfg, augment, cache) for cache in wanted | {True}}  # cached one: the ceiling
-        for cache, w in itertools.product(sorted(wanted, reverse=True), workers):
+        for cache, procs, w in itertools.product(sorted(wanted, reverse=True), b.get("processes") or [1], workers):
             rows.append({"pipeline": "imgcls", "augment": preset, "cache": cache, "num_workers": w,
-                         "measure": _loader_timer(modules[cache].train_set, cfg, w)})
+                         "processes": int(procs),
+                         "measure": _loader_timer(modules[cache].train_set, cfg, w, processes=int(procs))})
         # The ceiling: the preset alone, one thread, on in-memory pre-processed (cached-size) arrays.
         train_set = modules[True].train_set
         arrays = [train_set.read(i) for i in range(min(200, len(train_set)))]
-        rows.append({"pipeline": "bare", "augment": preset, "cache": None, "num_workers": 0,
+        rows.append({"pipeline": "bare", "augment": preset, "cache": None, "num_workers": 0, "processes": 1,
                      "measure": lambda t=train_set.transform, a=arrays: bare_rate(t, a, b.min_seconds)})
     if b.baselines:
         table = datamodule.discovered.table
         size = tuple(datamodule.spec["image_size"])
         for name, w in itertools.product(BASELINES, workers):
             ds = BASELINES[name](table["path"].tolist(), table["label"].tolist(), size)
-            rows.append({"pipeline": name, "augment": "strong-equivalent", "cache": None, "num_workers": w,
+            rows.append({"pipeline": name, "augment": "strong-equivalent", "cache": None, "num_workers": w, "processes": 1,
                          "measure": _loader_timer(ds, cfg, w, baseline=True)})
     return rows
 
@@ -107,9 +114,12 @@ def bench(cfg: DictConfig) -> dict[str, Any]:
     for round_ in range(int(b.repeats)):
         log.info(f"Round {round_ + 1}/{b.repeats} over {len(rows)} rows")
         for row in rows:
-            row.setdefault("runs", []).append(row["measure"]())
+            value = row["measure"]()
+            rates = value if isinstance(value, list) else [value]
+            row.setdefault("runs", []).append(sum(rates))
+            row.setdefault("process_runs", []).append(rates)
             log.info(f"  {row['pipeline']:>14s} {row['augment']:>17s} cache={row['cache']!s:5s} "
-                     f"workers={row['num_workers']}: {row['runs'][-1]:8.1f} img/s")
+                     f"processes={row['processes']} workers={row['num_workers']}: {row['runs'][-1]:8.1f} img/s")
     bare = {r["augment"]: statistics.median(r["runs"]) for r in rows if r["pipeline"] == "bare"}
     results = []
     for row in rows:
@@ -117,11 +127,14 @@ def bench(cfg: DictConfig) -> dict[str, Any]:
             continue
         ips = statistics.median(row["runs"])
         ceiling = bare.get(row["augment"])
-        results.append({k: row[k] for k in ("pipeline", "augment", "cache", "num_workers")} | {
+        results.append({k: row[k] for k in ("pipeline", "augment", "cache", "num_workers", "processes")} | {
             "images_per_sec": ips, "runs": row["runs"],
+            "per_process_images_per_sec": [statistics.median(r[i] for r in row["process_runs"])
+                                           for i in range(row["processes"])],
             "bare_images_per_sec": ceiling if row["pipeline"] == "imgcls" else None,
-            "efficiency": ips / (ceiling * max(1, row["num_workers"])) if row["pipeline"] == "imgcls" and row["cache"]
-            else None,
+            # the ceiling is one bare thread per worker process (each DDP process has its own workers)
+            "efficiency": ips / (ceiling * max(1, row["num_workers"]) * row["processes"])
+            if row["pipeline"] == "imgcls" and row["cache"] else None,
             "keeps_up": ips >= model_ips})
 
     result = {"model": {"name": cfg.model.name, "images_per_sec": model_ips, "device": str(device),
@@ -141,7 +154,7 @@ def _speedups(rows: list[dict[str, Any]]) -> list[str]:
     """Our strong preset vs each baseline at the same worker count (the course's comparison)."""
     lines = []
     ours = {(r["cache"], r["num_workers"]): r["images_per_sec"] for r in rows
-            if r["pipeline"] == "imgcls" and r["augment"] == "strong"}
+            if r["pipeline"] == "imgcls" and r["augment"] == "strong" and r["processes"] == 1}
     for r in rows:
         if r["pipeline"] == "imgcls":
             continue

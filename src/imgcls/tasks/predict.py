@@ -1,6 +1,7 @@
 """Predict: checkpoint(s) -> model + pre-processing (from each checkpoint, not the config) -> predictions CSV.
 
 Several checkpoints (a list or a glob, e.g. the k folds) are an ensemble: their probabilities are averaged.
+Under DDP (`trainer=ddp_cpu`, `trainer=ddp`) every rank predicts its share and every row is written once.
 With `data=<a source that has a submission template>` (data=mask), the output is the filled-in template.
 """
 
@@ -19,6 +20,7 @@ import torch
 from lightning.pytorch.callbacks import RichProgressBar
 from omegaconf import DictConfig, ListConfig
 
+from imgcls.callbacks.prediction_writer import RankPredictionWriter
 from imgcls.data.dataset import ImageDataset
 from imgcls.data.inputs import read_inputs
 from imgcls.data.mask import Submission
@@ -77,20 +79,20 @@ def _inputs(cfg: DictConfig, spec: dict[str, Any]) -> tuple[pd.DataFrame, Submis
                        bbox_columns=list(crop.get("columns") or []) if crop.get("mode") == "bbox" else None), None
 
 
-def _probabilities(model: Any, table: pd.DataFrame, cfg: DictConfig, trainer: L.Trainer) -> np.ndarray:
-    """One model's class probabilities for every row, in input order, with its own pre-processing."""
+def _probabilities(model: Any, table: pd.DataFrame, cfg: DictConfig, trainer: L.Trainer,
+                   writer: RankPredictionWriter) -> np.ndarray | None:
+    """One model's class probabilities for every row, in input order, with its own pre-processing.
+
+    Every rank predicts its share and writes it (see RankPredictionWriter); rank 0 gathers. Other ranks of a
+    re-launched (`ddp`) run get None.
+    """
     spec = model.hparams.data_spec
     dataset = ImageDataset(table, build_eval_transform(spec["image_size"]), spec["channels"], spec["crop"],
                            decode_size=spec["image_size"])
     loader = make_loader(dataset, cfg.loader, train=False, pin_memory=torch.cuda.is_available())
-    batches = trainer.predict(model, dataloaders=loader)
-    index = torch.cat([b["index"].cpu() for b in batches]).numpy()
-    probs = torch.cat([b["probs"].cpu() for b in batches]).numpy()
-    if sorted(index.tolist()) != list(range(len(table))):
-        raise RuntimeError(f"predict produced {len(index)} rows for {len(table)} inputs")
-    ordered = np.empty_like(probs)
-    ordered[index] = probs  # rows back in input order, whatever order batches arrived in
-    return ordered
+    trainer.predict(model, dataloaders=loader, return_predictions=False)
+    trainer.strategy.barrier()  # every rank's file is written (a no-op in ddp_spawn's main process)
+    return writer.gather(len(table)) if trainer.is_global_zero else None
 
 
 @task_wrapper
@@ -111,11 +113,16 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     log.info(f"Predicting {len(table)} images" + (f" from {cfg.input}" if submission is None else
                                                   f" for the submission template {submission.source}"))
     log.info(f"Instantiating trainer <{cfg.trainer._target_}>")
-    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[RichProgressBar()])
-    if trainer.world_size > 1:  # each rank would only see its share of the rows
-        raise ValueError("predict runs in one process: use trainer.devices=1 (and a non-DDP trainer)")
+    writer = RankPredictionWriter(output_dir / ".predict_parts")
+    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[RichProgressBar(), writer])
+    members = []
+    for i, model in enumerate(models):
+        writer.name = f"model{i}"
+        members.append(_probabilities(model, table, cfg, trainer, writer))
+    if not trainer.is_global_zero:  # a re-launched DDP rank: rank 0 writes the outputs
+        return {}
     # The ensemble averages probabilities (not votes): confident members count for more, ties are rare.
-    probs = np.mean([_probabilities(model, table, cfg, trainer) for model in models], axis=0)
+    probs = np.mean(members, axis=0)
 
     result = predictions_table(table["path"].tolist(), probs, spec["class_names"], int(cfg.top_k))
     default = "submission.csv" if submission is not None else "predictions.csv"

@@ -11,6 +11,8 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
+from imgcls.callbacks import fit_progress
+from imgcls.callbacks.fit_progress import FitProgress
 from imgcls.utils import get_logger, write_json_atomic
 from imgcls.utils.env_report import write_env_report
 from imgcls.utils.instantiators import instantiate_group
@@ -21,7 +23,8 @@ log = get_logger(__name__)
 
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
-    return {k: float(v) for k, v in sorted(metrics.items()) if getattr(v, "numel", lambda: 1)() == 1}
+    return {k: float(v) for k, v in sorted(metrics.items())
+            if getattr(v, "numel", lambda: 1)() == 1 and not k.startswith(fit_progress.PREFIX)}
 
 
 @task_wrapper
@@ -44,7 +47,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     log.info(f"Instantiating model <{cfg.model._target_}> ({cfg.model.name})")
     model = hydra.utils.instantiate(cfg.model, data_spec=datamodule.spec, mixup=cfg.augment.get("mixup"))
 
-    callbacks = instantiate_group(cfg.get("callbacks"), "callback")
+    callbacks = instantiate_group(cfg.get("callbacks"), "callback") + [FitProgress()]
     loggers = instantiate_group(cfg.get("logger"), "logger")
     if not loggers:  # Lightning refuses an LR monitor without a logger; with logger=none there is nothing to log to
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
@@ -57,6 +60,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     log.info("Starting training" + (f" from checkpoint {cfg.ckpt_path}" if cfg.get("ckpt_path") else ""))
     trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     final = _scalars(trainer.callback_metrics)
+    progress = FitProgress.read(trainer)  # epochs, global_step, best_score (also under ddp_spawn)
 
     best_path = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     tested: dict[str, float] = {}
@@ -66,10 +70,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         tested = {k: v for k, v in _scalars(trainer.callback_metrics).items() if k.startswith("test/")}
 
     metrics = {"final": final, "best": {k: v for k, v in final.items() if k.endswith("_best")},
-               "test": tested, "best_checkpoint": best_path or None,
-               "best_score": float(trainer.checkpoint_callback.best_model_score)
-               if trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_score is not None else None,
-               "epochs": trainer.current_epoch, "global_step": trainer.global_step}
+               "test": tested, "best_checkpoint": best_path or None, **progress}
     if trainer.is_global_zero:
         write_json_atomic(output_dir / "metrics.json", metrics)
     _report(output_dir, best_path, loggers)

@@ -1,0 +1,34 @@
+"""How far fit got (epochs, steps, best score), readable in the process that called `trainer.fit`.
+
+Under `ddp_spawn` the loop runs in spawned processes; Lightning sends back the checkpoint path and the
+callback metrics, but not the loop's progress, so the main process's trainer would report 0 epochs. Rank 0
+puts the figures into the callback metrics at the end of fit, which travel back with the rest.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from lightning.pytorch.callbacks import Callback
+
+PREFIX = "fit/"
+
+
+class FitProgress(Callback):
+    def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
+        best = trainer.checkpoint_callback.best_model_score if trainer.checkpoint_callback else None
+        values = {"epochs": trainer.current_epoch, "global_step": trainer.global_step,
+                  "best_score": float("nan") if best is None else float(best)}
+        trainer.callback_metrics.update({PREFIX + k: torch.tensor(float(v)) for k, v in values.items()})
+
+    @staticmethod
+    def read(trainer: Any) -> dict[str, Any]:
+        """{'epochs', 'global_step', 'best_score'} from the callback metrics (None where fit did not get there)."""
+        metrics = trainer.callback_metrics
+        out: dict[str, Any] = {}
+        for key in ("epochs", "global_step", "best_score"):
+            value = metrics.get(PREFIX + key)
+            value = None if value is None or torch.isnan(value) else float(value)
+            out[key] = int(value) if value is not None and key != "best_score" else value
+        return out
