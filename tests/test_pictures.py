@@ -33,3 +33,21 @@ def test_keeps_best_epoch_and_drops_ddp_padding(tmp_path):
     assert cb._best["epoch"] == 8
     assert sorted(cb._best["index"].tolist()) == [0, 1, 2]
     assert cb._best["preds"].tolist() == [0, 1, 1]
+
+
+def test_uneven_validation_shares_are_gathered_without_padding():
+    """Two ranks holding 3 and 2 images (an unpadded DDP split): the gather pads, then drops the padding."""
+    from imgcls.callbacks.pictures import _gather_uneven
+
+    other = {"index": torch.tensor([3, 4]), "preds": torch.tensor([1, 0])}
+
+    def all_gather(t):  # what rank 1 would contribute, padded like rank 0's tensor
+        if t.numel() == 1:
+            return torch.stack([t, torch.tensor([2])])
+        key = "index" if t[0] == 0 else "preds"
+        mine = other[key]
+        return torch.stack([t, torch.cat([mine, mine.new_full((len(t) - len(mine),), -1)])])
+
+    trainer, module = SimpleNamespace(world_size=2), SimpleNamespace(all_gather=all_gather)
+    out = _gather_uneven(trainer, module, {"index": torch.tensor([0, 1, 2]), "preds": torch.tensor([2, 2, 1])})
+    assert out["index"].tolist() == [0, 1, 2, 3, 4] and out["preds"].tolist() == [2, 2, 1, 1, 0]

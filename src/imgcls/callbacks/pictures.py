@@ -72,8 +72,8 @@ class RunPictures(Callback):
         """After the module has logged this epoch's metrics, so `monitor` is current."""
         if trainer.sanity_checking or not self._outputs:
             return
-        gathered = _gather_uneven(pl_module, {k: torch.cat([o[k] for o in self._outputs])
-                                              for k in ("preds", "conf", "target", "index")})
+        gathered = _gather_uneven(trainer, pl_module, {k: torch.cat([o[k] for o in self._outputs])
+                                                       for k in ("preds", "conf", "target", "index")})
         score = trainer.callback_metrics.get(self.monitor)
         score = float(score) if score is not None else -float("inf")
         if trainer.is_global_zero and score > self._best_score:
@@ -126,13 +126,14 @@ class RunPictures(Callback):
             wb.log_image(key=f"pictures/{key}", images=[str(path)], step=trainer.global_step)
 
 
-def _gather_uneven(pl_module: L.LightningModule, local: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def _gather_uneven(trainer: L.Trainer, pl_module: L.LightningModule,
+                   local: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """all_gather of 1-D tensors whose length differs per rank (an unpadded validation share): pad to the
     longest with index -1, gather, drop the padding. One process: the tensors themselves."""
-    if pl_module.trainer.world_size == 1:
+    if getattr(trainer, "world_size", 1) == 1:
         return {k: v.cpu() for k, v in local.items()}
     n = len(local["index"])
-    longest = int(pl_module.all_gather(torch.tensor([n], device=pl_module.device)).max())
+    longest = int(pl_module.all_gather(torch.tensor([n], device=local["index"].device)).max())
     padded = {k: torch.cat([v, v.new_full((longest - n,), -1)]) for k, v in local.items()}
     gathered = {k: pl_module.all_gather(v).reshape(-1).cpu() for k, v in padded.items()}
     keep = gathered["index"] >= 0
