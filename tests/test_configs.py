@@ -10,7 +10,7 @@ from helpers import ROOT, compose, run_cli
 from omegaconf import OmegaConf
 
 GROUPS = ["data", "augment", "loader", "model", "callbacks", "logger", "trainer", "paths", "hydra", "experiment",
-          "debug"]
+          "debug", "hparams_search"]
 
 
 def _options(group: str) -> list[str]:

@@ -6,9 +6,20 @@ import logging
 import time
 from types import SimpleNamespace
 
+import pytest
 import torch
 
-from imgcls.callbacks import ThroughputMonitor
+from imgcls.callbacks import ThroughputMonitor, throughput
+
+
+CLOCK = [0.0]  # the callback's clock in these tests: they say how long waiting and computing took
+
+
+@pytest.fixture(autouse=True)
+def fake_clock(monkeypatch):
+    """Machine load must not change the measured fractions: the callback reads CLOCK, not the real time."""
+    CLOCK[0] = 0.0
+    monkeypatch.setattr(throughput, "time", SimpleNamespace(perf_counter=lambda: CLOCK[0]))
 
 
 class _Logger:
@@ -29,9 +40,9 @@ def _epoch(cb: ThroughputMonitor, trainer, wait: float, busy: float, steps: int 
     batch = {"image": torch.zeros(4, 1, 2, 2)}
     cb.on_train_epoch_start(trainer, None)
     for i in range(steps):
-        time.sleep(wait)
+        CLOCK[0] += wait
         cb.on_train_batch_start(trainer, None, batch, i)
-        time.sleep(busy)
+        CLOCK[0] += busy
         cb.on_train_batch_end(trainer, None, None, batch, i)
     cb.on_train_epoch_end(trainer, None)
 
@@ -87,7 +98,7 @@ def test_wait_is_taken_from_the_timed_loader_when_there_is_one():
     batch = {"image": torch.zeros(4, 1, 2, 2)}
     cb.on_train_epoch_start(trainer, None)
     for i in range(3):
-        time.sleep(0.02)  # a gap, but the loader says it was not waiting for data
+        CLOCK[0] += 0.02  # a gap, but the loader says it was not waiting for data
         cb.on_train_batch_start(trainer, None, batch, i)
         cb.on_train_batch_end(trainer, None, None, batch, i)
     assert logger.rows[-1]["train/data_wait_frac"] == 0.0
