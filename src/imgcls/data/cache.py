@@ -4,6 +4,8 @@ After the first build every epoch, worker and multirun job is "read + augment": 
 dataset + pre-processing, named by a hash of the file list (paths, sizes, mtimes) and the pre-processing
 config, so any change builds a new file and an unchanged dataset is reused. A build writes to a temp name and
 renames at the end (a killed build leaves no half cache) under a file lock (concurrent jobs build it once).
+The build decodes every image anyway, so it is also the check for unreadable ones: their rows stay black and
+they are listed beside the cache (`<cache>.bad.csv`, see data/checks.py).
 """
 
 from __future__ import annotations
@@ -17,58 +19,71 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from rich.progress import Progress
 
+from imgcls.data.checks import bad_list_path, decode_all, write_bad_list
 from imgcls.utils.io import atomic_write_text, file_lock
 from imgcls.utils.logging import get_logger
 
 log = get_logger(__name__)
 
-FORMAT_VERSION = 2  # bump when the decode/resize code changes what a cache holds
+FORMAT_VERSION = 3  # bump when the decode/resize code changes what a cache holds (3: the bad-image list)
 
 
-def cache_key(table: pd.DataFrame, channels: int, crop: dict[str, Any], size: Sequence[int]) -> str:
-    """Hash of what the cached pixels depend on: each file's path/size/mtime, bbox values, the pre-processing."""
+def files_key(table: pd.DataFrame, crop: dict[str, Any], settings: dict[str, Any]) -> str:
+    """Hash of what decoding `table` gives: each file's path/size/mtime/mode, the bbox values and `settings`.
+
+    A file that cannot even be stat'ed (a symlink loop, a deleted file) hashes as its error: still a key.
+    """
     digest = hashlib.sha256()
-    digest.update(json.dumps({"v": FORMAT_VERSION, "channels": channels, "crop": crop, "size": list(size)},
-                             sort_keys=True).encode())
+    digest.update(json.dumps({**settings, "crop": crop}, sort_keys=True, default=str).encode())
     for path in table["path"]:
-        st = os.stat(path)
-        digest.update(f"{path}|{st.st_size}|{st.st_mtime_ns};".encode())
+        try:
+            st = os.stat(path)
+            digest.update(f"{path}|{st.st_size}|{st.st_mtime_ns}|{st.st_mode};".encode())
+        except OSError as exc:
+            digest.update(f"{path}|error {exc.errno};".encode())
     for column in crop.get("columns") or []:
         if crop.get("mode") == "bbox":
             digest.update(table[column].to_numpy(np.float64).tobytes())
     return digest.hexdigest()[:20]
 
 
+def cache_key(table: pd.DataFrame, channels: int, crop: dict[str, Any], size: Sequence[int],
+              max_pixels: int | None = None) -> str:
+    """Hash of what the cached pixels (and the list of unreadable images) depend on."""
+    return files_key(table, crop, {"v": FORMAT_VERSION, "channels": channels, "size": list(size),
+                                   "max_pixels": max_pixels})
+
+
 def build_cache(dataset: Any, path: Path, num_workers: int = 0, batch_size: int = 64) -> Path:
-    """Fill `path` (N, H, W, C) uint8 from `dataset` (an eval-transform ImageDataset) in row order; atomic."""
-    from torch.utils.data import DataLoader
+    """Fill `path` (N, H, W, C) uint8 from `dataset` (an eval-transform ImageDataset) in row order; atomic.
 
-    from imgcls.data.dataset import collate_images, seed_worker
-
+    Unreadable images leave their row black and are listed in `bad_list_path(path)`, written before the cache.
+    """
     with file_lock(path.with_suffix(".lock")):
         if path.exists():  # built by another process while we waited
             return path
         for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a killed build
             stale.unlink(missing_ok=True)
-        loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, shuffle=False,
-                            collate_fn=collate_images, worker_init_fn=seed_worker if num_workers else None)
         tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
-        array = None
+        array, bad = None, []
         try:
-            with Progress(transient=True) as progress:
-                task = progress.add_task(f"Caching {len(dataset)} images", total=len(dataset))
-                for batch in loader:
-                    images = batch["image"].permute(0, 2, 3, 1).numpy()
-                    if array is None:
-                        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
-                                                          shape=(len(dataset), *images.shape[1:]))
-                    rows = np.asarray(batch["index"])
-                    array[rows[0]:rows[-1] + 1] = images
-                    progress.advance(task, len(rows))
+            batches = decode_all(dataset, num_workers, batch_size, f"Caching {len(dataset)} images")
+            for rows, images, unreadable in batches:
+                bad += unreadable
+                if images is None:  # every image of the batch was unreadable
+                    continue
+                images = images.permute(0, 2, 3, 1).numpy()
+                if array is None:
+                    array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
+                                                      shape=(len(dataset), *images.shape[1:]))
+                array[rows[0]:rows[-1] + 1] = images
+            if array is None:
+                raise RuntimeError(f"none of the {len(dataset)} images could be decoded, e.g. '{bad[0][1]}': "
+                                   f"{bad[0][2]}")
             array.flush()
             del array
+            write_bad_list(bad_list_path(path), bad)
             os.replace(tmp, path)
         finally:
             Path(tmp).unlink(missing_ok=True)

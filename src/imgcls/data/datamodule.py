@@ -13,8 +13,10 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
-from imgcls.data.cache import build_cache, cache_key, describe_cache
+from imgcls.data.cache import build_cache, cache_key, describe_cache, files_key
+from imgcls.data.checks import CHECK_VERSION, bad_list_path, find_bad_images
 from imgcls.data.dataset import ImageDataset, augmentation_seed
+from imgcls.data.image_io import DEFAULT_MAX_IMAGE_PIXELS, BadImageError, set_max_image_pixels
 from imgcls.data.loaders import make_loader, resolve_num_workers
 from imgcls.data.samplers import EpochWeightedSampler, balanced_weights
 from imgcls.data.sources import DataConfigError, Discovered
@@ -41,7 +43,8 @@ class ImageDataModule(L.LightningDataModule):
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                  augment: Mapping[str, Any] | None = None, loader: Mapping[str, Any] | None = None,
                  cache: bool = True, cache_dir: str | None = None, cache_size: int | Sequence[int] | None = None,
-                 output_dir: str | None = None) -> None:
+                 output_dir: str | None = None, on_bad_image: str = "skip",
+                 max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> None:
         super().__init__()
         self.source = source
         self.root = root  # informational: the sources read it from the config
@@ -61,18 +64,24 @@ class ImageDataModule(L.LightningDataModule):
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.cache_size = as_hw(to_plain(cache_size), "data.cache_size") if cache_size else self.image_size
         self.output_dir = output_dir
+        if on_bad_image not in ("skip", "error"):
+            raise DataConfigError(f"data.on_bad_image='{on_bad_image}' is not an option: use skip or error")
+        self.on_bad_image = on_bad_image
+        self.max_image_pixels = int(max_image_pixels) if max_image_pixels else None
+        set_max_image_pixels(self.max_image_pixels)
         # Per-instance state only: a second instance in the same process (a multirun job) starts clean.
         self._discovered: Discovered | None = None
         self._cache_file: Path | None = None
+        self._bad: pd.DataFrame | None = None
         self.table: pd.DataFrame | None = None
         self.train_set = self.val_set = self.test_set = None
 
     # ---- discovery --------------------------------------------------------------------------------------
     def prepare_data(self) -> None:
-        """Once per machine (Lightning calls it on local rank 0 only): export data, build the cache."""
+        """Once per machine (Lightning calls it on local rank 0 only): export data, build the cache, find the
+        unreadable images (the cache build decodes every image anyway; without it a cheap pass does)."""
         self.source.prepare()
-        if self.cache:
-            self.cache_file()
+        self.bad_images()
 
     def cache_file(self) -> Path:
         """The pre-processing cache for this dataset + pre-processing, built now if missing (see data/cache.py).
@@ -82,9 +91,10 @@ class ImageDataModule(L.LightningDataModule):
         if self._cache_file is not None:
             return self._cache_file
         table = self.discovered.table
-        key = cache_key(table, self.channels, self.crop, self.cache_size)
-        path = self.cache_dir / f"{Path(str(self.root or 'data')).name}_{self.cache_size[0]}x{self.cache_size[1]}_{key}.npy"
+        key = cache_key(table, self.channels, self.crop, self.cache_size, self.max_image_pixels)
+        path = self.cache_dir / f"{self._dataset_name}_{self.cache_size[0]}x{self.cache_size[1]}_{key}.npy"
         if not path.exists():
+            set_max_image_pixels(self.max_image_pixels)  # this may be a DDP rank unpickled from the parent
             decode = ImageDataset(table, build_eval_transform(self.cache_size), self.channels, self.crop,
                                   decode_size=self.cache_size)
             build_cache(decode, path, num_workers=resolve_num_workers(self.loader.get("num_workers")))
@@ -92,6 +102,56 @@ class ImageDataModule(L.LightningDataModule):
                                   "crop": self.crop, "size": self.cache_size})
         self._cache_file = path
         return path
+
+    @property
+    def _dataset_name(self) -> str:
+        return Path(str(self.root or "data")).name
+
+    def bad_images(self) -> pd.DataFrame:
+        """`row,path,reason` of the discovered files that cannot be decoded, in discovery order (see checks.py).
+
+        Found once per dataset and settings (by the cache build, or a cheap pass when the cache is off) and
+        remembered in the cache folder, so every DDP rank and every later run reads the same list.
+        """
+        if self._bad is None:
+            set_max_image_pixels(self.max_image_pixels)  # also for the loader workers when the cache is off
+            table = self.discovered.table
+            if self.cache:
+                record = bad_list_path(self.cache_file())
+            elif self.cache_dir is not None:
+                key = files_key(table, self.crop, {"check": CHECK_VERSION, "channels": self.channels,
+                                                   "max_pixels": self.max_image_pixels})
+                record = self.cache_dir / f"{self._dataset_name}_check_{key}.bad.csv"
+            else:
+                record = None  # nowhere to remember it: every process checks (the result is a pure function)
+            self._bad = find_bad_images(table, self.channels, self.crop, record,
+                                        resolve_num_workers(self.loader.get("num_workers")))
+        return self._bad
+
+    def readable(self) -> pd.DataFrame:
+        """The discovered table without its unreadable files (`data.on_bad_image=skip`), or the error naming the
+        first one (`error`); `row` is each file's row in the discovery (and the cache). The unreadable files
+        are listed in <run dir>/bad_images.csv either way."""
+        table = self.discovered.table.assign(row=range(len(self.discovered.table)))
+        bad = self.bad_images()
+        if bad.empty:
+            return table
+        where = self._write_output("bad_images.csv", bad[["path", "reason"]])
+        first_path, first_reason = bad["path"].iloc[0], bad["reason"].iloc[0]
+        listed = f"see {where}" if where else f"first: '{first_path}': {first_reason}"
+        if self.on_bad_image == "error" or len(bad) == len(table):
+            fix = ("check data.root" if len(bad) == len(table) else
+                   "fix or remove them, or pass data.on_bad_image=skip to train without them")
+            note = f" (all listed in {where})" if where else ""
+            raise BadImageError(first_path, f"{first_reason}. {len(bad)} of {len(table)} images are unreadable{note}: "
+                                            f"{fix}")
+        kept = table[~table["row"].isin(bad["row"])].reset_index(drop=True)
+        lost = sorted(set(table["label"]) - set(kept["label"]))
+        if lost:
+            raise DataConfigError(f"class(es) {[self.class_names[i] for i in lost]} have no readable images "
+                                  f"({listed}): fix those files or remove the class")
+        log.info(f"Skipped {len(bad)} unreadable images ({listed})")
+        return kept
 
     @property
     def discovered(self) -> Discovered:
@@ -119,7 +179,7 @@ class ImageDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.table is not None:
             return
-        table = self.split(self.discovered.table.assign(row=range(len(self.discovered.table))))  # row: in the cache
+        table = self.split(self.readable())
         self.table = table
         counts = table["split"].value_counts().to_dict()
         folds = f", fold {self.fold} of {self.n_folds}" if self.n_folds else ""
@@ -152,12 +212,19 @@ class ImageDataModule(L.LightningDataModule):
         return np.bincount(labels, minlength=self.num_classes)
 
     def _write_split(self) -> None:
-        if not self.output_dir or (self.trainer is not None and not self.trainer.is_global_zero):
-            return
         names = self.class_names
         out = self.table.assign(label_name=[names[i] for i in self.table["label"]])
         cols = ["path", "label", "label_name", "split"] + [c for c in ("fold", "group") if c in out]
-        atomic_write_text(Path(self.output_dir) / "split.csv", out[cols].to_csv(index=False))
+        self._write_output("split.csv", out[cols])
+
+    def _write_output(self, name: str, frame: pd.DataFrame) -> Path | None:
+        """`frame` as CSV into the run dir, atomically, on global rank 0; the path (on every rank), or None."""
+        if not self.output_dir:
+            return None
+        path = Path(self.output_dir) / name
+        if self.trainer is None or self.trainer.is_global_zero:
+            atomic_write_text(path, frame.to_csv(index=False))
+        return path
 
     @property
     def has_test(self) -> bool:

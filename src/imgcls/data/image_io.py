@@ -6,17 +6,26 @@ everywhere: EXIF orientation applied, any PIL mode (L, LA, RGBA, P, CMYK, I;16, 
 
 from __future__ import annotations
 
+import errno
 import math
 import os
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm")
 
 # Transparent pixels are composited onto white: the usual background of scans, icons and product shots.
 _BACKGROUND = 255
+
+# The decompression-bomb guard is PIL's own: Image.open raises above 2 x Image.MAX_IMAGE_PIXELS, before decoding
+# anything. The default limit is PIL's default error threshold, so what PIL opens today stays readable; PIL's
+# warning (at half the threshold) is silenced: either the image is over the limit and listed as unreadable, or not.
+DEFAULT_MAX_IMAGE_PIXELS = 2 * Image.MAX_IMAGE_PIXELS
+_max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 class BadImageError(RuntimeError):
@@ -26,6 +35,36 @@ class BadImageError(RuntimeError):
         self.path = str(path)
         self.reason = reason
         super().__init__(f"cannot read image '{path}': {reason}")
+
+
+def set_max_image_pixels(limit: int | None) -> None:
+    """Images with more pixels are unreadable, in this process and the loader workers it forks (None = no limit)."""
+    global _max_pixels
+    _max_pixels = int(limit) if limit else None
+    Image.MAX_IMAGE_PIXELS = -(-_max_pixels // 2) if _max_pixels else None  # PIL errors above twice this
+
+
+def _reason(path: str | os.PathLike, exc: BaseException) -> str:
+    """Why `path` could not be decoded, in words a user can act on (the exception follows in brackets)."""
+    raw = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, Image.DecompressionBombError):
+        return (f"exceeds the pixel limit of {_max_pixels or 0:,} (decompression-bomb guard; if the image is "
+                f"genuine, raise data.max_image_pixels, null = no limit) ({raw})")
+    if isinstance(exc, FileNotFoundError):
+        return f"file not found (deleted, or a broken symlink) ({raw})"
+    if isinstance(exc, PermissionError):
+        return f"no permission to read the file ({raw})"
+    if isinstance(exc, OSError) and exc.errno == errno.ELOOP:
+        return f"symlink loop ({raw})"
+    if isinstance(exc, UnidentifiedImageError):
+        try:
+            empty = os.path.getsize(path) == 0
+        except OSError:
+            empty = False
+        return "empty file (0 bytes)" if empty else "not an image, or a format PIL cannot read (unidentified)"
+    if "truncated" in str(exc):
+        return f"truncated image data ({raw})"
+    return f"corrupt or undecodable image ({raw})"
 
 
 def is_image_file(name: str) -> bool:
@@ -115,7 +154,8 @@ def load_image(path: str | os.PathLike, channels: int = 3, crop: dict | None = N
     Crop coordinates refer to the displayed (EXIF-rotated) full-resolution image. `min_size` (h, w) is the
     size the crop will be resized to: when that is at most half the crop, JPEGs are decoded at 1/2, 1/4 or 1/8
     scale (libjpeg's DCT scaling, several times faster) and the crop box is scaled to match.
-    Any failure becomes a `BadImageError` naming the file.
+    Any failure becomes a `BadImageError` naming the file and the reason; so does an image with more pixels
+    than `set_max_image_pixels` allows (PIL checks the header before decoding anything).
     """
     if channels not in (1, 3):
         raise ValueError(f"data.channels must be 1 or 3, got {channels}")
@@ -136,7 +176,7 @@ def load_image(path: str | os.PathLike, channels: int = 3, crop: dict | None = N
                 img = ImageOps.exif_transpose(img)
             arr = to_channels(img, channels)
     except Exception as exc:  # PIL raises many types (OSError, SyntaxError, DecompressionBombError, ...)
-        raise BadImageError(path, f"{type(exc).__name__}: {exc}") from exc
+        raise BadImageError(path, _reason(path, exc)) from exc
     if box is None:
         return arr
     h, w = arr.shape[:2]

@@ -78,7 +78,9 @@ class FolderSource:
         rows = []
         for index, name in enumerate(names):
             folder = root / name
-            files = sorted(p for p in folder.rglob("*") if p.is_file() and is_image_file(p.name)) if folder.is_dir() else []
+            # Symlinks are kept even when broken or looping: the bad-image check lists them instead of losing them.
+            files = sorted(p for p in folder.rglob("*") if (p.is_symlink() or p.is_file()) and is_image_file(p.name)) \
+                if folder.is_dir() else []
             if not files:
                 raise DataConfigError(f"class folder '{folder}' has no images: add images or remove the folder")
             rows += [(str(p), index) for p in files]
@@ -124,7 +126,7 @@ class CsvSource:
             table["group"] = df[self.group_column].astype(str).values
         for col in self.bbox_columns or []:
             table[col] = df[col].astype(float).values
-        absent = [p for p in table["path"] if not os.path.exists(p)]
+        absent = [p for p in table["path"] if not os.path.lexists(p)]
         if absent:
             raise DataConfigError(f"{csv_path}: {len(absent)} listed file(s) do not exist, first: '{absent[0]}' "
                                   f"(paths are relative to data.root='{root}')")

@@ -6,6 +6,8 @@ without talking to each other, and nothing is kept in class attributes (a second
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
@@ -24,10 +26,15 @@ def _check_counts(labels: np.ndarray, key: str) -> None:
 def _folds(labels: np.ndarray, groups: np.ndarray | None, n_splits: int, seed: int, key: str) -> list[np.ndarray]:
     """The held-out positions of each of `n_splits` stratified (grouped if `groups`) folds."""
     if groups is None:
+        smallest = int(np.bincount(labels)[np.bincount(labels) > 0].min())
+        if smallest < n_splits:
+            raise DataConfigError(f"{key} cuts every class into {n_splits} parts, but a class has only {smallest} "
+                                  f"images: use fewer folds (or a larger val fraction), or add images")
         folds = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed).split(labels, labels)
     else:
         if len(np.unique(groups)) < n_splits:
-            raise DataConfigError(f"{key} needs at least {n_splits} groups, found {len(np.unique(groups))}")
+            raise DataConfigError(f"{key} needs at least {n_splits} groups, found {len(np.unique(groups))}: use "
+                                  "fewer folds (or a larger val fraction), or add data")
         folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed).split(labels, labels, groups)
     return [held for _, held in folds]
 
@@ -37,9 +44,14 @@ def _holdout(index: np.ndarray, labels: np.ndarray, groups: np.ndarray | None, f
     """Split `index` into (keep, held_out) with ~`fraction` held out, stratified (and grouped if `groups`)."""
     _check_counts(labels, key)
     if groups is None:
+        classes, held_out = len(np.unique(labels)), math.ceil(fraction * len(labels))  # as scikit-learn counts
+        if held_out < classes or len(labels) - held_out < classes:
+            raise DataConfigError(f"{key} holds out {held_out} of {len(labels)} images, but a "
+                                  f"stratified split needs at least one per class ({classes}) on each side: "
+                                  "change the fraction or add images")
         keep, held = train_test_split(index, test_size=fraction, stratify=labels, random_state=seed, shuffle=True)
         return np.sort(keep), np.sort(held)
-    held = _folds(labels, groups, max(2, round(1.0 / fraction)), seed, f"{key}={fraction}")[0]
+    held = _folds(labels, groups, max(2, round(1.0 / fraction)), seed, key)[0]
     return np.setdiff1d(index, index[held]), index[held]
 
 
@@ -65,11 +77,11 @@ def assign_splits(table: pd.DataFrame, val_fraction: float, test_fraction: float
     out = pd.DataFrame({"split": np.full(len(table), "train", dtype=object)}, index=table.index)
     rest = np.arange(len(table))
     if test_fraction > 0:
-        rest, test = _holdout(rest, labels, groups, test_fraction, seed, "data.test_fraction")
+        rest, test = _holdout(rest, labels, groups, test_fraction, seed, f"data.test_fraction={test_fraction}")
         out.iloc[test, 0] = "test"
     rest_groups = None if groups is None else groups[rest]
     if n_folds is not None:
-        _check_counts(labels[rest], "data.n_folds")
+        _check_counts(labels[rest], f"data.n_folds={n_folds}")
         fold_of = np.full(len(table), -1)
         for k, held in enumerate(_folds(labels[rest], rest_groups, int(n_folds), seed, f"data.n_folds={n_folds}")):
             fold_of[rest[held]] = k
@@ -78,6 +90,6 @@ def assign_splits(table: pd.DataFrame, val_fraction: float, test_fraction: float
         return out
     # The val fraction is of the whole table, not of what the test split left.
     _, val = _holdout(rest, labels[rest], rest_groups, val_fraction / (1.0 - test_fraction), seed,
-                      "data.val_fraction")
+                      f"data.val_fraction={val_fraction}")
     out.iloc[val, 0] = "val"
     return out

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 
 from imgcls.models.classifier import Classifier
-from imgcls.models.factory import ModelConfigError
+from imgcls.models.factory import ModelConfigError, load_tensors
+
+_EXPECTED = "a .ckpt written by train.py (<run dir>/checkpoints/best.ckpt or last.ckpt)"
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -17,11 +20,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise ModelConfigError(f"ckpt_path='{path}' does not exist: pass a .ckpt from <run dir>/checkpoints/")
     from lightning.fabric.utilities.data import AttributeDict
 
-    try:
-        with torch.serialization.safe_globals([AttributeDict]):
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ModelConfigError(f"ckpt_path='{path}' cannot be loaded safely (weights_only=True): {exc}") from exc
+    ckpt = load_tensors(path, "ckpt_path", _EXPECTED, allowed=[AttributeDict])
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "data_spec" not in ckpt.get("hyper_parameters", {}):
         raise ModelConfigError(f"ckpt_path='{path}' is not an imgcls training checkpoint (no state_dict/data_spec); "
                                "for plain timm weights use model.pretrained_path in training instead")
@@ -33,10 +32,36 @@ def load_classifier(path: str | os.PathLike) -> Classifier:
     ckpt = read_checkpoint(path)
     hp = dict(ckpt["hyper_parameters"])
     # Keys added later (head, loss, ...) fall back to the defaults older checkpoints were trained with.
-    model = Classifier(name=hp["name"], data_spec=hp["data_spec"], drop_rate=hp.get("drop_rate", 0.0),
-                       model_kwargs=hp.get("model_kwargs"), label_smoothing=hp.get("label_smoothing", 0.0),
-                       channels_last=hp.get("channels_last", False), head=hp.get("head", "single"),
-                       loss=hp.get("loss", "ce"), focal_gamma=hp.get("focal_gamma", 2.0),
-                       class_weights=hp.get("class_weights", "none"))
+    try:
+        model = Classifier(name=hp["name"], data_spec=hp["data_spec"], drop_rate=hp.get("drop_rate", 0.0),
+                           model_kwargs=hp.get("model_kwargs"), label_smoothing=hp.get("label_smoothing", 0.0),
+                           channels_last=hp.get("channels_last", False), head=hp.get("head", "single"),
+                           loss=hp.get("loss", "ce"), focal_gamma=hp.get("focal_gamma", 2.0),
+                           class_weights=hp.get("class_weights", "none"))
+    except ValueError as exc:  # ModelConfigError too: e.g. a model name this timm version does not have
+        raise ModelConfigError(f"ckpt_path='{path}' cannot be rebuilt here ({exc}): predict with the timm and "
+                               "imgcls versions it was trained with") from exc
+    mismatch = weights_mismatch(model.state_dict(), ckpt["state_dict"])
+    if mismatch:
+        raise ModelConfigError(f"ckpt_path='{path}': its weights do not fit the model it names ('{hp['name']}', "
+                               f"{len(model.class_names)} classes; {mismatch}): the file was edited or mixed from "
+                               f"two runs; use {_EXPECTED}")
     model.load_state_dict(ckpt["state_dict"])
     return model.eval()
+
+
+def weights_mismatch(own: Mapping[str, torch.Tensor], found: Mapping[str, Any]) -> str:
+    """'' when `found` loads strictly into `own`, else a short account: counts and the first offender of each kind."""
+    parts = []
+    missing = [k for k in own if k not in found]
+    if missing:
+        parts.append(f"{len(missing)} tensors missing, first {missing[0]}")
+    unexpected = [k for k in found if k not in own]
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected, first {unexpected[0]}")
+    reshaped = [k for k in own if k in found and tuple(getattr(found[k], "shape", ())) != tuple(own[k].shape)]
+    if reshaped:
+        k = reshaped[0]
+        parts.append(f"{len(reshaped)} of another shape, first {k} {list(found[k].shape)} in the file vs "
+                     f"{list(own[k].shape)}")
+    return "; ".join(parts)

@@ -72,7 +72,8 @@ class Classifier(L.LightningModule):
         self._check_options()
         channels = int(data_spec.get("channels", 3))
         outputs = self.layout.num_outputs if head == "multi" else num_classes
-        self.model = create_classifier(name, outputs, channels, pretrained, pretrained_path, drop_rate, model_kwargs)
+        self.model = create_classifier(name, outputs, channels, pretrained, pretrained_path, drop_rate, model_kwargs,
+                                       image_size=data_spec.get("image_size"))
         timm_cfg = resolve_model_data_config(self.model)
         mean = _fit_channels(list(data_spec.get("mean") or timm_cfg["mean"]), channels)
         std = _fit_channels(list(data_spec.get("std") or timm_cfg["std"]), channels)

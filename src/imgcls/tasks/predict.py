@@ -60,7 +60,13 @@ def checkpoint_paths(value: Any) -> list[str]:
     return paths
 
 
-def _inputs(cfg: DictConfig, spec: dict[str, Any]) -> tuple[pd.DataFrame, Submission | None]:
+def _classes(names: list[str]) -> str:
+    """`3 classes ['bar', 'circle', 'square']`, shortened after 4 names."""
+    names = [str(n) for n in names]
+    return f"{len(names)} classes {names if len(names) <= 4 else names[:3] + ['...']}"
+
+
+def _inputs(cfg: DictConfig, spec: dict[str, Any], ckpt: str) -> tuple[pd.DataFrame, Submission | None]:
     """The rows to predict: `data=<competition source>` -> its submission template, else `input=`."""
     if cfg.get("data") is not None:
         log.info(f"Instantiating data source <{cfg.data.source._target_}>")
@@ -68,8 +74,9 @@ def _inputs(cfg: DictConfig, spec: dict[str, Any]) -> tuple[pd.DataFrame, Submis
         if not hasattr(source, "submission"):
             raise DataConfigError(f"data={cfg.data.source._target_} has no submission template: use input= instead")
         if list(source.class_names) != list(spec["class_names"]):
-            raise DataConfigError(f"the checkpoint's classes {spec['class_names'][:3]}... differ from data.source's "
-                                  f"{list(source.class_names)[:3]}...: predict with a checkpoint trained on this data")
+            raise DataConfigError(f"ckpt_path='{ckpt}' was trained on {_classes(spec['class_names'])}, but "
+                                  f"data.root='{cfg.data.get('root')}' has {_classes(source.class_names)}: predict "
+                                  "this data with a checkpoint trained on it, or pass input= instead of data=")
         submission = source.submission()
         return submission.table, submission
     if cfg.get("input") is None:
@@ -104,12 +111,14 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     spec = models[0].hparams.data_spec
     for path, model in zip(ckpts, models):
         if model.hparams.data_spec["class_names"] != spec["class_names"]:
-            raise ModelConfigError(f"{path} has other classes than {ckpts[0]}: an ensemble must share its classes")
+            raise ModelConfigError(f"ckpt_path='{path}' has {_classes(model.hparams.data_spec['class_names'])}, "
+                                   f"'{ckpts[0]}' {_classes(spec['class_names'])}: an ensemble must share its "
+                                   "classes; list only checkpoints trained on the same data")
         model.tta = list(cfg.tta or [])
     log.info(f"Model {models[0].hparams.name}: {len(spec['class_names'])} classes, input {spec['image_size']}"
              + (f", TTA {list(cfg.tta)}" if cfg.tta else ""))
 
-    table, submission = _inputs(cfg, spec)
+    table, submission = _inputs(cfg, spec, ckpts[0])
     log.info(f"Predicting {len(table)} images" + (f" from {cfg.input}" if submission is None else
                                                   f" for the submission template {submission.source}"))
     log.info(f"Instantiating trainer <{cfg.trainer._target_}>")

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from imgcls.callbacks import fit_progress
 from imgcls.callbacks.fit_progress import FitProgress
 from imgcls.utils import get_logger, write_json_atomic
+from imgcls.utils.checkpoint_io import AtomicCheckpointIO
 from imgcls.utils.env_report import write_env_report
 from imgcls.utils.instantiators import instantiate_group
 from imgcls.utils.rich_utils import print_config_tree
@@ -53,7 +54,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
 
     log.info(f"Instantiating trainer <{cfg.trainer._target_}>")
-    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    # Checkpoints written to a temp name and renamed: a kill mid-save never leaves a truncated last.ckpt.
+    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
+                                                 plugins=[AtomicCheckpointIO()])
     for lg in loggers:
         lg.log_hyperparams({**OmegaConf.to_container(cfg, resolve=True), "env": env})
 
@@ -81,6 +84,7 @@ def _report(output_dir: Path, best_path: str, loggers: list) -> None:
     log.info("Done. Outputs:")
     for name, path in (("run dir", output_dir), ("metrics", output_dir / "metrics.json"),
                        ("metrics log", output_dir / "metrics.csv"), ("split", output_dir / "split.csv"),
+                       ("skipped images", output_dir / "bad_images.csv"),
                        ("best checkpoint", best_path), ("confusion matrix", output_dir / "confusion_matrix.png"),
                        ("per-class scores", output_dir / "per_class.csv"), ("environment", output_dir / "env.txt"),
                        ("config", output_dir / ".hydra" / "config.yaml")):

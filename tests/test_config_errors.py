@@ -1,0 +1,212 @@
+"""Likely mistakes end in one line that names the key, its value and the fix: `<key>=<value> ...: <fix>`.
+
+Unit tests where the check lives in one function; the CLI (slow) where what matters is what the user reads.
+Covered elsewhere: unknown model.name and data.val_fraction out of range (test_train_cli, test_model, test_split).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from helpers import CLASSES, FAST, ROOT, run_cli
+
+from imgcls.data.sources import DataConfigError
+from imgcls.data.split import assign_splits
+from imgcls.models import Classifier, ModelConfigError, create_classifier
+from imgcls.models.checkpoint import load_classifier, read_checkpoint
+
+SPEC = {"class_names": list(CLASSES), "channels": 3, "image_size": [32, 32], "crop": {"mode": "none"},
+        "mean": None, "std": None}
+
+
+def error_line(proc) -> str:
+    """The message the run ended with: its last `<module.SomeError>: <message>` line (after checking it failed)."""
+    out = proc.stdout + proc.stderr
+    found = re.findall(r"^[\w.]+(?:Error|Exception): (.+)$", out, flags=re.M)
+    assert proc.returncode != 0 and found, out[-3000:]
+    return found[-1]
+
+
+# ---- data.image_size the model cannot take ---------------------------------------------------------------
+def test_image_size_too_small_for_a_cnn_names_the_key_and_a_size_that_works():
+    with pytest.raises(ModelConfigError) as caught:
+        create_classifier("test_convnext", num_classes=3, image_size=4)
+    message = str(caught.value)
+    assert message.startswith("data.image_size=[4, 4] does not fit model.name='test_convnext' (")
+    suggested = re.search(r"use a larger data.image_size, e.g. \[(\d+), (\d+)\]", message)
+    assert suggested, message
+    create_classifier("test_convnext", num_classes=3, image_size=[int(v) for v in suggested.groups()])
+
+
+def test_fixed_size_vit_points_to_its_size_or_img_size():
+    with pytest.raises(ModelConfigError) as caught:
+        create_classifier("vit_tiny_patch16_224", num_classes=3, image_size=[32, 32])
+    message = str(caught.value)
+    assert message.startswith("data.image_size=[32, 32] does not fit model.name='vit_tiny_patch16_224' (Input height")
+    assert "set data.image_size=[224, 224] (its fixed size)" in message
+    assert "++model.model_kwargs.img_size=[32, 32]" in message
+    create_classifier("vit_tiny_patch16_224", num_classes=3, image_size=[32, 32], kwargs={"img_size": [32, 32]})
+
+
+def test_size_check_changes_no_weight_statistic_mode_or_random_state():
+    torch.manual_seed(0)
+    plain = create_classifier("test_resnet", num_classes=3)
+    rng_after_plain = torch.get_rng_state()
+    torch.manual_seed(0)
+    checked = create_classifier("test_resnet", num_classes=3, image_size=[32, 32])
+    assert checked.training and torch.equal(torch.get_rng_state(), rng_after_plain)
+    for (name, a), b in zip(plain.state_dict().items(), checked.state_dict().values()):
+        assert torch.equal(a, b), name  # BatchNorm running statistics included
+
+
+def test_classifier_checks_the_data_image_size():
+    with pytest.raises(ModelConfigError, match=r"^data\.image_size=\[4, 4\] does not fit model\.name='test_convnext'"):
+        Classifier("test_convnext", {**SPEC, "image_size": [4, 4]})
+
+
+# ---- splits that cannot be stratified ----------------------------------------------------------------------
+@pytest.mark.parametrize("kwargs,key", [({"val_fraction": 0.1}, "data.val_fraction=0.1"),
+                                        ({"val_fraction": 0.1, "n_folds": 5}, "data.n_folds=5")])
+def test_too_few_images_per_class_for_the_split_names_the_key(kwargs, key):
+    table = pd.DataFrame({"label": np.repeat([0, 1, 2], 4)})  # 12 images: 10% is fewer than one per class
+    with pytest.raises(DataConfigError, match=f"^{re.escape(key)} "):
+        assign_splits(table, **kwargs)
+
+
+# ---- checkpoints: tampered, truncated, foreign, mismatched ------------------------------------------------
+class RunsCode:
+    """Unpickling this runs a shell command: what a tampered file does under torch.load(weights_only=False)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def save_checkpoint(path: Path, spec: dict = SPEC, name: str = "test_resnet", state_dict: dict | None = None,
+                    **hparams) -> Path:
+    """The parts of a train.py checkpoint that predict reads: weights and hyper-parameters."""
+    model = Classifier(name, spec)
+    torch.save({"state_dict": model.state_dict() if state_dict is None else state_dict,
+                "hyper_parameters": {**model.hparams, **hparams}, "epoch": 0}, path)
+    return path
+
+
+def tampered(tmp_path: Path, kind: str) -> Path:
+    path = tmp_path / f"{kind}.ckpt"
+    if kind == "runs_code":
+        torch.save({"state_dict": {}, "hyper_parameters": {"data_spec": RunsCode(tmp_path / "pwned")}}, path)
+    elif kind == "truncated":
+        data = save_checkpoint(tmp_path / "whole.ckpt").read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    elif kind == "empty":
+        path.write_bytes(b"")
+    else:  # e.g. a Git LFS pointer or an HTML error page saved under the checkpoint's name
+        path.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:0123\nsize 42\n")
+    return path
+
+
+@pytest.mark.parametrize("kind,expected", [
+    ("runs_code", r"holds pickled code \((posix|nt)\.system\), not just tensors: refused without running it "
+                  r"\(weights_only=True\); use a \.ckpt written by train\.py"),
+    ("truncated", r"is truncated or corrupted \(PytorchStreamReader failed reading zip archive.*\): copy it again"),
+    ("empty", r"is truncated or corrupted \(EOFError\): copy it again"),
+    ("foreign", r"is not a PyTorch weights file or holds objects weights_only=True refuses \(.+\): use a "
+                r"\.ckpt written by train\.py"),
+])
+def test_unloadable_checkpoint_is_refused_naming_the_file(tmp_path, kind, expected):
+    path = tampered(tmp_path, kind)
+    with pytest.raises(ModelConfigError) as caught:
+        read_checkpoint(path)
+    message = str(caught.value)
+    assert re.match(f"ckpt_path='{re.escape(str(path))}' {expected}", message), message
+    assert "\n" not in message and "weights_only=False" not in message  # one line; never suggest the unsafe load
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_pretrained_weights_that_run_code_are_refused(tmp_path):
+    path = tampered(tmp_path, "runs_code")
+    with pytest.raises(ModelConfigError, match=rf"^model\.pretrained_path='{re.escape(str(path))}' holds pickled code"):
+        create_classifier("test_resnet", num_classes=3, pretrained_path=str(path))
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_checkpoint_whose_weights_do_not_fit_its_model(tmp_path):
+    other = Classifier("test_resnet", {**SPEC, "class_names": [str(i) for i in range(10)]})
+    path = save_checkpoint(tmp_path / "mixed.ckpt", state_dict=other.state_dict())
+    with pytest.raises(ModelConfigError) as caught:
+        load_classifier(path)
+    assert str(caught.value).startswith(f"ckpt_path='{path}': its weights do not fit the model it names "
+                                        "('test_resnet', 3 classes; 2 of another shape, first model.fc.weight "
+                                        "[10, 96] in the file vs [3, 96]): the file was edited")
+
+
+def test_checkpoint_of_a_model_this_timm_lacks(tmp_path):
+    path = save_checkpoint(tmp_path / "future.ckpt", name="test_resnet")
+    ckpt = torch.load(path, weights_only=False)
+    ckpt["hyper_parameters"]["name"] = "resnet_from_the_future"
+    torch.save(ckpt, path)
+    with pytest.raises(ModelConfigError, match=rf"^ckpt_path='{re.escape(str(path))}' cannot be rebuilt here "
+                                               r"\(model.name='resnet_from_the_future' is not a timm model"):
+        load_classifier(path)
+
+
+# ---- through the command line ------------------------------------------------------------------------------
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (ROOT / "configs" / group).glob("*.yaml"))  # Hydra lists _common too
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("group,wrong", [("augment", "extreme"), ("model", "resnet1000")])
+def test_unknown_group_option_lists_the_available_ones(group, wrong, tmp_path):
+    proc = run_cli("train.py", f"{group}={wrong}", f"hydra.run.dir={tmp_path}", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and f"Could not find '{group}/{wrong}'" in out
+    listed = re.search(rf"Available options in '{group}':\n((?:\t.+\n)+)", out)
+    assert listed and sorted(listed.group(1).split()) == options(group), out[-2000:]
+
+
+@pytest.mark.slow
+def test_fold_out_of_range(image_tree, tmp_path):
+    proc = run_cli("train.py", "data=folder", f"data.root={image_tree}", "data.n_folds=3", "data.fold=3", *FAST,
+                   f"hydra.run.dir={tmp_path}", check=False)
+    assert error_line(proc) == "data.fold=3 must be in 0..2 (data.n_folds=3)"
+
+
+@pytest.mark.slow
+def test_class_with_one_image(image_tree, tmp_path):
+    root = shutil.copytree(image_tree, tmp_path / "tree")
+    for extra in sorted((root / CLASSES[2]).glob("[!.]*"))[1:]:
+        extra.unlink()
+    proc = run_cli("train.py", "data=folder", f"data.root={root}", *FAST, f"hydra.run.dir={tmp_path / 'run'}",
+                   check=False)
+    message = error_line(proc)
+    assert "fewer than 2 images" in message and "data.val_fraction" in message, message
+
+
+@pytest.mark.slow
+def test_predict_competition_data_with_a_checkpoint_of_other_classes(mask_root, tmp_path):
+    ckpt = save_checkpoint(tmp_path / "shapes.ckpt")
+    proc = run_cli("predict.py", f"ckpt_path={ckpt}", "data=mask", f"data.root={mask_root}",
+                   f"hydra.run.dir={tmp_path / 'run'}", check=False)
+    assert error_line(proc) == (
+        f"ckpt_path='{ckpt}' was trained on 3 classes ['circle', 'square', 'bar'], but data.root='{mask_root}' has "
+        "18 classes ['wear/male/<30', 'wear/male/30-59', 'wear/male/>=60', '...']: predict this data with a "
+        "checkpoint trained on it, or pass input= instead of data=")
+
+
+@pytest.mark.slow
+def test_predict_refuses_a_checkpoint_that_would_run_code(image_tree, tmp_path):
+    ckpt = tampered(tmp_path, "runs_code")
+    proc = run_cli("predict.py", f"ckpt_path={ckpt}", f"input={image_tree}", f"hydra.run.dir={tmp_path / 'run'}",
+                   check=False)
+    assert error_line(proc).startswith(f"ckpt_path='{ckpt}' holds pickled code")
+    assert not (tmp_path / "pwned").exists()
