@@ -37,7 +37,7 @@ def _intact(batch: dict) -> bool:
 
 
 def _pooled_buffers(loader) -> dict:
-    return batch_pool._REGISTRY[loader.collate_fn.keywords["pool"].id][1]
+    return batch_pool._REGISTRY[loader.collate_fn.pool.id][1]
 
 
 def test_released_batches_reuse_the_pooled_buffers():
@@ -82,11 +82,34 @@ def test_last_smaller_batch_and_no_workers_take_the_plain_path():
     batches = list(_loader(n=10))  # 4 + 4 + 2
     assert [len(b["index"]) for b in batches] == [4, 4, 2] and all(_intact(b) for b in batches)
     plain = list(_loader(workers=0, n=10))
-    assert all(_intact(b) for b in plain) and "pool" not in getattr(_loader(workers=0).collate_fn, "keywords", {})
+    assert all(_intact(b) for b in plain) and getattr(_loader(workers=0).collate_fn, "pool", None) is None
 
 
 @pytest.mark.parametrize("settings", [{"slots": 0}, {"persistent": False}])
 def test_pool_off_with_reuse_buffers_zero_or_short_lived_workers(settings):
     loader = _loader(**settings)
-    assert "pool" not in getattr(loader.collate_fn, "keywords", {})
+    assert getattr(loader.collate_fn, "pool", None) is None
     assert all(_intact(b) for b in loader)
+
+
+def _iterate_in_child(collate, queue) -> None:
+    """A spawned process (like a ddp_spawn rank) iterating a loader whose collate was built in the parent."""
+    loader = make_loader(Stamped(40), {"batch_size": 4, "num_workers": 2, "persistent_workers": True},
+                         train=False, pin_memory=False)
+    loader.collate_fn = collate  # the parent's collate object, pickled into this process
+    ok = all(_intact(b) for b in loader) and all(_intact(b) for b in loader)
+    queue.put((ok, collate.pool is not None and collate.pool.owner == __import__("os").getpid()))
+
+
+def test_a_loader_pickled_into_another_process_gets_its_own_pool():
+    import multiprocessing as mp
+
+    parent = _loader()
+    assert all(_intact(b) for b in parent)  # the parent's pool exists and is in use
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_iterate_in_child, args=(parent.collate_fn, queue))
+    child.start()
+    ok, own_pool = queue.get(timeout=120)
+    child.join()
+    assert ok and own_pool

@@ -64,9 +64,11 @@ def test_predict_with_two_ddp_processes_writes_every_row_once_in_order(folder_ru
     files = sorted(str(p) for p in image_tree.rglob("*.png") if not p.name.startswith("."))[:37]
     pd.DataFrame({"path": files[::-1]}).to_csv(tmp_path / "in.csv", index=False)  # not sorted: order must hold
     ckpt = folder_run / "checkpoints" / "best.ckpt"
-    for name, extra in (("one", ()), ("ddp", ("trainer=ddp_cpu",))):
-        run_cli("predict.py", f"ckpt_path={ckpt}", f"input={tmp_path / 'in.csv'}", "top_k=3", "loader.num_workers=0",
-                *extra, f"hydra.run.dir={tmp_path / name}")
+    # The DDP run uses loader workers too: each spawned rank must build its own batch-buffer pool.
+    for name, extra in (("one", ("loader.num_workers=0",)), ("ddp", ("trainer=ddp_cpu", "loader.num_workers=1",
+                                                                    "loader.persistent_workers=true"))):
+        run_cli("predict.py", f"ckpt_path={ckpt}", f"input={tmp_path / 'in.csv'}", "top_k=3", *extra,
+                f"hydra.run.dir={tmp_path / name}")
     one, ddp = (pd.read_csv(tmp_path / n / "predictions.csv") for n in ("one", "ddp"))
     assert ddp["path"].tolist() == files[::-1]
     assert ddp[["pred", "pred_2", "pred_3"]].equals(one[["pred", "pred_2", "pred_3"]])

@@ -25,6 +25,7 @@ worker then lives as long as the loader, so a slot has exactly one writer.
 
 from __future__ import annotations
 
+import os
 import uuid
 import weakref
 from typing import Any
@@ -43,10 +44,15 @@ def available() -> bool:
 
 
 class BatchPool:
-    """Created in the main process (by `make_loader`), pickled into every worker with the collate function."""
+    """Owned by the process that iterates the loader (its `owner`), handed to its workers with the collate function.
+
+    A pool never crosses to another iterating process: a loader pickled into a DDP rank (ddp_spawn) or shared by
+    forked ranks gets a pool of its own there (see `PooledCollate.prepare`), so no two processes share slots.
+    """
 
     def __init__(self, num_workers: int, slots: int = 6) -> None:
         self.id = uuid.uuid4().hex
+        self.owner = os.getpid()
         self.slots = int(slots)
         self.flags = torch.zeros((max(1, num_workers), self.slots), dtype=torch.uint8).share_memory_()
         self._buffers: dict[int, torch.UntypedStorage] = {}  # worker side: slot -> buffer (never pickled)
@@ -105,3 +111,26 @@ def _rebuild(pool_id: str, worker_id: int, slot: int, buffer: torch.UntypedStora
     state[worker_id, slot] = HANDED_OUT
     return batch
 
+
+
+class PooledCollate:
+    """`collate_images` with a pool owned by whichever process iterates the loader.
+
+    `TimedDataLoader.__iter__` calls `prepare()` before workers start, so a loader built in one process and
+    iterated in another (Lightning's ddp_spawn pickles it into each rank) makes its own pool there. Workers use
+    the pool only if their parent owns it; anything else takes the plain fresh-buffer path.
+    """
+
+    def __init__(self, num_workers: int, slots: int) -> None:
+        self.num_workers, self.slots = int(num_workers), int(slots)
+        self.pool: BatchPool | None = None
+
+    def prepare(self) -> None:
+        if self.pool is None or self.pool.owner != os.getpid():
+            self.pool = BatchPool(self.num_workers, self.slots)
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        from imgcls.data.dataset import collate_images
+
+        pool = self.pool if self.pool is not None and self.pool.owner == os.getppid() else None
+        return collate_images(items, pool)

@@ -254,6 +254,9 @@ class ImageDataModule(L.LightningDataModule):
         duplicates to even out the ranks, which would count some images twice in macro-F1)."""
         sampler = None
         if self.trainer is not None and self.trainer.world_size > 1:
+            if len(dataset) < self.trainer.world_size:  # a rank without a batch would hang the others
+                raise DataConfigError(f"{len(dataset)} evaluation images for {self.trainer.world_size} DDP processes: "
+                                      "raise data.val_fraction / data.test_fraction or use fewer devices")
             sampler = UnrepeatedDistributedSampler(dataset, num_replicas=self.trainer.world_size,
                                                    rank=self.trainer.global_rank, shuffle=False)
         return make_loader(dataset, self.loader, train=False, pin_memory=self._pin_memory(), sampler=sampler)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 import time
@@ -38,6 +37,9 @@ class TimedDataLoader(DataLoader):
     fetch_seconds = 0.0
 
     def __iter__(self) -> Iterator[Any]:
+        prepare = getattr(self.collate_fn, "prepare", None)
+        if prepare is not None:  # a recycled-buffer pool owned by this process, before any worker starts
+            prepare()
         iterator = super().__iter__()
         while True:
             start = time.perf_counter()
@@ -70,7 +72,7 @@ def make_loader(dataset: Dataset, loader: Mapping[str, Any], *, train: bool, pin
                      worker_init_fn=seed_worker)
         slots = int(loader.get("reuse_buffers", 6) or 0)
         if slots and persistent and batch_pool.available():
-            collate = functools.partial(collate_images, pool=batch_pool.BatchPool(workers, slots))
+            collate = batch_pool.PooledCollate(workers, slots)
     return TimedDataLoader(dataset, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
                       drop_last=train and bool(loader.get("drop_last", True))
                       and math.ceil(len(dataset) / world_size) > batch_size,

@@ -25,16 +25,17 @@ def _check_counts(labels: np.ndarray, key: str) -> None:
 
 def _folds(labels: np.ndarray, groups: np.ndarray | None, n_splits: int, seed: int, key: str) -> list[np.ndarray]:
     """The held-out positions of each of `n_splits` stratified (grouped if `groups`) folds."""
+    fix = "use fewer folds" if key.startswith("data.n_folds") else "hold out a larger fraction"
     if groups is None:
         smallest = int(np.bincount(labels)[np.bincount(labels) > 0].min())
         if smallest < n_splits:
             raise DataConfigError(f"{key} cuts every class into {n_splits} parts, but a class has only {smallest} "
-                                  f"images: use fewer folds (or a larger val fraction), or add images")
+                                  f"images: {fix}, or add images")
         folds = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed).split(labels, labels)
     else:
         if len(np.unique(groups)) < n_splits:
-            raise DataConfigError(f"{key} needs at least {n_splits} groups, found {len(np.unique(groups))}: use "
-                                  "fewer folds (or a larger val fraction), or add data")
+            raise DataConfigError(f"{key} needs at least {n_splits} groups, found {len(np.unique(groups))}: "
+                                  f"{fix}, or add data")
         folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed).split(labels, labels, groups)
     return [held for _, held in folds]
 
