@@ -40,18 +40,16 @@ def _loader_timer(dataset: Any, cfg: DictConfig, workers: int, baseline: bool = 
     """A closure timing our loader exactly as training builds it (a baseline: a plain DataLoader); with
     `processes` > 1, that many concurrent DDP-like loaders, each on its shard: one rate per process."""
     b = cfg.bench
+    settings = {**OmegaConf.to_container(cfg.loader, resolve=True), "num_workers": workers,
+                "persistent_workers": workers > 0}  # the loader group as training uses it, this row's workers
 
     def measure() -> float | list[float]:
         if processes > 1:
-            settings = {**OmegaConf.to_container(cfg.loader, resolve=True), "num_workers": workers,
-                        "persistent_workers": workers > 0}
             return ddp_loader_rates(dataset, settings, processes, b.warmup_batches, b.min_batches, b.min_seconds)
         if baseline:
             loader = DataLoader(dataset, batch_size=int(cfg.loader.batch_size), shuffle=True, drop_last=True,
                                 num_workers=workers, persistent_workers=workers > 0)
         else:
-            settings = {**OmegaConf.to_container(cfg.loader, resolve=True), "num_workers": workers,
-                        "persistent_workers": workers > 0}
             loader = make_loader(dataset, settings, train=True, pin_memory=False)
         return loader_rate(loader, b.warmup_batches, b.min_batches, b.min_seconds)
 
