@@ -12,7 +12,7 @@ def optimized_metric(cfg: Any, metrics: dict[str, Any]) -> float | None:
     return None if value is None else float(value)
 
 
-main = hydra_entry("train", "imgcls.tasks.train:train", result=optimized_metric)
+main = hydra_entry("train", "imgcls.tasks.train:train", result=optimized_metric, resumable=True)
 
 if __name__ == "__main__":
     main()

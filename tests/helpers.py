@@ -102,3 +102,4 @@ def read_metrics(run_dir: Path) -> dict:
 FAST = ("model=resnet10t", "model.name=test_resnet", "data.image_size=32", "trainer.max_epochs=1",
         "trainer.log_every_n_steps=1",
         "loader.batch_size=16", "loader.num_workers=0", "callbacks.progress_bar=null", "print_config=false")
+

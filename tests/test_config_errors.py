@@ -27,10 +27,11 @@ SPEC = {"class_names": list(CLASSES), "channels": 3, "image_size": [32, 32], "cr
 
 
 def error_line(proc) -> str:
-    """The message the run ended with: its last `<module.SomeError>: <message>` line (after checking it failed)."""
+    """The message the run ended with: its `SomeConfigError: <message>` line, after checking that the run
+    failed with exit status 2 and printed one line, no traceback (a setting to fix is not a crash)."""
     out = proc.stdout + proc.stderr
-    found = re.findall(r"^[\w.]+(?:Error|Exception): (.+)$", out, flags=re.M)
-    assert proc.returncode != 0 and found, out[-3000:]
+    found = re.findall(r"ConfigError: (.+)$", out, flags=re.M)
+    assert proc.returncode == 2 and len(found) == 1 and "Traceback" not in out, out[-3000:]
     return found[-1]
 
 

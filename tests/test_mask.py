@@ -8,7 +8,7 @@ import pytest
 from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
 
 from imgcls.data import DataConfigError, ImageDataModule, MaskSource
-from imgcls.data.samplers import EpochWeightedSampler, balanced_weights
+from imgcls.data.samplers import EpochSampler, balanced_weights
 
 KIND_TO_MASK = {**{f"mask{i}": 0 for i in range(1, 6)}, "incorrect_mask": 1, "normal": 2}
 
@@ -110,18 +110,20 @@ def test_submission_template_in_info_csv_order(mask_root):
 
 def test_weighted_sampler_balances_classes_and_agrees_across_ranks():
     labels = np.array([0] * 90 + [1] * 10)
-    sampler = EpochWeightedSampler(balanced_weights(labels), num_samples=2000, seed=3)
-    drawn = labels[list(sampler)]
+    def weighted(num_samples):
+        return EpochSampler(len(labels), seed=3, weights=balanced_weights(labels), num_samples=num_samples)
+
+    sampler = weighted(2000)
+    drawn = labels[[index for index, _ in sampler]]
     assert 0.4 < drawn.mean() < 0.6  # the 10% class is drawn about half the time
-    again = EpochWeightedSampler(balanced_weights(labels), num_samples=2000, seed=3)
+    again = weighted(2000)
     assert list(again) == list(sampler)
     sampler.set_epoch(1)
     assert list(sampler) != list(again)
     # Under DDP Lightning wraps it: the two ranks' shares are disjoint positions of one and the same draw.
-    ranks = [DistributedSamplerWrapper(EpochWeightedSampler(balanced_weights(labels), 100, seed=3),
-                                       num_replicas=2, rank=r, shuffle=False) for r in (0, 1)]
+    ranks = [DistributedSamplerWrapper(weighted(100), num_replicas=2, rank=r, shuffle=False) for r in (0, 1)]
     shares = [list(r) for r in ranks]
-    draw = list(EpochWeightedSampler(balanced_weights(labels), 100, seed=3))
+    draw = list(weighted(100))
     assert sorted(shares[0] + shares[1]) == sorted(draw)
 
 
@@ -129,7 +131,7 @@ def test_datamodule_weighted_sampler_and_class_counts(mask_root):
     dm = _dm(mask_root, sampler="weighted")
     dm.setup()
     loader = dm.train_dataloader()
-    assert isinstance(loader.sampler, EpochWeightedSampler)
+    assert isinstance(loader.sampler, EpochSampler) and loader.sampler.weights is not None
     counts = dm.train_class_counts()
     assert counts.shape == (18,) and counts.sum() == (dm.table["split"] == "train").sum()
     assert dm.spec["tasks"] == {"mask": 3, "gender": 2, "age": 3}

@@ -59,19 +59,42 @@ def test_batches_are_uint8_chw(image_tree):
     assert batch["image"].dtype == torch.uint8 and batch["image"].shape == (1, 3, 32, 32)
 
 
+def _train_batches(image_tree, seed: int, workers: int, start=None, epoch: int = 0) -> list[dict]:
+    from imgcls.data import FolderSource
+
+    dm = ImageDataModule(FolderSource(str(image_tree)), image_size=32, split_seed=0, draw_seed=seed,
+                         augment=RANDOM_AUG, loader={"batch_size": 4, "num_workers": workers})
+    dm.setup("fit")
+    dm._resume_at = start
+    loader = dm.train_dataloader()
+    loader.sampler.set_epoch(epoch)
+    return list(loader)
+
+
+def _same(a: list[dict], b: list[dict]) -> bool:
+    return len(a) == len(b) and all(torch.equal(x["image"], y["image"]) and np.array_equal(x["index"], y["index"])
+                                    for x, y in zip(a, b))
+
+
+def test_training_draws_depend_on_the_seed_only_not_on_workers(image_tree):
+    """Order and every image's augmentation come from (draw_seed, epoch): same with 0 or 2 workers, whatever
+    the process RNG holds; another seed or epoch draws differently."""
+    torch.manual_seed(123)
+    zero = _train_batches(image_tree, 1, workers=0)
+    torch.manual_seed(456)
+    assert _same(zero, _train_batches(image_tree, 1, workers=2))
+    assert not torch.equal(zero[0]["image"], _train_batches(image_tree, 2, workers=0)[0]["image"])
+    assert not torch.equal(zero[0]["image"], _train_batches(image_tree, 1, workers=0, epoch=1)[0]["image"])
+
+
 @pytest.mark.parametrize("workers", [0, 2])
-def test_datamodule_train_batches_reproducible_under_seed(image_tree, workers):
-    def first_batch(seed: int) -> torch.Tensor:
-        from imgcls.data import FolderSource
-
-        L.seed_everything(seed, workers=True)
-        dm = ImageDataModule(FolderSource(str(image_tree)), image_size=32, split_seed=0, augment=RANDOM_AUG,
-                             loader={"batch_size": 4, "num_workers": workers, "persistent_workers": False})
-        dm.setup("fit")
-        return next(iter(dm.train_dataloader()))["image"]
-
-    assert torch.equal(first_batch(1), first_batch(1))
-    assert not torch.equal(first_batch(1), first_batch(2))
+def test_a_resumed_loader_continues_the_epoch_exactly(image_tree, workers):
+    """start=(epoch, k): the epoch's draws from batch k on, without loading the first k (Lightning creates the
+    iterator before set_epoch, and torch builds one index pass that it throws away: both are covered)."""
+    whole = _train_batches(image_tree, 5, workers=0, epoch=2)
+    assert _same(_train_batches(image_tree, 5, workers=workers, start=(2, 3)), whole[3:])
+    assert _same(_train_batches(image_tree, 5, workers=workers, start=(3, 0)),
+                 _train_batches(image_tree, 5, workers=0, epoch=3))
 
 
 def test_drop_last_never_empties_a_ddp_rank():

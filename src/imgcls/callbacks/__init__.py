@@ -2,6 +2,7 @@
 
 from imgcls.callbacks.pictures import RunPictures
 from imgcls.callbacks.prediction_writer import RankPredictionWriter
+from imgcls.callbacks.step_seeds import StepSeeds
 from imgcls.callbacks.throughput import ThroughputMonitor
 
-__all__ = ["RankPredictionWriter", "RunPictures", "ThroughputMonitor"]
+__all__ = ["RankPredictionWriter", "RunPictures", "StepSeeds", "ThroughputMonitor"]

@@ -51,6 +51,10 @@ class ThroughputMonitor(Callback):
             torch.cuda.synchronize(trainer.strategy.root_device)
         return time.perf_counter()
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # A run resumed mid-epoch starts without on_train_epoch_start: start the clocks here too.
+        self.on_train_epoch_start(trainer, pl_module)
+
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._epoch = {"wait": 0.0, "total": 0.0}
         self._interval = {"wait": 0.0, "total": 0.0, "samples": 0, "steps": 0}

@@ -15,10 +15,10 @@ from torch.utils.data import DataLoader
 
 from imgcls.data.cache import build_cache, cache_key, describe_cache, files_key
 from imgcls.data.checks import CHECK_VERSION, bad_list_path, find_bad_images
-from imgcls.data.dataset import ImageDataset, augmentation_seed
+from imgcls.data.dataset import ImageDataset
 from imgcls.data.image_io import DEFAULT_MAX_IMAGE_PIXELS, BadImageError, set_max_image_pixels
 from imgcls.data.loaders import make_loader, resolve_num_workers
-from imgcls.data.samplers import EpochWeightedSampler, balanced_weights
+from imgcls.data.samplers import EpochSampler, balanced_weights
 from imgcls.data.sources import DataConfigError, Discovered
 from imgcls.data.split import assign_splits
 from imgcls.data.transforms import as_hw, build_eval_transform, build_train_transform
@@ -39,6 +39,7 @@ class ImageDataModule(L.LightningDataModule):
     def __init__(self, source: Any, root: str | None = None, image_size: int | Sequence[int] = 224, channels: int = 3,
                  crop: Mapping[str, Any] | None = None, val_fraction: float = 0.1, test_fraction: float = 0.0,
                  split_seed: int = 0, n_folds: int | None = None, fold: int = 0, sampler: str = "random",
+                 draw_seed: int = 0,
                  flips: Sequence[str] = ("horizontal",),
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                  augment: Mapping[str, Any] | None = None, loader: Mapping[str, Any] | None = None,
@@ -56,6 +57,8 @@ class ImageDataModule(L.LightningDataModule):
         if sampler not in ("random", "weighted"):
             raise DataConfigError(f"data.sampler='{sampler}' is not an option: use random or weighted")
         self.sampler = sampler
+        self.draw_seed = int(draw_seed)
+        self._resume_at: tuple[int, int] | None = None  # (epoch, batches done) from a checkpoint being resumed
         self.flips = list(to_plain(flips) or [])
         self.mean, self.std = to_plain(mean), to_plain(std)
         self.augment = to_plain(augment) or {}
@@ -239,15 +242,33 @@ class ImageDataModule(L.LightningDataModule):
         return on_cuda if wanted in ("auto", None) else bool(wanted) and on_cuda
 
     def train_dataloader(self) -> DataLoader:
-        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
-        if resolve_num_workers(self.loader.get("num_workers")) == 0:  # no worker_init_fn: seed this process here
-            self.train_set.reseed(augmentation_seed(torch.initial_seed(), rank))
-        sampler = None
-        if self.sampler == "weighted":  # class-balanced draws; same indices on every rank (see samplers.py)
-            sampler = EpochWeightedSampler(balanced_weights(self.train_set.targets), len(self.train_set),
-                                           seed=self.split_seed)
+        """Shuffle (or class-balanced draw) and per-image augmentation seeds from (`draw_seed`, epoch) only: the
+        same on every DDP rank before sharding, and replayed exactly by a resumed run (see samplers.py)."""
+        world = self.trainer.world_size if self.trainer is not None else 1
+        weights = balanced_weights(self.train_set.targets) if self.sampler == "weighted" else None
+        sampler = EpochSampler(len(self.train_set), seed=self.draw_seed, weights=weights)
+        start, self._resume_at = self._resume_at, None
+        if start is not None:
+            log.info(f"Resuming the training data at epoch {start[0]}, batch {start[1]}")
         return make_loader(self.train_set, self.loader, train=True, pin_memory=self._pin_memory(), world_size=world,
-                           sampler=sampler)
+                           sampler=sampler, start=start)
+
+    # ---- resume: the position in the training data travels in the checkpoint ---------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Where training stands in the data when a checkpoint is written: (epoch, batches done, of how many).
+        Lightning stores this in every checkpoint and hands it back to `load_state_dict` on resume."""
+        trainer = self.trainer
+        if trainer is None or trainer.state.fn != "fit":
+            return {}
+        return {"train_position": {"epoch": int(trainer.current_epoch),  # not yet counted as done at epoch end
+                                   "batches": int(trainer.fit_loop.epoch_loop.batch_progress.current.processed),
+                                   "of": int(trainer.num_training_batches)}}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """A finished epoch resumes at the next one's start; an interrupted one (a mid-epoch checkpoint) at the
+        batch after the last one done."""
+        if state_dict.get("train_position"):
+            self._resume_at = next_position(state_dict["train_position"])
 
     def _eval_loader(self, dataset: ImageDataset) -> DataLoader:
         """Under DDP each rank evaluates a disjoint share, unpadded (Lightning's default sampler pads with
@@ -268,3 +289,9 @@ class ImageDataModule(L.LightningDataModule):
         if self.test_set is None:
             raise DataConfigError("no test split: set data.test_fraction > 0 to hold out a test set")
         return self._eval_loader(self.test_set)
+
+
+def next_position(position: Mapping[str, int]) -> tuple[int, int]:
+    """(epoch, batch) where training goes on after a checkpoint written at `position` (see `state_dict`)."""
+    epoch, done, total = position["epoch"], position["batches"], position["of"]
+    return (epoch + 1, 0) if done >= total else (epoch, done)

@@ -22,11 +22,12 @@ import pandas as pd
 from imgcls.data.image_io import is_image_file
 from imgcls.utils.io import file_lock
 from imgcls.utils.logging import get_logger
+from imgcls.utils.errors import ConfigError
 
 log = get_logger(__name__)
 
 
-class DataConfigError(ValueError):
+class DataConfigError(ConfigError):
     """A data config that cannot work; the message names the config key and the fix."""
 
 

@@ -226,6 +226,18 @@ class Classifier(L.LightningModule):
         self.log_dict({"val/f1_best": self.val_f1_best.compute(), "val/acc_best": self.val_acc_best.compute()},
                       sync_dist=True)
 
+    # The running bests are torchmetrics states, which are not saved with the weights: carry them in the
+    # checkpoint so a resumed run reports the best over all its epochs, not just those since the resume.
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["best_so_far"] = {"val/f1": self.val_f1_best.max_value.item(),
+                                     "val/acc": self.val_acc_best.max_value.item()}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        best = checkpoint.get("best_so_far") or {}
+        for key, metric in (("val/f1", self.val_f1_best), ("val/acc", self.val_acc_best)):
+            if key in best:
+                metric.update(torch.tensor(best[key]))
+
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         loss, preds, targets = self._shared_step(batch)
         self.test_loss(loss)

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from imgcls.utils.logging import get_logger
+from imgcls.utils.errors import ConfigError
 
 log = get_logger(__name__)
 
@@ -20,7 +21,7 @@ log = get_logger(__name__)
 _PREFIXES = ("_orig_mod.", "module.", "model.")
 
 
-class ModelConfigError(ValueError):
+class ModelConfigError(ConfigError):
     """A model config that cannot work; the message names the key and the fix."""
 
 

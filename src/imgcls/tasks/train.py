@@ -9,14 +9,19 @@ import hydra
 import lightning as L
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import WandbLogger
-from omegaconf import DictConfig, OmegaConf
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from imgcls.callbacks import fit_progress
 from imgcls.callbacks.fit_progress import FitProgress
+from imgcls.callbacks.step_seeds import StepSeeds
+from imgcls.data.datamodule import ImageDataModule, next_position
+from imgcls.models.checkpoint import read_checkpoint
 from imgcls.utils import get_logger, write_json_atomic
 from imgcls.utils.checkpoint_io import AtomicCheckpointIO
 from imgcls.utils.env_report import write_env_report
 from imgcls.utils.instantiators import instantiate_group
+from imgcls.utils.resume import wandb_run_id
 from imgcls.utils.rich_utils import print_config_tree
 from imgcls.utils.task_wrapper import task_wrapper
 
@@ -48,7 +53,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     log.info(f"Instantiating model <{cfg.model._target_}> ({cfg.model.name})")
     model = hydra.utils.instantiate(cfg.model, data_spec=datamodule.spec, mixup=cfg.augment.get("mixup"))
 
-    callbacks = instantiate_group(cfg.get("callbacks"), "callback") + [FitProgress()]
+    # StepSeeds: dropout/mixup draws depend on the step, not on the process's history: exact resume.
+    callbacks = instantiate_group(cfg.get("callbacks"), "callback") + [FitProgress(), StepSeeds(cfg.seed)]
+    _continue_logs(cfg, output_dir)
     loggers = instantiate_group(cfg.get("logger"), "logger")
     if not loggers:  # Lightning refuses an LR monitor without a logger; with logger=none there is nothing to log to
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
@@ -78,6 +85,20 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         write_json_atomic(output_dir / "metrics.json", metrics)
     _report(output_dir, best_path, loggers)
     return {**final, **tested}
+
+
+def _continue_logs(cfg: DictConfig, output_dir: Path) -> None:
+    """A run resumed in its run dir keeps its metrics.csv rows up to the checkpoint's step and continues the
+    same W&B run (one id per run dir, in wandb_id.txt)."""
+    loggers = cfg.get("logger") or {}
+    with open_dict(cfg):
+        if cfg.get("ckpt_path") and (loggers.get("csv") or {}).get("_target_", "").startswith("imgcls."):
+            checkpoint = read_checkpoint(cfg.ckpt_path)
+            position = checkpoint.get(ImageDataModule.__qualname__, {}).get("train_position")
+            epoch = next_position(position)[0] if position else int(checkpoint.get("epoch", 0)) + 1
+            cfg.logger.csv.resume_at = [epoch, int(checkpoint.get("global_step", 0))]
+        if loggers.get("wandb") and loggers.wandb.get("id") is None and rank_zero_only.rank == 0:
+            cfg.logger.wandb.id = wandb_run_id(output_dir)
 
 
 def _report(output_dir: Path, best_path: str, loggers: list) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -10,20 +11,32 @@ import hydra
 from omegaconf import DictConfig
 
 from imgcls import CONFIG_DIR
+from imgcls.utils.errors import ConfigError
 from imgcls.utils.resolvers import register_resolvers
+from imgcls.utils.resume import resolve_resume
 
 
-def hydra_entry(config_name: str, task: str,
-                result: Callable[[DictConfig, Any], Any] | None = None) -> Callable[[], Any]:
+def hydra_entry(config_name: str, task: str, result: Callable[[DictConfig, Any], Any] | None = None,
+                resumable: bool = False) -> Callable[[], Any]:
     """`main()` for `configs/<config_name>.yaml` running `task` ("module:function", imported lazily so
     `--help` and `--cfg` answer without importing torch); `result` maps the task's return value to what
-    Hydra returns (e.g. the metric a sweeper optimises)."""
+    Hydra returns (e.g. the metric a sweeper optimises). `resumable`: `ckpt_path=last|<run dir>` is turned
+    into that run's checkpoint and run dir before Hydra starts (see utils/resume.py)."""
     register_resolvers()
 
     @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name=config_name)
-    def main(cfg: DictConfig) -> Any:
+    def hydra_main(cfg: DictConfig) -> Any:
         module, name = task.split(":")
         value = getattr(importlib.import_module(module), name)(cfg)
         return result(cfg, value) if result else value
+
+    def main() -> Any:
+        if resumable:
+            try:
+                sys.argv[1:] = resolve_resume(sys.argv[1:], str(CONFIG_DIR), config_name)
+            except ConfigError as exc:
+                print(f"Error: {exc}", file=sys.stderr)
+                raise SystemExit(2) from None
+        return hydra_main()
 
     return main

@@ -9,6 +9,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from imgcls.utils.errors import ConfigError
 from imgcls.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -22,6 +23,11 @@ def task_wrapper(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], An
         silence_known_warnings()
         try:
             return task(cfg)
+        except ConfigError as exc:  # a setting to fix: one line, no traceback (a multirun lists it per job)
+            log.error(f"{type(exc).__name__}: {exc}")
+            if _single_run():
+                raise SystemExit(2) from None
+            raise
         except Exception:
             log.exception(f"Task '{cfg.get('task_name', task.__name__)}' failed")
             raise
@@ -30,6 +36,15 @@ def task_wrapper(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], An
             _finish_wandb()
 
     return wrapped
+
+
+def _single_run() -> bool:
+    """True for `python train.py ...`; False in a multirun, where one job must fail without stopping the rest
+    (and outside Hydra, e.g. a task called from a test)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.RUN
 
 
 def silence_known_warnings() -> None:

@@ -1,0 +1,62 @@
+"""Lightning's CSVLogger, except that a resumed run continues its `metrics.csv` instead of deleting it."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+from lightning.fabric.loggers.logger import rank_zero_experiment
+from lightning.pytorch.loggers import CSVLogger as _LightningCSVLogger
+
+from imgcls.utils.io import atomic_write_text
+
+
+def rows_before(path: Path, epoch: int, step: int) -> tuple[list[str], list[dict[str, str]]]:
+    """The header and the rows up to the last one logged before (`epoch`, `step`): where a resumed run starts
+    training again. Later rows were logged by the killed run after its last checkpoint; the resumed run trains
+    those steps again and logs them again. (Rows without an epoch, e.g. the LR monitor's, are cut at the same
+    place, by their position in the file.)"""
+    with open(path, newline="") as file:
+        reader = csv.DictReader(file)
+        rows = list(reader)
+    last = -1
+    for i, row in enumerate(rows):
+        if row.get("epoch") and row.get("step"):
+            row_epoch, row_step = int(float(row["epoch"])), int(float(row["step"]))
+            if row_epoch < epoch or (row_epoch == epoch and row_step < step):
+                last = i
+    return list(reader.fieldnames or []), rows[: last + 1]
+
+
+class CSVLogger(_LightningCSVLogger):
+    """Set `resume_at=(epoch, global_step)` (train does, when it resumes a checkpoint in this run dir) to keep
+    the rows logged before that point and append after them (Lightning rewrites the header if new columns
+    appear). Rows are also flushed at every checkpoint, so a kill loses none that the checkpoint covers."""
+
+    def __init__(self, *args: Any, resume_at: tuple[int, int] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.resume_at = tuple(resume_at) if resume_at is not None else None
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> Any:
+        if self._experiment is not None:
+            return self._experiment
+        path = Path(self.log_dir) / "metrics.csv"
+        kept = rows_before(path, *self.resume_at) if self.resume_at is not None and path.is_file() else None
+        writer = super().experiment  # Lightning's writer deletes an existing metrics.csv here
+        if kept and kept[0]:
+            header, rows = kept
+            out = io.StringIO()
+            table = csv.DictWriter(out, fieldnames=header)
+            table.writeheader()
+            table.writerows(rows)
+            atomic_write_text(path, out.getvalue())
+            writer.metrics_keys = list(header)
+        return writer
+
+    def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
+        super().after_save_checkpoint(checkpoint_callback)
+        self.save()
