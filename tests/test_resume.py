@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import random
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from imgcls.utils.resume import ResumeError, find_run, resolve_resume, wandb_run
 # image_tree: 54 training images / 16 = 3 steps per epoch, 4 epochs; tests/ on the path for the kill callback.
 STEPS_PER_EPOCH, EPOCHS = 3, 4
 TIMING = ("samples_per_sec", "step_time", "data_wait", "first_batch_wait")
-ENV = {"PYTHONPATH": str(ROOT / "tests")}
+ENV = {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "tests"), os.environ.get("PYTHONPATH")]))}
 
 
 def _overrides(tree: Path, cache: Path, *extra: str) -> list[str]:
