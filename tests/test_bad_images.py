@@ -330,6 +330,25 @@ def test_cli_skips_and_lists_or_stops(tmp_path, cache):
         out = proc.stdout + proc.stderr
         assert f"cannot read image '{bad[0]}': truncated" in out and "data.on_bad_image=skip" in out
         assert not (tmp_path / "stop" / "checkpoints").exists()
+        if cache:  # predict applies the same policy to its inputs (the folder holds the same bad files)
+            _predict_skips_and_lists_or_stops(root, bad, run / "checkpoints" / "best.ckpt", tmp_path)
     finally:
         for path in root.rglob("*no_permission*"):
             os.chmod(path, 0o644)
+
+
+def _predict_skips_and_lists_or_stops(root: Path, bad: list[Path], ckpt: Path, tmp_path: Path) -> None:
+    out = tmp_path / "predict"
+    proc = run_cli("predict.py", f"ckpt_path={ckpt}", f"input={root}", "loader.num_workers=0", f"hydra.run.dir={out}")
+    predicted = set(pd.read_csv(out / "predictions.csv")["path"])
+    everything = {str(p) for p in root.rglob("*") if p.is_file() or p.is_symlink()}
+    assert predicted and not predicted & {str(p) for p in bad}
+    assert set(pd.read_csv(out / "bad_images.csv")["path"]) == {str(p) for p in bad}
+    assert predicted | {str(p) for p in bad} <= everything
+    assert f"Skipped {len(bad)} unreadable input images" in proc.stdout + proc.stderr
+
+    proc = run_cli("predict.py", f"ckpt_path={ckpt}", f"input={root}", "on_bad_image=error",
+                   f"hydra.run.dir={tmp_path / 'predict_stop'}", check=False)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 2 and "Traceback" not in text and "on_bad_image=skip" in text
+    assert not (tmp_path / "predict_stop" / "predictions.csv").exists()

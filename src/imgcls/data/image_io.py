@@ -15,6 +15,8 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from imgcls.utils.errors import ConfigError
+
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm")
 
 # Transparent pixels are composited onto white: the usual background of scans, icons and product shots.
@@ -28,8 +30,9 @@ _max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
-class BadImageError(RuntimeError):
-    """An image file that cannot be decoded; the message names the file and the reason."""
+class BadImageError(ConfigError):
+    """An image file that cannot be decoded; the message names the file and the reason (an input to fix, so
+    the command line shows it as one line, like a wrong setting)."""
 
     def __init__(self, path: str | os.PathLike, reason: str) -> None:
         self.path = str(path)

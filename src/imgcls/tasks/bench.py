@@ -82,7 +82,7 @@ def _rows(cfg: DictConfig, datamodule: Any, workers: list[int]) -> list[dict[str
         rows.append({"pipeline": "bare", "augment": preset, "cache": None, "num_workers": 0, "processes": 1,
                      "measure": lambda t=train_set.transform, a=arrays: bare_rate(t, a, b.min_seconds)})
     if b.baselines:
-        table = datamodule.discovered.table
+        table = datamodule.readable()  # the baselines read the same files (no unreadable ones) as ours
         size = tuple(datamodule.spec["image_size"])
         for name, w in itertools.product(BASELINES, workers):
             ds = BASELINES[name](table["path"].tolist(), table["label"].tolist(), size)

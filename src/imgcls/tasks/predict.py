@@ -21,11 +21,13 @@ from lightning.pytorch.callbacks import RichProgressBar
 from omegaconf import DictConfig, ListConfig
 
 from imgcls.callbacks.prediction_writer import RankPredictionWriter
+from imgcls.data.checks import find_bad_images
 from imgcls.data.dataset import ImageDataset
+from imgcls.data.image_io import BadImageError
 from imgcls.data.inputs import read_inputs
 from imgcls.data.mask import Submission
 from imgcls.data.sources import DataConfigError
-from imgcls.data.loaders import make_loader
+from imgcls.data.loaders import make_loader, resolve_num_workers
 from imgcls.data.transforms import build_eval_transform
 from imgcls.models.checkpoint import load_classifier
 from imgcls.models.factory import ModelConfigError
@@ -86,6 +88,22 @@ def _inputs(cfg: DictConfig, spec: dict[str, Any], ckpt: str) -> tuple[pd.DataFr
                        bbox_columns=list(crop.get("columns") or []) if crop.get("mode") == "bbox" else None), None
 
 
+def _readable(table: pd.DataFrame, spec: dict[str, Any], cfg: DictConfig, output_dir: Path) -> pd.DataFrame:
+    """The inputs without unreadable images (`on_bad_image=skip`, listed in <run dir>/bad_images.csv), or the
+    error naming the first one. Checked before predicting (a reduced-size decode), not found half-way."""
+    bad = find_bad_images(table.drop(columns="row", errors="ignore"), spec["channels"], spec.get("crop") or {}, None,
+                          resolve_num_workers(cfg.loader.get("num_workers")))
+    if bad.empty:
+        return table
+    listed = atomic_write_text(output_dir / "bad_images.csv", bad[["path", "reason"]].to_csv(index=False))
+    if cfg.on_bad_image == "error" or len(bad) == len(table):
+        fix = "check input=" if len(bad) == len(table) else "fix or remove them, or pass on_bad_image=skip"
+        raise BadImageError(bad["path"].iloc[0], f"{bad['reason'].iloc[0]}. {len(bad)} of {len(table)} input "
+                                                 f"images are unreadable (all listed in {listed}): {fix}")
+    log.warning(f"Skipped {len(bad)} unreadable input images (listed in {listed}); they get no prediction")
+    return table.drop(index=table.index[bad["row"].to_numpy()])
+
+
 def _probabilities(model: Any, table: pd.DataFrame, cfg: DictConfig, trainer: L.Trainer,
                    writer: RankPredictionWriter) -> np.ndarray | None:
     """One model's class probabilities for every row, in input order, with its own pre-processing.
@@ -119,6 +137,7 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
              + (f", TTA {list(cfg.tta)}" if cfg.tta else ""))
 
     table, submission = _inputs(cfg, spec, ckpts[0])
+    table = _readable(table.reset_index(drop=True), spec, cfg, output_dir)  # index = position in the inputs
     log.info(f"Predicting {len(table)} images" + (f" from {cfg.input}" if submission is None else
                                                   f" for the submission template {submission.source}"))
     log.info(f"Instantiating trainer <{cfg.trainer._target_}>")
@@ -138,7 +157,13 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     output = Path(cfg.output) if cfg.get("output") else output_dir / default
     if submission is not None:
         atomic_write_text(output_dir / "predictions.csv", result.to_csv(index=False))
-        filled = submission.template.assign(**{submission.column: result["pred"].to_numpy()})
+        answers = pd.Series(result["pred"].to_numpy(), index=table.index).reindex(range(len(submission.template)))
+        if answers.isna().any():  # a submission needs every row: skipped images get the most frequent answer
+            fallback = int(result["pred"].mode().iloc[0])
+            log.warning(f"{int(answers.isna().sum())} submission rows had unreadable images: answered {fallback} "
+                        "(the most frequent prediction); see bad_images.csv")
+            answers = answers.fillna(fallback)
+        filled = submission.template.assign(**{submission.column: answers.astype(int).to_numpy()})
         atomic_write_text(output, filled.to_csv(index=False))
     else:
         atomic_write_text(output, result.to_csv(index=False))
