@@ -113,4 +113,7 @@ def _report(output_dir: Path, best_path: str, loggers: list) -> None:
             log.info(f"  {name:16s} {path}")
     for lg in loggers:
         if isinstance(lg, WandbLogger) and lg._offline and lg.experiment is not None:
-            log.info(f"W&B ran offline (no credentials found). Upload later with: wandb sync {lg.experiment.dir.rsplit('/files', 1)[0]}")
+            run = Path(lg.experiment.dir).parent  # .../wandb/offline-run-<time>-<id>; a resumed run has one per part
+            parts = sorted(run.parent.glob(f"offline-run-*-{lg.experiment.id}"))
+            target = run if len(parts) <= 1 else run.parent / f"offline-run-*-{lg.experiment.id}"
+            log.info(f"W&B ran offline (no credentials found). Upload later with: wandb sync {target}")
