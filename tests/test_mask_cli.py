@@ -75,3 +75,27 @@ def test_ensemble_averages_the_members_probabilities(five_folds, mask_root, tmp_
     pa, pb, pab = (_probs(pd.read_csv(tmp_path / n / "predictions.csv")) for n in ("a", "b", "ab"))
     assert ((pa + pb) / 2 - pab).abs().to_numpy().max() < 2e-6
     assert (pa - pb).abs().to_numpy().max() > 1e-3  # the members really differ
+
+
+def test_submission_with_an_unreadable_eval_image_still_answers_every_row(five_folds, mask_root, tmp_path):
+    """on_bad_image=skip: the broken image gets no prediction (listed), its submission row the most frequent
+    answer; every other row gets exactly its own prediction, in template order."""
+    import shutil
+
+    root = tmp_path / "competition"
+    shutil.copytree(mask_root, root)
+    info = pd.read_csv(root / "eval" / "info.csv", dtype=str)
+    broken = root / "eval" / "images" / info["ImageID"].iloc[2]
+    broken.write_bytes(b"not a jpeg")
+    ckpt = sorted(five_folds.glob("*/checkpoints/best.ckpt"))[0]
+    run_cli("predict.py", f"ckpt_path={ckpt}", "data=mask", f"data.root={root}", "loader.num_workers=0",
+            f"hydra.run.dir={tmp_path / 'predict'}")
+    listed = pd.read_csv(tmp_path / "predict" / "bad_images.csv")
+    assert listed["path"].tolist() == [str(broken)]
+    submission = pd.read_csv(tmp_path / "predict" / "submission.csv", dtype={"ImageID": str})
+    predictions = pd.read_csv(tmp_path / "predict" / "predictions.csv")
+    assert list(submission["ImageID"]) == list(info["ImageID"]) and len(predictions) == len(info) - 1
+    own = dict(zip([p.rsplit("/", 1)[1] for p in predictions["path"]], predictions["pred"]))
+    answers = dict(zip(submission["ImageID"], submission["ans"]))
+    assert all(answers[image] == pred for image, pred in own.items())
+    assert answers[broken.name] == predictions["pred"].mode().iloc[0]
