@@ -105,3 +105,25 @@ def test_drop_last_never_empties_a_ddp_rank():
     # 2 ranks see 50 samples each: dropping the last (only) partial batch would leave them nothing
     assert not make_loader(data, {"batch_size": 64, "num_workers": 0}, train=True, pin_memory=False,
                            world_size=2).drop_last
+
+
+def test_a_dropped_loader_stops_its_persistent_workers_without_waiting_for_gc(image_tree):
+    """No reference cycle through the resumable index sampler: otherwise the workers outlive the loader, and a
+    later loader's forked workers inherit the dead one's iterator (noisy 'can only test a child process')."""
+    import gc
+    import weakref
+
+    loader = make_loader(_repeated_dataset(image_tree), {"batch_size": 2, "num_workers": 2}, train=True,
+                         pin_memory=False)
+    next(iter(loader))
+    workers = list(loader._iterator._workers)
+    dropped = weakref.ref(loader)
+    gc.disable()
+    try:
+        del loader
+        assert dropped() is None
+        for worker in workers:
+            worker.join(timeout=10)
+        assert not any(worker.is_alive() for worker in workers)
+    finally:
+        gc.enable()

@@ -6,6 +6,7 @@ import itertools
 import math
 import os
 import time
+import weakref
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -88,10 +89,16 @@ class _SkipFirst:
     before the one it uses, and persistent workers re-iterate this same object every epoch."""
 
     def __init__(self, base: Any, loader: TimedDataLoader) -> None:
-        self.base, self.loader = base, loader
+        # A weak reference: the loader's iterator holds this object, and a loader <-> iterator cycle would keep
+        # persistent workers alive until a garbage collection (in the bench, inherited by the next loader's
+        # forked workers, whose collections then try to shut down workers that are not theirs).
+        self.base, self._loader = base, weakref.ref(loader)
 
     def __iter__(self) -> Iterator[Any]:
-        skip, self.loader._skip = self.loader._skip, 0
+        loader, skip = self._loader(), 0
+        if loader is not None:
+            skip, loader._skip = loader._skip, 0
+        del loader  # not held by this generator's frame while it runs
         yield from itertools.islice(iter(self.base), skip, None)
 
     def __len__(self) -> int:
