@@ -13,6 +13,7 @@ when the run was killed before its first checkpoint: it starts again, in the sam
 
 from __future__ import annotations
 
+import re
 import secrets
 import string
 import sys
@@ -77,7 +78,10 @@ def resolve_resume(argv: list[str], config_dir: str, config_name: str) -> list[s
     rest = argv[:position] + argv[position + 1:]
     overrides = [a for a in rest if "=" in a and not a.startswith("-")]
     if value == LAST:
-        root = _runs_root(config_dir, config_name, overrides)
+        try:
+            root = _runs_root(config_dir, config_name, overrides)
+        except Exception:  # a wrong override: Hydra reports it properly when it composes the same command
+            return argv
         run = find_run(root, overrides)
         if run is None:
             shown = " ".join(overrides) or "(no overrides)"
@@ -90,12 +94,18 @@ def resolve_resume(argv: list[str], config_dir: str, config_name: str) -> list[s
     checkpoint = run / CHECKPOINT
     if checkpoint.is_file():
         note = f"Resuming {run} from {CHECKPOINT}"
-        resolved = f"ckpt_path={checkpoint}"
+        resolved = f"ckpt_path={_quoted(checkpoint)}"
     else:
         note = f"{run} has no {CHECKPOINT} yet (killed in its first epoch): training it again from the start"
         resolved = "ckpt_path=null"
     print(note, file=sys.stderr)
-    return base + rest + [resolved, f"hydra.run.dir={run}"]
+    return base + rest + [resolved, f"hydra.run.dir={_quoted(run)}"]
+
+
+def _quoted(path: Path) -> str:
+    """A path as a Hydra override value: quoted when it holds characters the override grammar would parse."""
+    text = str(path)
+    return text if re.fullmatch(r"[\w/.:+~-]+", text) else "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def wandb_run_id(run_dir: str | Path) -> str:
