@@ -32,7 +32,8 @@ def _overrides(tree: Path, cache: Path, *extra: str) -> list[str]:
     return ["data=folder", f"data.root={tree}", f"data.cache_dir={cache}", "model=resnet10t",
             "model.name=test_resnet", "data.image_size=32", f"trainer.max_epochs={EPOCHS}", "trainer.log_every_n_steps=1",
             "loader.batch_size=16", "callbacks.progress_bar=null", "callbacks.pictures=null", "print_config=false",
-            "augment=strong", "+callbacks.kill._target_=kill_at_step.KillAtStep", *extra]
+            "augment=strong", "augment.mixup={mixup_alpha:0.4,cutmix_alpha:1.0}",
+            "+callbacks.kill._target_=kill_at_step.KillAtStep", *extra]
 
 
 def _runs(log_dir: Path) -> list[Path]:
@@ -70,20 +71,29 @@ def uninterrupted(image_tree, tmp_path_factory):
     return root, run
 
 
+MODES = {  # name: (overrides, kill step or None for a seeded-random one)
+    # last.ckpt at each epoch's end (the default), 0 workers: the interrupted epoch is replayed.
+    "epoch_end": (["loader.num_workers=0"], None),
+    # last.ckpt every 2 steps, 2 persistent workers: training goes on at the next batch, with the interrupted
+    # epoch's training metrics as far as they had got (its train/*_epoch rows match too).
+    "mid_epoch": (["loader.num_workers=2", "callbacks.last_checkpoint.every_n_train_steps=2"], None),
+    # Step 6 is epoch 1's last batch: a step checkpoint there would come before epoch 1's validation (Lightning's
+    # own ModelCheckpoint writes it; the resumed run then never validated epoch 1). Killed at step 7.
+    "step_at_epoch_end": (["loader.num_workers=0", "callbacks.last_checkpoint.every_n_train_steps=2"], 7),
+}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["epoch_end", "mid_epoch"])
+@pytest.mark.parametrize("mode", list(MODES))
 def test_killed_at_a_random_step_and_resumed_equals_the_uninterrupted_run(image_tree, uninterrupted, tmp_path, mode):
-    """epoch_end: last.ckpt at each epoch's end (the default), 0 workers; the interrupted epoch is replayed.
-    mid_epoch: last.ckpt every 2 steps, 2 persistent workers; training continues at the next batch, with the
-    interrupted epoch's training metrics as far as they had got (its train/*_epoch rows match too)."""
+    """Mixup is on (its draws must follow the step, not the process's history)."""
     cache_root, full_run = uninterrupted
-    extra = ["loader.num_workers=0"] if mode == "epoch_end" else [
-        "loader.num_workers=2", "callbacks.last_checkpoint.every_n_train_steps=2"]
+    extra, kill_at = MODES[mode]
     reference = full_run(*extra)
     log_dir = tmp_path / "logs"
     overrides = [*_overrides(image_tree, cache_root / "cache", *extra), f"paths.log_dir={log_dir}"]
     # After the first checkpoint (so there is one to resume from), before the last epoch ends.
-    kill_at = random.Random(f"{mode}-resume").randint(STEPS_PER_EPOCH + 1, STEPS_PER_EPOCH * EPOCHS - 2)
+    kill_at = kill_at or random.Random(f"{mode}-resume").randint(STEPS_PER_EPOCH + 1, STEPS_PER_EPOCH * EPOCHS - 2)
     killed = run_cli("train.py", *overrides, check=False, env={**ENV, "KILL_AT_STEP": str(kill_at)})
     assert killed.returncode == -9, killed.stderr[-2000:]  # SIGKILL: nothing ran after the kill
     (run_dir,) = _runs(log_dir)
@@ -97,6 +107,8 @@ def test_killed_at_a_random_step_and_resumed_equals_the_uninterrupted_run(image_
     assert all(torch.equal(mine[k], theirs[k]) for k in theirs)
     rows, expected = _csv_rows(run_dir), _csv_rows(reference)
     assert rows == expected  # nothing lost, nothing logged twice
+    if mode != "epoch_end":
+        return
 
     # A run dir resumes that run with its own overrides, here for one more epoch.
     longer = [a for a in overrides if not a.startswith("trainer.max_epochs")]

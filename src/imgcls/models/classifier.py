@@ -155,9 +155,6 @@ class Classifier(L.LightningModule):
             if key in batch and not isinstance(batch[key], torch.Tensor):
                 batch[key] = torch.as_tensor(batch[key], device=self.device)
         batch["image"] = self.normalize(batch["image"])
-        training = self._trainer is not None and self.trainer.training
-        if training and self.mixup is not None and batch["image"].shape[0] % 2 == 0:  # timm mixes pairs
-            batch["image"], batch["soft_target"] = self.mixup(batch["image"], batch["target"])
         return batch
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -190,6 +187,10 @@ class Classifier(L.LightningModule):
             metric.update(dict(zip(names, decompose(preds))), dict(zip(names, decompose(target))))
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        # Mixup/cutmix here, not in on_after_batch_transfer: Lightning moves the batch before
+        # on_train_batch_start, where StepSeeds reseeds; here its draw depends on the step alone (exact resume).
+        if self.mixup is not None and batch["image"].shape[0] % 2 == 0:  # timm mixes pairs
+            batch["image"], batch["soft_target"] = self.mixup(batch["image"], batch["target"])
         loss, preds, targets = self._shared_step(batch)
         self.train_loss(loss)
         self.train_metrics(preds, targets)
