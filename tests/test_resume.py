@@ -152,6 +152,9 @@ def test_resume_errors_and_special_cases(tmp_path):
     early = _fake_run(tmp_path / "train" / "runs", "early", ["seed=3"], checkpoint=False)
     assert resolve_resume([f"ckpt_path={early}"], configs, "train") == ["seed=3", "ckpt_path=null",
                                                                         f"hydra.run.dir={early}"]
+    # Flags stay before the overrides (Hydra reads overrides as one run); this command's values replace the run's.
+    assert resolve_resume(["--cfg", "job", f"ckpt_path={early}", "+seed=4"], configs, "train") == [
+        "--cfg", "job", "+seed=4", "ckpt_path=null", f"hydra.run.dir={early}"]
     # A checkpoint file or no ckpt_path: untouched.
     assert resolve_resume(["ckpt_path=/some/file.ckpt", "seed=1"], configs, "train") == ["ckpt_path=/some/file.ckpt",
                                                                                           "seed=1"]
@@ -171,6 +174,8 @@ def test_csv_rows_are_cut_where_training_continues(tmp_path):
     header, kept = rows_before(path, epoch=1, step=6)  # a checkpoint after 6 steps, inside epoch 1
     assert header == ["epoch", "step", "loss"] and [r["loss"] for r in kept] == ["1.0", "", "0.9", "0.8"]
     assert [r["loss"] for r in rows_before(path, epoch=1, step=5)[1]] == ["1.0", "", "0.9"]  # epoch 1 replayed
+    path.write_text(path.read_text() + "1,7,0.")  # killed while appending a row
+    assert [r["loss"] for r in rows_before(path, epoch=2, step=0)[1]] == ["1.0", "", "0.9", "0.8", "", "0.7"]
 
 
 def test_wandb_run_id_is_kept_per_run_dir(tmp_path):

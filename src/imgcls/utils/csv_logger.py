@@ -18,15 +18,19 @@ def rows_before(path: Path, epoch: int, step: int) -> tuple[list[str], list[dict
     training again. Later rows were logged by the killed run after its last checkpoint; the resumed run trains
     those steps again and logs them again. (Rows without an epoch, e.g. the LR monitor's, are cut at the same
     place, by their position in the file.)"""
-    with open(path, newline="") as file:
-        reader = csv.DictReader(file)
-        rows = list(reader)
+    text = path.read_text()
+    if text and not text.endswith("\n"):  # killed while appending: the last line is partial
+        text = text[: text.rfind("\n") + 1]
+    reader = csv.DictReader(io.StringIO(text))
+    rows = list(reader)
     last = -1
     for i, row in enumerate(rows):
-        if row.get("epoch") and row.get("step"):
-            row_epoch, row_step = int(float(row["epoch"])), int(float(row["step"]))
-            if row_epoch < epoch or (row_epoch == epoch and row_step < step):
-                last = i
+        try:
+            row_epoch, row_step = int(float(row.get("epoch") or "nan")), int(float(row.get("step") or "nan"))
+        except (TypeError, ValueError):  # no epoch (LR monitor, throughput rows) or a damaged row
+            continue
+        if row_epoch < epoch or (row_epoch == epoch and row_step < step):
+            last = i
     return list(reader.fieldnames or []), rows[: last + 1]
 
 

@@ -90,7 +90,8 @@ def resolve_resume(argv: list[str], config_dir: str, config_name: str) -> list[s
         base = []
     else:
         run = Path(value).resolve()
-        base = [o for o in _run_overrides(run) if not o.startswith("ckpt_path=")]
+        given = {_key(o) for o in overrides}  # this command's own values win (and `+key=` is not added twice)
+        base = [o for o in _run_overrides(run) if _key(o) not in given and not o.startswith("ckpt_path=")]
     checkpoint = run / CHECKPOINT
     if checkpoint.is_file():
         note = f"Resuming {run} from {CHECKPOINT}"
@@ -99,7 +100,15 @@ def resolve_resume(argv: list[str], config_dir: str, config_name: str) -> list[s
         note = f"{run} has no {CHECKPOINT} yet (killed in its first epoch): training it again from the start"
         resolved = "ckpt_path=null"
     print(note, file=sys.stderr)
-    return base + rest + [resolved, f"hydra.run.dir={_quoted(run)}"]
+    # Hydra reads the overrides as one run of positional arguments: keep them together, after any flags.
+    is_override = [("=" in a and not a.startswith("-")) for a in rest]
+    first = is_override.index(True) if True in is_override else len(rest)
+    last = max((i for i, o in enumerate(is_override) if o), default=first - 1) + 1
+    return rest[:first] + base + rest[first:last] + [resolved, f"hydra.run.dir={_quoted(run)}"] + rest[last:]
+
+
+def _key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
 
 
 def _quoted(path: Path) -> str:
