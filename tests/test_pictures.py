@@ -51,3 +51,23 @@ def test_uneven_validation_shares_are_gathered_without_padding():
     trainer, module = SimpleNamespace(world_size=2), SimpleNamespace(all_gather=all_gather)
     out = _gather_uneven(trainer, module, {"index": torch.tensor([0, 1, 2]), "preds": torch.tensor([2, 2, 1])})
     assert out["index"].tolist() == [0, 1, 2, 3, 4] and out["preds"].tolist() == [2, 2, 1, 1, 0]
+
+
+def test_best_epoch_survives_a_resume_through_the_checkpoint(tmp_path):
+    """A resumed run reports the best epoch of the whole run, not the best since the resume."""
+    import numpy as np
+    import torch
+
+    from imgcls.callbacks import RunPictures
+
+    before = RunPictures(str(tmp_path))
+    assert before.state_dict() == {}
+    before._best_score = 0.75
+    before._best = {"epoch": 3, "preds": np.array([0, 2]), "conf": np.array([0.9, 0.4], np.float32),
+                    "target": np.array([0, 1]), "index": np.array([5, 9])}
+    torch.save({"callbacks": before.state_dict()}, tmp_path / "state.pt")
+    after = RunPictures(str(tmp_path))
+    after.load_state_dict(torch.load(tmp_path / "state.pt", weights_only=True)["callbacks"])  # no pickled code
+    assert after._best_score == 0.75 and after._best["epoch"] == 3
+    for key in ("preds", "conf", "target", "index"):
+        np.testing.assert_array_equal(after._best[key], before._best[key])

@@ -82,6 +82,19 @@ class RunPictures(Callback):
             self._best_score = score
             self._best = {"epoch": trainer.current_epoch, **{k: v.numpy()[first] for k, v in gathered.items()}}
 
+    # ---- resume: the best epoch so far travels in the checkpoint (tensors, so weights_only loading works) ---
+    def state_dict(self) -> dict[str, Any]:
+        if self._best is None:
+            return {}
+        return {"best_score": self._best_score, "epoch": int(self._best["epoch"]),
+                **{k: torch.as_tensor(v) for k, v in self._best.items() if k != "epoch"}}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if state_dict:
+            state = dict(state_dict)
+            self._best_score = float(state.pop("best_score"))
+            self._best = {"epoch": int(state.pop("epoch")), **{k: v.numpy() for k, v in state.items()}}
+
     # ---- reports at the end ------------------------------------------------------------------------------
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero or self._best is None:

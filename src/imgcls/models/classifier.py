@@ -245,6 +245,11 @@ class Classifier(L.LightningModule):
         for key, metric in (("val/f1", self.val_f1_best), ("val/acc", self.val_acc_best)):
             if key in best:
                 metric.update(torch.tensor(best[key]))
+        # The schedule's length comes from this run's config, not the checkpoint: resuming with a larger
+        # trainer.max_epochs stretches the cosine instead of staying at its floor (same length: no change).
+        for scheduler in checkpoint.get("lr_schedulers") or []:
+            if isinstance(scheduler.get("lr_lambdas"), list):
+                scheduler["lr_lambdas"] = [None] * len(scheduler["lr_lambdas"])
         saved = checkpoint.get("epoch_train_metrics") or {}
         for name, metric in self._train_epoch_metrics().items():
             if name in saved:

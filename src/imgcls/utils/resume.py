@@ -97,7 +97,8 @@ def resolve_resume(argv: list[str], config_dir: str, config_name: str) -> list[s
         note = f"Resuming {run} from {CHECKPOINT}"
         resolved = f"ckpt_path={_quoted(checkpoint)}"
     else:
-        note = f"{run} has no {CHECKPOINT} yet (killed in its first epoch): training it again from the start"
+        note = (f"{run} has no {CHECKPOINT} (killed in its first epoch, or callbacks.last_checkpoint was off): "
+                "training it again from the start")
         resolved = "ckpt_path=null"
     print(note, file=sys.stderr)
     # Hydra reads the overrides as one run of positional arguments: keep them together, after any flags.
