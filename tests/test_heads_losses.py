@@ -140,8 +140,7 @@ def test_multi_head_without_tasks_names_the_key_and_the_fix():
 def test_multi_head_mixup_marginalises_soft_targets():
     model = Classifier("test_resnet", SPEC, head="multi", loss="focal", label_smoothing=0.1,
                        mixup={"mixup_alpha": 0.4, "cutmix_alpha": 0.0, "prob": 1.0})
-    model._trainer = SimpleNamespace(training=True)
-    batch = model.on_after_batch_transfer(_batch(), 0)
+    batch = model.mix(model.on_after_batch_transfer(_batch(), 0))
     assert batch["soft_target"].shape == (4, 18)
     loss, _, _ = model._shared_step(batch)
     parts = LAYOUT.split(model(batch["image"]))

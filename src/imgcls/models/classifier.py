@@ -186,12 +186,16 @@ class Classifier(L.LightningModule):
             names, decompose = self.layout.names, self.layout.decompose
             metric.update(dict(zip(names, decompose(preds))), dict(zip(names, decompose(target))))
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        # Mixup/cutmix here, not in on_after_batch_transfer: Lightning moves the batch before
-        # on_train_batch_start, where StepSeeds reseeds; here its draw depends on the step alone (exact resume).
+    def mix(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Mixup/cutmix (augment.mixup) with soft targets. Called in training_step, not on_after_batch_transfer:
+        Lightning moves the batch before on_train_batch_start, where StepSeeds reseeds, so only here does the
+        draw depend on the step alone (exact resume)."""
         if self.mixup is not None and batch["image"].shape[0] % 2 == 0:  # timm mixes pairs
             batch["image"], batch["soft_target"] = self.mixup(batch["image"], batch["target"])
-        loss, preds, targets = self._shared_step(batch)
+        return batch
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss, preds, targets = self._shared_step(self.mix(batch))
         self.train_loss(loss)
         self.train_metrics(preds, targets)
         self.log("train/loss", self.train_loss, on_step=True, on_epoch=True, prog_bar=True)
