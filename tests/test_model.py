@@ -100,9 +100,8 @@ def test_mixup_runs_on_device_batches_with_soft_targets():
     model = Classifier("test_resnet", SPEC, mixup={"mixup_alpha": 0.4, "cutmix_alpha": 1.0, "prob": 1.0})
     batch = {"image": torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8), "target": torch.tensor([0, 1, 2, 1])}
     model._trainer = SimpleNamespace(training=False)
-    assert "soft_target" not in model.on_after_batch_transfer(dict(batch), 0)  # validation: never mixed
-    model._trainer = SimpleNamespace(training=True)
-    mixed = model.on_after_batch_transfer(dict(batch), 0)
+    assert "soft_target" not in model.on_after_batch_transfer(dict(batch), 0)  # transfer alone never mixes
+    mixed = model.mix(model.on_after_batch_transfer(dict(batch), 0))  # training_step mixes (after the reseed)
     soft = mixed["soft_target"]
     assert soft.shape == (4, 3) and torch.allclose(soft.sum(1), torch.ones(4))
     assert (soft.max(1).values < 1).all()  # every target is a blend (pairs are i and B-1-i: different classes)
