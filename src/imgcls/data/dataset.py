@@ -44,6 +44,7 @@ class ImageDataset(Dataset):
         self.decode_size = tuple(decode_size) if decode_size is not None else None
         self.cache_file = cache_file
         self.cache = CacheReader(cache_file) if cache_file is not None else None
+        self._nodes: list[Any] | None = None  # the transform's nodes, collected on the first seed_item
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -72,16 +73,14 @@ class ImageDataset(Dataset):
     def reseed(self, seed: int) -> None:
         """Albumentations keeps its own RNG; without this every worker would apply identical augmentations."""
         self.transform.set_random_seed(seed)
-        self._nodes: list[Any] | None = None
 
     def seed_item(self, seed: int) -> None:
         """Give the whole pipeline one fresh generator pair seeded with `seed` (~15 us; albumentations'
         `set_random_seed` takes ~60 us, building two generators per transform)."""
-        nodes = getattr(self, "_nodes", None)
-        if nodes is None:
-            self._nodes = nodes = list(_pipeline_nodes(self.transform))
+        if self._nodes is None:
+            self._nodes = list(_pipeline_nodes(self.transform))
         generator, py_random = np.random.Generator(np.random.PCG64(seed)), random.Random(seed)
-        for node in nodes:
+        for node in self._nodes:
             node.random_generator, node.py_random = generator, py_random
 
 

@@ -21,8 +21,8 @@ import pandas as pd
 
 from imgcls.data.image_io import is_image_file
 from imgcls.utils.io import file_lock
-from imgcls.utils.logging import get_logger
 from imgcls.utils.errors import ConfigError
+from imgcls.utils.logging import get_logger
 
 log = get_logger(__name__)
 

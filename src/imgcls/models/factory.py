@@ -12,8 +12,8 @@ import timm
 import torch
 from torch import nn
 
-from imgcls.utils.logging import get_logger
 from imgcls.utils.errors import ConfigError
+from imgcls.utils.logging import get_logger
 
 log = get_logger(__name__)
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import yaml
 
-from imgcls.utils.io import atomic_write_text
 from imgcls.utils.errors import ConfigError
+from imgcls.utils.io import atomic_write_text
 
 LAST = "last"
 CHECKPOINT = Path("checkpoints") / "last.ckpt"
@@ -76,7 +76,8 @@ def resolve_resume(argv: list[str], config_dir: str, config_name: str) -> list[s
         raise ResumeError(f"ckpt_path={value} resumes one run; for a sweep job, run it alone with that job's overrides "
                           "(see <sweep dir>/summary.csv) and ckpt_path=<its run dir>")
     rest = argv[:position] + argv[position + 1:]
-    overrides = [a for a in rest if "=" in a and not a.startswith("-")]
+    is_override = [("=" in a and not a.startswith("-")) for a in rest]
+    overrides = [a for a, o in zip(rest, is_override) if o]
     if value == LAST:
         try:
             root = _runs_root(config_dir, config_name, overrides)
@@ -102,7 +103,6 @@ def resolve_resume(argv: list[str], config_dir: str, config_name: str) -> list[s
         resolved = "ckpt_path=null"
     print(note, file=sys.stderr)
     # Hydra reads the overrides as one run of positional arguments: keep them together, after any flags.
-    is_override = [("=" in a and not a.startswith("-")) for a in rest]
     first = is_override.index(True) if True in is_override else len(rest)
     last = max((i for i, o in enumerate(is_override) if o), default=first - 1) + 1
     return rest[:first] + base + rest[first:last] + [resolved, f"hydra.run.dir={_quoted(run)}"] + rest[last:]
