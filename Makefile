@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 
-.PHONY: install train test test-fast clean help
+.PHONY: install train test test-fast lint format clean help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -29,6 +29,14 @@ test: $(STAMP)  ## run the whole test suite (slow end-to-end tests included)
 
 test-fast: $(STAMP)  ## skip the tests marked slow
 	$(PY) -m pytest -m "not slow" $(ARGS)
+
+lint: $(STAMP)  ## ruff: lint + format check (what CI runs); `make format` fixes what it can
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)  ## ruff: apply the formatter and the safe lint fixes
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
 
 clean:  ## remove run outputs (keeps .venv and data/)
 	rm -rf logs/train logs/predict logs/debug logs/bench logs/eda

@@ -11,8 +11,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("WANDB_MODE", "disabled")
 
-import imgcls  # noqa: E402,F401  (offline environment defaults)
 from helpers import make_image_tree, make_manifest  # noqa: E402
+
+import imgcls  # noqa: E402,F401  (offline environment defaults)
 
 
 @pytest.fixture(scope="session")
@@ -41,5 +42,6 @@ def mask_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A generated mask-competition folder: 40 train people (280 photos) + 8 eval people, 96x128 pixels."""
     from imgcls.data.synth_mask import make_mask_dataset
 
-    return make_mask_dataset(tmp_path_factory.mktemp("mask") / "competition", people=40, eval_people=8,
-                             width=96, height=128, seed=0)
+    return make_mask_dataset(
+        tmp_path_factory.mktemp("mask") / "competition", people=40, eval_people=8, width=96, height=128, seed=0
+    )

@@ -67,18 +67,27 @@ def _scratch() -> str:
     return _SCRATCH[0]
 
 
-def run_cli(script: str, *overrides: str, cwd: Path = ROOT, check: bool = True, timeout: int = 300,
-            env: dict | None = None) -> subprocess.CompletedProcess:
+def run_cli(
+    script: str, *overrides: str, cwd: Path = ROOT, check: bool = True, timeout: int = 300, env: dict | None = None
+) -> subprocess.CompletedProcess:
     """Run `python <script> overrides...` as a user would; fail with its output on a non-zero exit."""
     # IMGCLS_ROOT moves paths.data_dir (exports, caches) and paths.log_dir away from the clone.
-    full_env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONWARNINGS": "ignore", "IMGCLS_ROOT": _scratch(),
-                **(env or {})}
+    full_env = {
+        **os.environ,
+        "WANDB_MODE": "disabled",
+        "PYTHONWARNINGS": "ignore",
+        "IMGCLS_ROOT": _scratch(),
+        **(env or {}),
+    }
     target = ["-m", script] if script.startswith("imgcls.") else [str(ROOT / script)]  # a module or a script
-    proc = subprocess.run([sys.executable, *target, *overrides], cwd=cwd, env=full_env,
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, *target, *overrides], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
+    )
     if check and proc.returncode != 0:
-        raise AssertionError(f"{script} {' '.join(overrides)} exited {proc.returncode}\n"
-                             f"--- stdout ---\n{proc.stdout[-4000:]}\n--- stderr ---\n{proc.stderr[-6000:]}")
+        raise AssertionError(
+            f"{script} {' '.join(overrides)} exited {proc.returncode}\n"
+            f"--- stdout ---\n{proc.stdout[-4000:]}\n--- stderr ---\n{proc.stderr[-6000:]}"
+        )
     return proc
 
 
@@ -99,7 +108,14 @@ def read_metrics(run_dir: Path) -> dict:
 
 
 # Overrides that make a CLI training run take seconds: a tiny timm model, small inputs, no progress bar.
-FAST = ("model=resnet10t", "model.name=test_resnet", "data.image_size=32", "trainer.max_epochs=1",
-        "trainer.log_every_n_steps=1",
-        "loader.batch_size=16", "loader.num_workers=0", "callbacks.progress_bar=null", "print_config=false")
-
+FAST = (
+    "model=resnet10t",
+    "model.name=test_resnet",
+    "data.image_size=32",
+    "trainer.max_epochs=1",
+    "trainer.log_every_n_steps=1",
+    "loader.batch_size=16",
+    "loader.num_workers=0",
+    "callbacks.progress_bar=null",
+    "print_config=false",
+)

@@ -58,24 +58,28 @@ def make_tree(root: Path, per_class: int = 6) -> dict[str, list[Path]]:
     bar, circle, square = (root / c for c in CLASSES)
     rgb = Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
 
-    odd = {bar / "odd_cmyk.jpg": lambda p: rgb.convert("CMYK").save(p),
-           bar / "odd_gray.jpg": lambda p: rgb.convert("L").save(p),
-           circle / "odd_rgba.png": lambda p: rgb.convert("RGBA").save(p),
-           circle / "odd_la.png": lambda p: rgb.convert("LA").save(p),
-           circle / "odd_palette.png": lambda p: rgb.convert("P").save(p, transparency=0),
-           square / "odd_16bit.png": lambda p: Image.fromarray(np.full((32, 32), 40000, np.uint16)).save(p),
-           square / "odd_exif_rotated.jpg": _exif_rotated}
+    odd = {
+        bar / "odd_cmyk.jpg": lambda p: rgb.convert("CMYK").save(p),
+        bar / "odd_gray.jpg": lambda p: rgb.convert("L").save(p),
+        circle / "odd_rgba.png": lambda p: rgb.convert("RGBA").save(p),
+        circle / "odd_la.png": lambda p: rgb.convert("LA").save(p),
+        circle / "odd_palette.png": lambda p: rgb.convert("P").save(p, transparency=0),
+        square / "odd_16bit.png": lambda p: Image.fromarray(np.full((32, 32), 40000, np.uint16)).save(p),
+        square / "odd_exif_rotated.jpg": _exif_rotated,
+    }
     for path, write in odd.items():
         write(path)
     files["odd"] = list(odd)
 
     jpeg = bar / "000_full.jpg"  # a temporary full JPEG, cut to make the truncated one
     draw_shape("bar", rng, size=64).save(jpeg, quality=95)
-    bad = {bar / "bad_truncated.jpg": lambda p: p.write_bytes(jpeg.read_bytes()[: jpeg.stat().st_size * 2 // 3]),
-           bar / "bad_zero_bytes.png": lambda p: p.write_bytes(b""),
-           circle / "bad_not_an_image.jpg": lambda p: p.write_text("id,label\n1,circle\n"),
-           circle / "bad_huge.png": lambda p: _huge_png(p, 20_000, 10_000),  # 200 MP > the default limit
-           square / "bad_no_permission.png": lambda p: (rgb.save(p), os.chmod(p, 0))}
+    bad = {
+        bar / "bad_truncated.jpg": lambda p: p.write_bytes(jpeg.read_bytes()[: jpeg.stat().st_size * 2 // 3]),
+        bar / "bad_zero_bytes.png": lambda p: p.write_bytes(b""),
+        circle / "bad_not_an_image.jpg": lambda p: p.write_text("id,label\n1,circle\n"),
+        circle / "bad_huge.png": lambda p: _huge_png(p, 20_000, 10_000),  # 200 MP > the default limit
+        square / "bad_no_permission.png": lambda p: (rgb.save(p), os.chmod(p, 0)),
+    }
     for path, write in bad.items():
         write(path)
     jpeg.unlink()
@@ -120,13 +124,25 @@ def _default_pixel_limit():
 
 
 def _dm(root: Path, tmp_path: Path, **kw) -> ImageDataModule:
-    args = dict(image_size=32, split_seed=0, val_fraction=0.25, loader={"batch_size": 8, "num_workers": 0},
-                cache_dir=str(tmp_path / "cache"), output_dir=str(tmp_path / "run"))
+    args = dict(
+        image_size=32,
+        split_seed=0,
+        val_fraction=0.25,
+        loader={"batch_size": 8, "num_workers": 0},
+        cache_dir=str(tmp_path / "cache"),
+        output_dir=str(tmp_path / "run"),
+    )
     return ImageDataModule(FolderSource(str(root)), root=str(root), **{**args, **kw})
 
 
-REASONS = {"truncated": "truncated", "zero_bytes": "empty file", "not_an_image": "not an image",
-           "huge": "exceeds the pixel limit", "no_permission": "no permission", "symlink_loop": "symlink loop"}
+REASONS = {
+    "truncated": "truncated",
+    "zero_bytes": "empty file",
+    "not_an_image": "not an image",
+    "huge": "exceeds the pixel limit",
+    "no_permission": "no permission",
+    "symlink_loop": "symlink loop",
+}
 
 
 def _expected_reason(path: str) -> str:
@@ -228,8 +244,15 @@ def test_symlink_loop_is_listed_when_a_source_lists_it(tree, tmp_path):
             labels = [CLASSES.index(p.parent.name) for p in paths]
             return Discovered(pd.DataFrame({"path": [str(p) for p in paths], "label": labels}), list(CLASSES))
 
-    dm = ImageDataModule(Listed(), root=str(tmp_path), image_size=32, val_fraction=0.25, loader={"num_workers": 0},
-                         cache_dir=str(tmp_path / "cache"), output_dir=str(tmp_path / "run"))
+    dm = ImageDataModule(
+        Listed(),
+        root=str(tmp_path),
+        image_size=32,
+        val_fraction=0.25,
+        loader={"num_workers": 0},
+        cache_dir=str(tmp_path / "cache"),
+        output_dir=str(tmp_path / "run"),
+    )
     dm.setup("fit")
     listed = pd.read_csv(tmp_path / "run" / "bad_images.csv")
     assert listed["path"].tolist() == [str(tree["loop"][0])] and "symlink loop" in listed["reason"][0]
@@ -262,9 +285,15 @@ def test_every_source_goes_through_the_check(kind, mask_root, tmp_path):
     table = source.discover().table
     victim = Path(table["path"].iloc[3])
     victim.write_bytes(victim.read_bytes()[:200])  # truncated
-    dm = ImageDataModule(source, root=str(root), image_size=32, val_fraction=0.25,
-                         loader={"batch_size": 8, "num_workers": 0}, cache_dir=str(tmp_path / "cache"),
-                         output_dir=str(tmp_path / "run"))
+    dm = ImageDataModule(
+        source,
+        root=str(root),
+        image_size=32,
+        val_fraction=0.25,
+        loader={"batch_size": 8, "num_workers": 0},
+        cache_dir=str(tmp_path / "cache"),
+        output_dir=str(tmp_path / "run"),
+    )
     dm.setup("fit")
     assert len(dm.table) == len(table) - 1 and str(victim) not in set(dm.table["path"])
     assert pd.read_csv(tmp_path / "run" / "bad_images.csv")["path"].tolist() == [str(victim)]
@@ -324,8 +353,9 @@ def test_cli_skips_and_lists_or_stops(tmp_path, cache):
         assert f"Skipped {len(bad)} unreadable images (see {run / 'bad_images.csv'})" in proc.stdout + proc.stderr
         assert not set(pd.read_csv(run / "split.csv")["path"]) & {str(p) for p in bad}
 
-        proc = run_cli("train.py", *common, "data.on_bad_image=error", f"hydra.run.dir={tmp_path / 'stop'}",
-                       check=False)
+        proc = run_cli(
+            "train.py", *common, "data.on_bad_image=error", f"hydra.run.dir={tmp_path / 'stop'}", check=False
+        )
         assert proc.returncode != 0
         out = proc.stdout + proc.stderr
         assert f"cannot read image '{bad[0]}': truncated" in out and "data.on_bad_image=skip" in out
@@ -347,8 +377,14 @@ def _predict_skips_and_lists_or_stops(root: Path, bad: list[Path], ckpt: Path, t
     assert predicted | {str(p) for p in bad} <= everything
     assert f"Skipped {len(bad)} unreadable input images" in proc.stdout + proc.stderr
 
-    proc = run_cli("predict.py", f"ckpt_path={ckpt}", f"input={root}", "on_bad_image=error",
-                   f"hydra.run.dir={tmp_path / 'predict_stop'}", check=False)
+    proc = run_cli(
+        "predict.py",
+        f"ckpt_path={ckpt}",
+        f"input={root}",
+        "on_bad_image=error",
+        f"hydra.run.dir={tmp_path / 'predict_stop'}",
+        check=False,
+    )
     text = proc.stdout + proc.stderr
     assert proc.returncode == 2 and "Traceback" not in text and "on_bad_image=skip" in text
     assert not (tmp_path / "predict_stop" / "predictions.csv").exists()

@@ -27,8 +27,12 @@ class Stamped(Dataset):
 
 
 def _loader(workers: int = 2, persistent: bool = True, slots: int = 4, n: int = 60):
-    return make_loader(Stamped(n), {"batch_size": 4, "num_workers": workers, "persistent_workers": persistent,
-                                    "reuse_buffers": slots}, train=False, pin_memory=False)
+    return make_loader(
+        Stamped(n),
+        {"batch_size": 4, "num_workers": workers, "persistent_workers": persistent, "reuse_buffers": slots},
+        train=False,
+        pin_memory=False,
+    )
 
 
 def _intact(batch: dict) -> bool:
@@ -94,8 +98,9 @@ def test_pool_off_with_reuse_buffers_zero_or_short_lived_workers(settings):
 
 def _iterate_in_child(collate, queue) -> None:
     """A spawned process (like a ddp_spawn rank) iterating a loader whose collate was built in the parent."""
-    loader = make_loader(Stamped(40), {"batch_size": 4, "num_workers": 2, "persistent_workers": True},
-                         train=False, pin_memory=False)
+    loader = make_loader(
+        Stamped(40), {"batch_size": 4, "num_workers": 2, "persistent_workers": True}, train=False, pin_memory=False
+    )
     loader.collate_fn = collate  # the parent's collate object, pickled into this process
     ok = all(_intact(b) for b in loader) and all(_intact(b) for b in loader)
     queue.put((ok, collate.pool is not None and collate.pool.owner == __import__("os").getpid()))

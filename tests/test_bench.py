@@ -12,14 +12,28 @@ pytestmark = pytest.mark.slow
 
 
 def test_bench_writes_json_and_png(image_tree, tmp_path):
-    run_cli("imgcls.bench", "data=folder", f"data.root={image_tree}", "data.image_size=32", "model.name=test_resnet",
-            "loader.batch_size=8", "bench.presets=[none,strong]", "bench.num_workers=[0,1]", "bench.min_seconds=0.1",
-            "bench.min_batches=2", "bench.warmup_batches=1", "bench.baselines=true", "bench.repeats=2", f"hydra.run.dir={tmp_path}")
+    run_cli(
+        "imgcls.bench",
+        "data=folder",
+        f"data.root={image_tree}",
+        "data.image_size=32",
+        "model.name=test_resnet",
+        "loader.batch_size=8",
+        "bench.presets=[none,strong]",
+        "bench.num_workers=[0,1]",
+        "bench.min_seconds=0.1",
+        "bench.min_batches=2",
+        "bench.warmup_batches=1",
+        "bench.baselines=true",
+        "bench.repeats=2",
+        f"hydra.run.dir={tmp_path}",
+    )
     result = json.loads((tmp_path / "bench.json").read_text())
     assert result["model"]["images_per_sec"] > 0 and result["model"]["name"] == "test_resnet"
     ours = [r for r in result["rows"] if r["pipeline"] == "imgcls"]
     assert {(r["augment"], r["cache"], r["num_workers"]) for r in ours} == {
-        (a, c, w) for a in ("none", "strong") for c in (True, False) for w in (0, 1)}
+        (a, c, w) for a in ("none", "strong") for c in (True, False) for w in (0, 1)
+    }
     assert {r["pipeline"] for r in result["rows"]} == {"imgcls", "torchvision_v1", "timm"}
     for row in result["rows"]:
         assert row["images_per_sec"] > 0 and isinstance(row["keeps_up"], bool) and len(row["runs"]) == 2
@@ -30,10 +44,23 @@ def test_bench_writes_json_and_png(image_tree, tmp_path):
 
 
 def test_bench_reports_per_process_and_total_rates_under_ddp(image_tree, tmp_path):
-    run_cli("imgcls.bench", "data=folder", f"data.root={image_tree}", "data.image_size=32", "model.name=test_resnet",
-            "loader.batch_size=8", "bench.presets=[none]", "bench.cache=[true]", "bench.num_workers=[0]",
-            "bench.processes=[1,2]", "bench.min_seconds=0.2", "bench.min_batches=2", "bench.warmup_batches=1",
-            "bench.repeats=1", f"hydra.run.dir={tmp_path}")
+    run_cli(
+        "imgcls.bench",
+        "data=folder",
+        f"data.root={image_tree}",
+        "data.image_size=32",
+        "model.name=test_resnet",
+        "loader.batch_size=8",
+        "bench.presets=[none]",
+        "bench.cache=[true]",
+        "bench.num_workers=[0]",
+        "bench.processes=[1,2]",
+        "bench.min_seconds=0.2",
+        "bench.min_batches=2",
+        "bench.warmup_batches=1",
+        "bench.repeats=1",
+        f"hydra.run.dir={tmp_path}",
+    )
     rows = {r["processes"]: r for r in json.loads((tmp_path / "bench.json").read_text())["rows"]}
     assert set(rows) == {1, 2}
     two = rows[2]

@@ -83,10 +83,11 @@ def test_killed_build_leaves_no_cache_and_next_build_works(image_tree, tmp_path)
     assert list(target.parent.glob(".*.tmp")), "the build should have been killed mid-way"
     assert not target.exists()  # nothing a later run could trust
 
+    import pandas as pd
+
     from imgcls.data.cache import build_cache
     from imgcls.data.dataset import ImageDataset
     from imgcls.data.transforms import build_eval_transform
-    import pandas as pd
 
     table = pd.DataFrame({"path": sorted(str(p) for p in image_tree.rglob("[!.]*.png"))})
     build_cache(ImageDataset(table, build_eval_transform(16)), target)

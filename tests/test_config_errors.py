@@ -22,8 +22,14 @@ from imgcls.data.split import assign_splits
 from imgcls.models import Classifier, ModelConfigError, create_classifier
 from imgcls.models.checkpoint import load_classifier, read_checkpoint
 
-SPEC = {"class_names": list(CLASSES), "channels": 3, "image_size": [32, 32], "crop": {"mode": "none"},
-        "mean": None, "std": None}
+SPEC = {
+    "class_names": list(CLASSES),
+    "channels": 3,
+    "image_size": [32, 32],
+    "crop": {"mode": "none"},
+    "mean": None,
+    "std": None,
+}
 
 
 def error_line(proc) -> str:
@@ -73,8 +79,10 @@ def test_classifier_checks_the_data_image_size():
 
 
 # ---- splits that cannot be stratified ----------------------------------------------------------------------
-@pytest.mark.parametrize("kwargs,key", [({"val_fraction": 0.1}, "data.val_fraction=0.1"),
-                                        ({"val_fraction": 0.1, "n_folds": 5}, "data.n_folds=5")])
+@pytest.mark.parametrize(
+    "kwargs,key",
+    [({"val_fraction": 0.1}, "data.val_fraction=0.1"), ({"val_fraction": 0.1, "n_folds": 5}, "data.n_folds=5")],
+)
 def test_too_few_images_per_class_for_the_split_names_the_key(kwargs, key):
     table = pd.DataFrame({"label": np.repeat([0, 1, 2], 4)})  # 12 images: 10% is fewer than one per class
     with pytest.raises(DataConfigError, match=f"^{re.escape(key)} "):
@@ -92,12 +100,19 @@ class RunsCode:
         return os.system, (f"touch {self.marker}",)
 
 
-def save_checkpoint(path: Path, spec: dict = SPEC, name: str = "test_resnet", state_dict: dict | None = None,
-                    **hparams) -> Path:
+def save_checkpoint(
+    path: Path, spec: dict = SPEC, name: str = "test_resnet", state_dict: dict | None = None, **hparams
+) -> Path:
     """The parts of a train.py checkpoint that predict reads: weights and hyper-parameters."""
     model = Classifier(name, spec)
-    torch.save({"state_dict": model.state_dict() if state_dict is None else state_dict,
-                "hyper_parameters": {**model.hparams, **hparams}, "epoch": 0}, path)
+    torch.save(
+        {
+            "state_dict": model.state_dict() if state_dict is None else state_dict,
+            "hyper_parameters": {**model.hparams, **hparams},
+            "epoch": 0,
+        },
+        path,
+    )
     return path
 
 
@@ -115,14 +130,23 @@ def tampered(tmp_path: Path, kind: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("kind,expected", [
-    ("runs_code", r"holds pickled code \((posix|nt)\.system\), not just tensors: refused without running it "
-                  r"\(weights_only=True\); use a \.ckpt written by train\.py"),
-    ("truncated", r"is truncated or corrupted \(PytorchStreamReader failed reading zip archive.*\): copy it again"),
-    ("empty", r"is truncated or corrupted \(EOFError\): copy it again"),
-    ("foreign", r"is not a PyTorch weights file or holds objects weights_only=True refuses \(.+\): use a "
-                r"\.ckpt written by train\.py"),
-])
+@pytest.mark.parametrize(
+    "kind,expected",
+    [
+        (
+            "runs_code",
+            r"holds pickled code \((posix|nt)\.system\), not just tensors: refused without running it "
+            r"\(weights_only=True\); use a \.ckpt written by train\.py",
+        ),
+        ("truncated", r"is truncated or corrupted \(PytorchStreamReader failed reading zip archive.*\): copy it again"),
+        ("empty", r"is truncated or corrupted \(EOFError\): copy it again"),
+        (
+            "foreign",
+            r"is not a PyTorch weights file or holds objects weights_only=True refuses \(.+\): use a "
+            r"\.ckpt written by train\.py",
+        ),
+    ],
+)
 def test_unloadable_checkpoint_is_refused_naming_the_file(tmp_path, kind, expected):
     path = tampered(tmp_path, kind)
     with pytest.raises(ModelConfigError) as caught:
@@ -145,9 +169,11 @@ def test_checkpoint_whose_weights_do_not_fit_its_model(tmp_path):
     path = save_checkpoint(tmp_path / "mixed.ckpt", state_dict=other.state_dict())
     with pytest.raises(ModelConfigError) as caught:
         load_classifier(path)
-    assert str(caught.value).startswith(f"ckpt_path='{path}': its weights do not fit the model it names "
-                                        "('test_resnet', 3 classes; 2 of another shape, first model.fc.weight "
-                                        "[10, 96] in the file vs [3, 96]): the file was edited")
+    assert str(caught.value).startswith(
+        f"ckpt_path='{path}': its weights do not fit the model it names "
+        "('test_resnet', 3 classes; 2 of another shape, first model.fc.weight "
+        "[10, 96] in the file vs [3, 96]): the file was edited"
+    )
 
 
 def test_checkpoint_of_a_model_this_timm_lacks(tmp_path):
@@ -155,8 +181,11 @@ def test_checkpoint_of_a_model_this_timm_lacks(tmp_path):
     ckpt = torch.load(path, weights_only=False)
     ckpt["hyper_parameters"]["name"] = "resnet_from_the_future"
     torch.save(ckpt, path)
-    with pytest.raises(ModelConfigError, match=rf"^ckpt_path='{re.escape(str(path))}' cannot be rebuilt here "
-                                               r"\(model.name='resnet_from_the_future' is not a timm model"):
+    with pytest.raises(
+        ModelConfigError,
+        match=rf"^ckpt_path='{re.escape(str(path))}' cannot be rebuilt here "
+        r"\(model.name='resnet_from_the_future' is not a timm model",
+    ):
         load_classifier(path)
 
 
@@ -177,8 +206,16 @@ def test_unknown_group_option_lists_the_available_ones(group, wrong, tmp_path):
 
 @pytest.mark.slow
 def test_fold_out_of_range(image_tree, tmp_path):
-    proc = run_cli("train.py", "data=folder", f"data.root={image_tree}", "data.n_folds=3", "data.fold=3", *FAST,
-                   f"hydra.run.dir={tmp_path}", check=False)
+    proc = run_cli(
+        "train.py",
+        "data=folder",
+        f"data.root={image_tree}",
+        "data.n_folds=3",
+        "data.fold=3",
+        *FAST,
+        f"hydra.run.dir={tmp_path}",
+        check=False,
+    )
     assert error_line(proc) == "data.fold=3 must be in 0..2 (data.n_folds=3)"
 
 
@@ -187,8 +224,9 @@ def test_class_with_one_image(image_tree, tmp_path):
     root = shutil.copytree(image_tree, tmp_path / "tree")
     for extra in sorted((root / CLASSES[2]).glob("[!.]*"))[1:]:
         extra.unlink()
-    proc = run_cli("train.py", "data=folder", f"data.root={root}", *FAST, f"hydra.run.dir={tmp_path / 'run'}",
-                   check=False)
+    proc = run_cli(
+        "train.py", "data=folder", f"data.root={root}", *FAST, f"hydra.run.dir={tmp_path / 'run'}", check=False
+    )
     message = error_line(proc)
     assert "fewer than 2 images" in message and "data.val_fraction" in message, message
 
@@ -196,18 +234,26 @@ def test_class_with_one_image(image_tree, tmp_path):
 @pytest.mark.slow
 def test_predict_competition_data_with_a_checkpoint_of_other_classes(mask_root, tmp_path):
     ckpt = save_checkpoint(tmp_path / "shapes.ckpt")
-    proc = run_cli("predict.py", f"ckpt_path={ckpt}", "data=mask", f"data.root={mask_root}",
-                   f"hydra.run.dir={tmp_path / 'run'}", check=False)
+    proc = run_cli(
+        "predict.py",
+        f"ckpt_path={ckpt}",
+        "data=mask",
+        f"data.root={mask_root}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        check=False,
+    )
     assert error_line(proc) == (
         f"ckpt_path='{ckpt}' was trained on 3 classes ['circle', 'square', 'bar'], but data.root='{mask_root}' has "
         "18 classes ['wear/male/<30', 'wear/male/30-59', 'wear/male/>=60', '...']: predict this data with a "
-        "checkpoint trained on it, or pass input= instead of data=")
+        "checkpoint trained on it, or pass input= instead of data="
+    )
 
 
 @pytest.mark.slow
 def test_predict_refuses_a_checkpoint_that_would_run_code(image_tree, tmp_path):
     ckpt = tampered(tmp_path, "runs_code")
-    proc = run_cli("predict.py", f"ckpt_path={ckpt}", f"input={image_tree}", f"hydra.run.dir={tmp_path / 'run'}",
-                   check=False)
+    proc = run_cli(
+        "predict.py", f"ckpt_path={ckpt}", f"input={image_tree}", f"hydra.run.dir={tmp_path / 'run'}", check=False
+    )
     assert error_line(proc).startswith(f"ckpt_path='{ckpt}' holds pickled code")
     assert not (tmp_path / "pwned").exists()

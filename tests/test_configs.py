@@ -9,8 +9,20 @@ import pytest
 from helpers import ROOT, compose, run_cli
 from omegaconf import OmegaConf
 
-GROUPS = ["data", "augment", "loader", "model", "callbacks", "logger", "trainer", "paths", "hydra", "experiment",
-          "debug", "hparams_search"]
+GROUPS = [
+    "data",
+    "augment",
+    "loader",
+    "model",
+    "callbacks",
+    "logger",
+    "trainer",
+    "paths",
+    "hydra",
+    "experiment",
+    "debug",
+    "hparams_search",
+]
 
 
 def _options(group: str) -> list[str]:
@@ -24,8 +36,11 @@ def test_every_group_has_options():
 
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS if g != "hydra" for o in _options(g)])
 def test_every_option_composes(group, option, tmp_path):
-    overrides = [f"{group}={option}", f"data.root={tmp_path}"] if group == "data" and option != "mnist" \
+    overrides = (
+        [f"{group}={option}", f"data.root={tmp_path}"]
+        if group == "data" and option != "mnist"
         else [f"{group}={option}"]
+    )
     cfg = compose("train", overrides)
     OmegaConf.resolve(cfg.model)  # interpolations into other groups (e.g. ViT's img_size) resolve
     assert cfg.data._target_ and cfg.model.name and cfg.trainer._target_

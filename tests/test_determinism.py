@@ -29,9 +29,17 @@ def train(image_tree, tmp_path_factory):
     def run(name: str, cache: str, *overrides: str):
         if name not in done:
             # callbacks.pictures=null: its ~3 s of matplotlib per run decide nothing that is compared here
-            run_cli("train.py", "data=folder", f"data.root={image_tree}", *FAST, "trainer.deterministic=true",
-                    "callbacks.pictures=null", f"data.cache_dir={root / cache}", *overrides,
-                    f"hydra.run.dir={root / name}")
+            run_cli(
+                "train.py",
+                "data=folder",
+                f"data.root={image_tree}",
+                *FAST,
+                "trainer.deterministic=true",
+                "callbacks.pictures=null",
+                f"data.cache_dir={root / cache}",
+                *overrides,
+                f"hydra.run.dir={root / name}",
+            )
             done[name] = root / name
         return done[name]
 
@@ -44,8 +52,10 @@ def final(run_dir) -> dict[str, float]:
 
 def assert_same_run(a, b) -> None:
     assert final(a) == final(b)
-    wa, wb = (torch.load(r / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
-              for r in (a, b))
+    wa, wb = (
+        torch.load(r / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+        for r in (a, b)
+    )
     assert wa.keys() == wb.keys()
     different = [k for k in wa if not torch.equal(wa[k], wb[k])]
     assert not different, f"{len(different)} of {len(wa)} tensors differ, first {different[0]}"
@@ -63,8 +73,10 @@ def test_same_seed_same_metrics_weights_and_split(train):
 def test_same_seed_with_two_workers(train):
     """Each worker reseeds its augmentation from torch.initial_seed() (data/dataset.py::seed_worker)."""
     train("seed7", "cache_a", "seed=7")  # builds cache_a first
-    assert_same_run(train("workers", "cache_a", "seed=8", "loader.num_workers=2"),
-                    train("workers_again", "cache_a", "seed=8", "loader.num_workers=2"))
+    assert_same_run(
+        train("workers", "cache_a", "seed=8", "loader.num_workers=2"),
+        train("workers_again", "cache_a", "seed=8", "loader.num_workers=2"),
+    )
 
 
 @pytest.mark.slow
@@ -81,8 +93,14 @@ def test_preparing_the_data_leaves_the_seeded_rngs_alone(image_tree, tmp_path, c
     the bad-image list) is missing, so any random number it draws shifts everything after it."""
     from imgcls.data import FolderSource, ImageDataModule
 
-    dm = ImageDataModule(FolderSource(str(image_tree)), root=str(image_tree), image_size=32, cache=cache,
-                         cache_dir=str(tmp_path / "cache"), loader={"batch_size": 16, "num_workers": 0})
+    dm = ImageDataModule(
+        FolderSource(str(image_tree)),
+        root=str(image_tree),
+        image_size=32,
+        cache=cache,
+        cache_dir=str(tmp_path / "cache"),
+        loader={"batch_size": 16, "num_workers": 0},
+    )
     torch.manual_seed(7), np.random.seed(7), random.seed(7)
     before = torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate()
     dm.prepare_data()

@@ -18,7 +18,9 @@ def test_eda_on_default_mnist(mnist_root, tmp_path):
     run_cli("imgcls.eda", f"paths.data_dir={mnist_root.parent}", f"hydra.run.dir={tmp_path}")
     summary = json.loads((tmp_path / "eda.json").read_text())
     assert summary["images"] == 5000 and summary["classes"] == 10 and summary["modes"] == {"L": 5000}
-    assert summary["mean"][0] == pytest.approx(0.1307, abs=0.01) and summary["std"][0] == pytest.approx(0.3081, abs=0.01)
+    assert summary["mean"][0] == pytest.approx(0.1307, abs=0.01) and summary["std"][0] == pytest.approx(
+        0.3081, abs=0.01
+    )
     report = (tmp_path / "report.md").read_text()
     assert "data.mean=" in report and "Imbalance ratio" in report
     for name in PICTURES:

@@ -16,8 +16,15 @@ from imgcls.models import Classifier, TaskLayout, balanced_weights, focal_loss
 from imgcls.models.checkpoint import load_classifier
 
 TASKS = {"mask": 3, "gender": 2, "age": 3}
-SPEC = {"class_names": [str(i) for i in range(18)], "channels": 3, "image_size": [32, 32], "crop": {"mode": "none"},
-        "mean": None, "std": None, "tasks": TASKS}
+SPEC = {
+    "class_names": [str(i) for i in range(18)],
+    "channels": 3,
+    "image_size": [32, 32],
+    "crop": {"mode": "none"},
+    "mean": None,
+    "std": None,
+    "tasks": TASKS,
+}
 PLAIN = {k: v for k, v in SPEC.items() if k != "tasks"}
 LAYOUT = TaskLayout(("mask", "gender", "age"), (3, 2, 3))
 
@@ -89,7 +96,7 @@ def test_focal_down_weights_easy_examples():
     logits = torch.tensor([[6.0, 0.0, 0.0], [0.0, 0.5, 0.0]])  # row 0 easy (p_t ~ 0.995), row 1 hard
     target = torch.tensor([0, 0])
     ce = F.cross_entropy(logits, target, reduction="none")
-    focal = torch.stack([focal_loss(logits[i:i + 1], target[i:i + 1], gamma=2.0) for i in range(2)])
+    focal = torch.stack([focal_loss(logits[i : i + 1], target[i : i + 1], gamma=2.0) for i in range(2)])
     ratio = focal / ce
     p_t = logits.softmax(1)[:, 0]
     torch.testing.assert_close(ratio, (1 - p_t) ** 2)  # exactly the focusing factor for hard targets
@@ -111,8 +118,11 @@ def test_balanced_weights_and_absent_classes():
 # ---- the module with sub-task heads ----------------------------------------------------------------------
 def _batch(n: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return {"image": torch.randint(0, 256, (n, 3, 16, 16), dtype=torch.uint8, generator=g),
-            "target": torch.randint(0, 18, (n,), generator=g), "index": torch.arange(n)}
+    return {
+        "image": torch.randint(0, 256, (n, 3, 16, 16), dtype=torch.uint8, generator=g),
+        "target": torch.randint(0, 18, (n,), generator=g),
+        "index": torch.arange(n),
+    }
 
 
 def test_multi_head_outputs_one_block_per_task_and_a_finite_loss():
@@ -138,8 +148,14 @@ def test_multi_head_without_tasks_names_the_key_and_the_fix():
 
 
 def test_multi_head_mixup_marginalises_soft_targets():
-    model = Classifier("test_resnet", SPEC, head="multi", loss="focal", label_smoothing=0.1,
-                       mixup={"mixup_alpha": 0.4, "cutmix_alpha": 0.0, "prob": 1.0})
+    model = Classifier(
+        "test_resnet",
+        SPEC,
+        head="multi",
+        loss="focal",
+        label_smoothing=0.1,
+        mixup={"mixup_alpha": 0.4, "cutmix_alpha": 0.0, "prob": 1.0},
+    )
     batch = model.mix(model.on_after_batch_transfer(_batch(), 0))
     assert batch["soft_target"].shape == (4, 18)
     loss, _, _ = model._shared_step(batch)
@@ -201,16 +217,30 @@ class _CountingData(_TinyData):
 
 
 def _trainer(epochs: int = 1) -> L.Trainer:
-    return L.Trainer(accelerator="cpu", devices=1, max_epochs=epochs, logger=False, enable_checkpointing=False,
-                     enable_progress_bar=False, enable_model_summary=False)
+    return L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
 
 
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory):
     """A multi-head model (focal, balanced weights, mixup) fitted for 2 epochs, its trainer and a checkpoint."""
     L.seed_everything(0)
-    model = Classifier("test_resnet", SPEC, head="multi", loss="focal", class_weights="balanced",
-                       label_smoothing=0.1, mixup={"mixup_alpha": 0.4, "prob": 1.0})
+    model = Classifier(
+        "test_resnet",
+        SPEC,
+        head="multi",
+        loss="focal",
+        class_weights="balanced",
+        label_smoothing=0.1,
+        mixup={"mixup_alpha": 0.4, "prob": 1.0},
+    )
     dm = _CountingData()
     trainer = _trainer(2)
     trainer.fit(model, datamodule=dm)
@@ -328,8 +358,10 @@ def test_multi_head_checkpoint_reloads_with_identical_predictions(fitted):
 def test_checkpoint_without_new_hparams_loads_with_defaults(tmp_path):
     model = Classifier("test_resnet", PLAIN).eval()
     old_keys = ("name", "data_spec", "drop_rate", "model_kwargs", "label_smoothing", "channels_last", "pretrained_path")
-    torch.save({"state_dict": model.state_dict(), "hyper_parameters": {k: model.hparams[k] for k in old_keys}},
-               tmp_path / "old.ckpt")
+    torch.save(
+        {"state_dict": model.state_dict(), "hyper_parameters": {k: model.hparams[k] for k in old_keys}},
+        tmp_path / "old.ckpt",
+    )
     loaded = load_classifier(tmp_path / "old.ckpt")
     assert (loaded.head, loaded.hparams.loss, loaded.hparams.class_weights) == ("single", "ce", "none")
     batch = model.on_after_batch_transfer(_batch(2), 0)

@@ -87,4 +87,3 @@ def test_crop_follows_exif_orientation(tmp_path):
     exif[0x0112] = 6
     Image.new("RGB", (40, 20)).save(tmp_path / "x.jpg", exif=exif)  # displayed as 20 wide x 40 high
     assert load_image(tmp_path / "x.jpg", crop={"mode": "center", "size": [30, 10]}).shape == (30, 10, 3)
-

@@ -15,8 +15,9 @@ KIND_TO_MASK = {**{f"mask{i}": 0 for i in range(1, 6)}, "incorrect_mask": 1, "no
 
 def _dm(root, **kw) -> ImageDataModule:
     source = MaskSource(str(root), corrections=kw.pop("corrections", "none"))
-    args = dict(image_size=[32, 24], split_seed=0, val_fraction=0.2, cache=False,
-                loader={"batch_size": 8, "num_workers": 0})
+    args = dict(
+        image_size=[32, 24], split_seed=0, val_fraction=0.2, cache=False, loader={"batch_size": 8, "num_workers": 0}
+    )
     return ImageDataModule(source, root=str(root), **{**args, **kw})
 
 
@@ -110,6 +111,7 @@ def test_submission_template_in_info_csv_order(mask_root):
 
 def test_weighted_sampler_balances_classes_and_agrees_across_ranks():
     labels = np.array([0] * 90 + [1] * 10)
+
     def weighted(num_samples):
         return EpochSampler(len(labels), seed=3, weights=balanced_weights(labels), num_samples=num_samples)
 

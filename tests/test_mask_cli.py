@@ -8,22 +8,37 @@ from helpers import read_metrics, run_cli
 
 pytestmark = pytest.mark.slow
 
-SMALL = ("model.name=resnet10t", "data.image_size=[64,48]", "data.cache_size=[72,54]", "loader.batch_size=32",
-         "loader.num_workers=0", "callbacks.progress_bar=null", "print_config=false")
+SMALL = (
+    "model.name=resnet10t",
+    "data.image_size=[64,48]",
+    "data.cache_size=[72,54]",
+    "loader.batch_size=32",
+    "loader.num_workers=0",
+    "callbacks.progress_bar=null",
+    "print_config=false",
+)
 
 
 @pytest.fixture(scope="module")
 def people80(tmp_path_factory):
     from imgcls.data.synth_mask import make_mask_dataset
 
-    return make_mask_dataset(tmp_path_factory.mktemp("mask80") / "competition", people=80, eval_people=8,
-                             width=96, height=128, seed=1)
+    return make_mask_dataset(
+        tmp_path_factory.mktemp("mask80") / "competition", people=80, eval_people=8, width=96, height=128, seed=1
+    )
 
 
 def test_experiment_mask_learns_far_above_chance(people80, tmp_path):
     """18 classes: chance macro-F1 is ~0.06. The recipe (multi head, focal, balanced weights) must do far better."""
-    run_cli("train.py", "experiment=mask", f"data.root={people80}", *SMALL, "trainer.max_epochs=8",
-            f"paths.data_dir={tmp_path / 'data'}", f"hydra.run.dir={tmp_path / 'run'}")
+    run_cli(
+        "train.py",
+        "experiment=mask",
+        f"data.root={people80}",
+        *SMALL,
+        "trainer.max_epochs=8",
+        f"paths.data_dir={tmp_path / 'data'}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
     final = read_metrics(tmp_path / "run")["final"]
     assert final["val/f1"] > 0.3, final
     assert min(final["val/f1_mask"], final["val/f1_gender"], final["val/f1_age"]) > 0.5, final
@@ -35,9 +50,19 @@ def test_experiment_mask_learns_far_above_chance(people80, tmp_path):
 def five_folds(mask_root, tmp_path_factory):
     """`python train.py -m experiment=mask data.n_folds=5 data.fold=0,1,2,3,4` (one epoch each)."""
     sweep = tmp_path_factory.mktemp("folds") / "sweep"
-    run_cli("train.py", "-m", "experiment=mask", f"data.root={mask_root}", *SMALL, "trainer.max_epochs=1",
-            "data.n_folds=5", "data.fold=0,1,2,3,4", f"paths.data_dir={sweep.parent / 'data'}",
-            f"hydra.sweep.dir={sweep}", timeout=600)
+    run_cli(
+        "train.py",
+        "-m",
+        "experiment=mask",
+        f"data.root={mask_root}",
+        *SMALL,
+        "trainer.max_epochs=1",
+        "data.n_folds=5",
+        "data.fold=0,1,2,3,4",
+        f"paths.data_dir={sweep.parent / 'data'}",
+        f"hydra.sweep.dir={sweep}",
+        timeout=600,
+    )
     return sweep
 
 
@@ -49,8 +74,16 @@ def test_five_fold_multirun_then_ensemble_submission(five_folds, mask_root, tmp_
     assert sum(len(v) for v in vals) == 280 and len(set().union(*vals)) == 280  # each image validates once
 
     out = tmp_path / "submission.csv"
-    run_cli("predict.py", f"ckpt_path={sweep}/*/checkpoints/best.ckpt", "data=mask", f"data.root={mask_root}",
-            "tta=[hflip]", f"output={out}", "loader.num_workers=0", f"hydra.run.dir={tmp_path / 'predict'}")
+    run_cli(
+        "predict.py",
+        f"ckpt_path={sweep}/*/checkpoints/best.ckpt",
+        "data=mask",
+        f"data.root={mask_root}",
+        "tta=[hflip]",
+        f"output={out}",
+        "loader.num_workers=0",
+        f"hydra.run.dir={tmp_path / 'predict'}",
+    )
     info = pd.read_csv(mask_root / "eval" / "info.csv", dtype=str)
     submission = pd.read_csv(out, dtype={"ImageID": str})
     assert list(submission.columns) == list(info.columns)  # header kept
@@ -62,8 +95,10 @@ def test_five_fold_multirun_then_ensemble_submission(five_folds, mask_root, tmp_
 
 def _probs(predictions: pd.DataFrame) -> pd.DataFrame:
     """Full probability vectors back from a top_k=18 predictions.csv."""
-    rows = [{row[f"pred{s}"]: row[f"prob{s}"] for s in [""] + [f"_{k}" for k in range(2, 19)]}
-            for _, row in predictions.iterrows()]
+    rows = [
+        {row[f"pred{s}"]: row[f"prob{s}"] for s in [""] + [f"_{k}" for k in range(2, 19)]}
+        for _, row in predictions.iterrows()
+    ]
     return pd.DataFrame(rows)[list(range(18))]
 
 
@@ -88,8 +123,14 @@ def test_submission_with_an_unreadable_eval_image_still_answers_every_row(five_f
     broken = root / "eval" / "images" / info["ImageID"].iloc[2]
     broken.write_bytes(b"not a jpeg")
     ckpt = sorted(five_folds.glob("*/checkpoints/best.ckpt"))[0]
-    run_cli("predict.py", f"ckpt_path={ckpt}", "data=mask", f"data.root={root}", "loader.num_workers=0",
-            f"hydra.run.dir={tmp_path / 'predict'}")
+    run_cli(
+        "predict.py",
+        f"ckpt_path={ckpt}",
+        "data=mask",
+        f"data.root={root}",
+        "loader.num_workers=0",
+        f"hydra.run.dir={tmp_path / 'predict'}",
+    )
     listed = pd.read_csv(tmp_path / "predict" / "bad_images.csv")
     assert listed["path"].tolist() == [str(broken)]
     submission = pd.read_csv(tmp_path / "predict" / "submission.csv", dtype={"ImageID": str})

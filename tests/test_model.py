@@ -9,8 +9,14 @@ import torch
 from imgcls.models import Classifier, ModelConfigError, create_classifier
 from imgcls.models.schedulers import warmup_cosine
 
-SPEC = {"class_names": ["a", "b", "c"], "channels": 3, "image_size": [32, 32], "crop": {"mode": "none"},
-        "mean": None, "std": None}
+SPEC = {
+    "class_names": ["a", "b", "c"],
+    "channels": 3,
+    "image_size": [32, 32],
+    "crop": {"mode": "none"},
+    "mean": None,
+    "std": None,
+}
 
 
 def test_normalisation_on_device_equals_cpu_reference():

@@ -13,8 +13,11 @@ from helpers import FAST, ROOT, read_metrics, run_cli
 from imgcls.utils.sweep_summary import COLUMNS, read_summary, record_job, write_summary
 
 # The sweeps below choose model.name themselves; one tiny batch per epoch keeps each job at a few seconds.
-SWEEP_FAST = (*[o for o in FAST if not o.startswith("model.name=")], "trainer.limit_train_batches=2",
-              "callbacks.pictures=null")
+SWEEP_FAST = (
+    *[o for o in FAST if not o.startswith("model.name=")],
+    "trainer.limit_train_batches=2",
+    "callbacks.pictures=null",
+)
 
 
 def _csv(path):
@@ -23,11 +26,13 @@ def _csv(path):
 
 
 def test_write_summary_sorts_best_first_failed_last(tmp_path):
-    rows = [{"job": 0, "status": "completed", "mode": "max", "best": 0.5},
-            {"job": 1, "status": "failed", "mode": "max", "error": "ValueError: boom"},
-            {"job": 2, "status": "completed", "mode": "max", "best": 0.9},
-            {"job": 3, "status": "completed", "mode": "max"},  # no monitored value (e.g. callbacks=none)
-            {"job": 4, "status": "completed", "mode": "max", "best": 0.7}]
+    rows = [
+        {"job": 0, "status": "completed", "mode": "max", "best": 0.5},
+        {"job": 1, "status": "failed", "mode": "max", "error": "ValueError: boom"},
+        {"job": 2, "status": "completed", "mode": "max", "best": 0.9},
+        {"job": 3, "status": "completed", "mode": "max"},  # no monitored value (e.g. callbacks=none)
+        {"job": 4, "status": "completed", "mode": "max", "best": 0.7},
+    ]
     out = _csv(write_summary(tmp_path / "summary.csv", rows))
     assert [r["job"] for r in out] == ["2", "4", "0", "3", "1"]
     assert list(out[0]) == list(COLUMNS)
@@ -51,9 +56,18 @@ def test_record_job_adds_and_replaces_rows(tmp_path):
 @pytest.mark.slow
 def test_grid_sweep_runs_every_job_and_summarises_them(image_tree, tmp_path):
     # Ranked by val/loss (lower is better): distinct values, unlike val/f1 after one tiny epoch, so the order shows.
-    proc = run_cli("train.py", "-m", "model.name=test_resnet,test_efficientnet", "augment=none,basic",
-                   "callbacks.model_checkpoint.monitor=val/loss", "callbacks.model_checkpoint.mode=min",
-                   "data=folder", f"data.root={image_tree}", *SWEEP_FAST, f"hydra.sweep.dir={tmp_path}")
+    proc = run_cli(
+        "train.py",
+        "-m",
+        "model.name=test_resnet,test_efficientnet",
+        "augment=none,basic",
+        "callbacks.model_checkpoint.monitor=val/loss",
+        "callbacks.model_checkpoint.mode=min",
+        "data=folder",
+        f"data.root={image_tree}",
+        *SWEEP_FAST,
+        f"hydra.sweep.dir={tmp_path}",
+    )
     jobs = sorted(p for p in tmp_path.iterdir() if p.is_dir())
     assert [p.name for p in jobs] == ["0", "1", "2", "3"]
 
@@ -72,8 +86,9 @@ def test_grid_sweep_runs_every_job_and_summarises_them(image_tree, tmp_path):
         overrides = row["overrides"].split()
         assert f"data.root={image_tree}" in overrides
         grid.add(tuple(o for o in overrides if o.startswith(("model.name=", "augment="))))
-    assert grid == {(f"model.name={m}", f"augment={a}") for m in ("test_resnet", "test_efficientnet")
-                    for a in ("none", "basic")}
+    assert grid == {
+        (f"model.name={m}", f"augment={a}") for m in ("test_resnet", "test_efficientnet") for a in ("none", "basic")
+    }
     assert "Sweep summary" in proc.stdout and "best val/loss (min)" in proc.stdout
     assert "model.name=test_efficientnet augment=basic" in proc.stdout  # the table shows what varies
 
@@ -81,8 +96,16 @@ def test_grid_sweep_runs_every_job_and_summarises_them(image_tree, tmp_path):
 @pytest.mark.slow
 def test_failed_job_is_summarised_and_the_sweep_exits_nonzero(image_tree, tmp_path):
     """The first job fails; the second still runs; the summary lists both; the exit status tells CI."""
-    proc = run_cli("train.py", "-m", "model.name=not_a_model,test_resnet", "data=folder", f"data.root={image_tree}",
-                   *SWEEP_FAST, f"hydra.sweep.dir={tmp_path}", check=False)
+    proc = run_cli(
+        "train.py",
+        "-m",
+        "model.name=not_a_model,test_resnet",
+        "data=folder",
+        f"data.root={image_tree}",
+        *SWEEP_FAST,
+        f"hydra.sweep.dir={tmp_path}",
+        check=False,
+    )
     assert proc.returncode != 0
     done, failed = _csv(tmp_path / "summary.csv")
     assert (done["job"], done["status"]) == ("1", "completed") and float(done["best"]) >= 0
@@ -117,10 +140,26 @@ def test_two_sweeps_started_in_the_same_second_get_their_own_dirs(image_tree, tm
     procs = []
     for seed in (1, 2):
         with open(tmp_path / f"out{seed}.txt", "w") as out:
-            procs.append(subprocess.Popen(
-                [sys.executable, "-c", _SAME_SECOND, str(ROOT / "train.py"), "-m", f"seed={seed}",
-                 "model.name=test_resnet", "data=folder", f"data.root={image_tree}", *SWEEP_FAST],
-                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT))
+            procs.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-c",
+                        _SAME_SECOND,
+                        str(ROOT / "train.py"),
+                        "-m",
+                        f"seed={seed}",
+                        "model.name=test_resnet",
+                        "data=folder",
+                        f"data.root={image_tree}",
+                        *SWEEP_FAST,
+                    ],
+                    cwd=ROOT,
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                )
+            )
     for seed, proc in zip((1, 2), procs):
         assert proc.wait(timeout=300) == 0, (tmp_path / f"out{seed}.txt").read_text()[-4000:]
 

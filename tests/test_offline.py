@@ -70,7 +70,7 @@ socket.create_connection = _guarded_host(socket.create_connection, "create_conne
 socket.getaddrinfo = _guarded_host(socket.getaddrinfo, "getaddrinfo")
 '''
 
-PROBE = textwrap.dedent('''
+PROBE = textwrap.dedent("""
     import socket
     for name, attempt in [("create_connection", lambda: socket.create_connection(("1.1.1.1", 443), timeout=5)),
                           ("connect", lambda: socket.socket().connect(("1.1.1.1", 443))),
@@ -85,7 +85,7 @@ PROBE = textwrap.dedent('''
     socket.create_connection(server.getsockname(), timeout=5).close()
     a, b = socket.socketpair()
     print("local ok")
-''')
+""")
 
 
 @pytest.fixture
@@ -125,12 +125,23 @@ def test_default_data_with_wandb_runs_offline_without_credentials(guard, mnist_r
     """The default run (MNIST, default loader workers) with logger=wandb, no W&B credentials and no W&B mode set:
     W&B must choose offline on its own and say how to sync later."""
     env, log = guard
-    no_credentials = {"WANDB_MODE": "", "WANDB_API_KEY": "", "NETRC": str(tmp_path / "no-netrc"),
-                      **{k: str(tmp_path / "wandb-home") for k in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR",
-                                                                   "WANDB_DATA_DIR")}}
-    proc = run_cli("train.py", "logger=wandb", "trainer.max_epochs=1", "trainer.limit_train_batches=5",
-                   f"paths.data_dir={mnist_root.parent}", "callbacks.progress_bar=null", "print_config=false",
-                   f"hydra.run.dir={tmp_path / 'run'}", env={**env, **no_credentials})
+    no_credentials = {
+        "WANDB_MODE": "",
+        "WANDB_API_KEY": "",
+        "NETRC": str(tmp_path / "no-netrc"),
+        **{k: str(tmp_path / "wandb-home") for k in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR")},
+    }
+    proc = run_cli(
+        "train.py",
+        "logger=wandb",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=5",
+        f"paths.data_dir={mnist_root.parent}",
+        "callbacks.progress_bar=null",
+        "print_config=false",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        env={**env, **no_credentials},
+    )
     assert attempts(log) == ""
     assert "W&B ran offline (no credentials found). Upload later with: wandb sync" in proc.stdout + proc.stderr
     assert list((tmp_path / "run" / "wandb").glob("offline-run-*"))

@@ -10,8 +10,12 @@ from imgcls.callbacks import RunPictures
 
 
 def _epoch(cb: RunPictures, f1: float, batches: list[dict]) -> None:
-    trainer = SimpleNamespace(sanity_checking=False, callback_metrics={"val/f1": torch.tensor(f1)},
-                              is_global_zero=True, current_epoch=int(f1 * 10))
+    trainer = SimpleNamespace(
+        sanity_checking=False,
+        callback_metrics={"val/f1": torch.tensor(f1)},
+        is_global_zero=True,
+        current_epoch=int(f1 * 10),
+    )
     module = SimpleNamespace(all_gather=lambda t: t)  # one process: gathering is the identity
     cb.on_validation_epoch_start(trainer, module)
     for i, b in enumerate(batches):
@@ -21,8 +25,12 @@ def _epoch(cb: RunPictures, f1: float, batches: list[dict]) -> None:
 
 def _batch(index, preds):
     n = len(index)
-    return {"index": torch.tensor(index), "target": torch.zeros(n, dtype=torch.long),
-            "preds": torch.tensor(preds), "conf": torch.full((n,), 0.9)}
+    return {
+        "index": torch.tensor(index),
+        "target": torch.zeros(n, dtype=torch.long),
+        "preds": torch.tensor(preds),
+        "conf": torch.full((n,), 0.9),
+    }
 
 
 def test_keeps_best_epoch_and_drops_ddp_padding(tmp_path):
@@ -63,8 +71,13 @@ def test_best_epoch_survives_a_resume_through_the_checkpoint(tmp_path):
     before = RunPictures(str(tmp_path))
     assert before.state_dict() == {}
     before._best_score = 0.75
-    before._best = {"epoch": 3, "preds": np.array([0, 2]), "conf": np.array([0.9, 0.4], np.float32),
-                    "target": np.array([0, 1]), "index": np.array([5, 9])}
+    before._best = {
+        "epoch": 3,
+        "preds": np.array([0, 2]),
+        "conf": np.array([0.9, 0.4], np.float32),
+        "target": np.array([0, 1]),
+        "index": np.array([5, 9]),
+    }
     torch.save({"callbacks": before.state_dict()}, tmp_path / "state.pt")
     after = RunPictures(str(tmp_path))
     after.load_state_dict(torch.load(tmp_path / "state.pt", weights_only=True)["callbacks"])  # no pickled code

@@ -12,8 +12,16 @@ pytestmark = pytest.mark.slow
 
 def test_predictions_on_val_agree_with_training(folder_run, tmp_path):  # noqa: F811
     out = tmp_path / "preds.csv"
-    run_cli("predict.py", f"ckpt_path={folder_run / 'checkpoints' / 'best.ckpt'}", f"input={folder_run / 'split.csv'}",
-            "split=val", f"output={out}", "top_k=2", "loader.num_workers=0", f"hydra.run.dir={tmp_path / 'run'}")
+    run_cli(
+        "predict.py",
+        f"ckpt_path={folder_run / 'checkpoints' / 'best.ckpt'}",
+        f"input={folder_run / 'split.csv'}",
+        "split=val",
+        f"output={out}",
+        "top_k=2",
+        "loader.num_workers=0",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
     preds = pd.read_csv(out)
     split = pd.read_csv(folder_run / "split.csv")
     val = split[split["split"] == "val"].reset_index(drop=True)
@@ -28,8 +36,13 @@ def test_predictions_on_val_agree_with_training(folder_run, tmp_path):  # noqa: 
 
 def test_predict_folder_and_single_image(folder_run, image_tree, tmp_path):  # noqa: F811
     ckpt = folder_run / "checkpoints" / "best.ckpt"
-    run_cli("predict.py", f"ckpt_path={ckpt}", f"input={image_tree}", f"hydra.run.dir={tmp_path / 'a'}",
-            "loader.num_workers=0")
+    run_cli(
+        "predict.py",
+        f"ckpt_path={ckpt}",
+        f"input={image_tree}",
+        f"hydra.run.dir={tmp_path / 'a'}",
+        "loader.num_workers=0",
+    )
     assert len(pd.read_csv(tmp_path / "a" / "predictions.csv")) == 60  # hidden `._` file skipped
     one = next((image_tree / "circle").glob("0*.png"))
     run_cli("predict.py", f"ckpt_path={ckpt}", f"input={one}", f"hydra.run.dir={tmp_path / 'b'}")
@@ -37,8 +50,13 @@ def test_predict_folder_and_single_image(folder_run, image_tree, tmp_path):  # n
 
 
 def test_predict_missing_checkpoint_names_it(tmp_path):
-    proc = run_cli("predict.py", f"ckpt_path={tmp_path / 'nope.ckpt'}", f"input={tmp_path}",
-                   f"hydra.run.dir={tmp_path / 'r'}", check=False)
+    proc = run_cli(
+        "predict.py",
+        f"ckpt_path={tmp_path / 'nope.ckpt'}",
+        f"input={tmp_path}",
+        f"hydra.run.dir={tmp_path / 'r'}",
+        check=False,
+    )
     assert proc.returncode != 0 and "nope.ckpt' does not exist" in proc.stdout + proc.stderr
 
 
@@ -49,13 +67,26 @@ def test_bbox_crop_checkpoint_predicts_from_a_csv_with_boxes(tmp_path):
     csv = make_manifest(tmp_path / "data", per_class=6)
     boxed = pd.read_csv(csv).assign(x0=0, y0=0, x1=30, y1=30)
     boxed.to_csv(csv, index=False)
-    run_cli("train.py", "data=csv", f"data.root={tmp_path / 'data'}", "data.crop.mode=bbox",
-            "data.crop.columns=[x0,y0,x1,y1]", "data.val_fraction=0.5", *FAST, f"hydra.run.dir={tmp_path / 'run'}")
+    run_cli(
+        "train.py",
+        "data=csv",
+        f"data.root={tmp_path / 'data'}",
+        "data.crop.mode=bbox",
+        "data.crop.columns=[x0,y0,x1,y1]",
+        "data.val_fraction=0.5",
+        *FAST,
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
     run_cli("predict.py", f"ckpt_path={ckpt}", f"input={csv}", f"hydra.run.dir={tmp_path / 'pred'}")
     assert len(pd.read_csv(tmp_path / "pred" / "predictions.csv")) == 18
-    proc = run_cli("predict.py", f"ckpt_path={ckpt}", f"input={tmp_path / 'data' / 'images'}",
-                   f"hydra.run.dir={tmp_path / 'pred2'}", check=False)
+    proc = run_cli(
+        "predict.py",
+        f"ckpt_path={ckpt}",
+        f"input={tmp_path / 'data' / 'images'}",
+        f"hydra.run.dir={tmp_path / 'pred2'}",
+        check=False,
+    )
     assert proc.returncode != 0 and "data.crop.mode=bbox" in proc.stdout + proc.stderr
 
 
@@ -65,10 +96,18 @@ def test_predict_with_two_ddp_processes_writes_every_row_once_in_order(folder_ru
     pd.DataFrame({"path": files[::-1]}).to_csv(tmp_path / "in.csv", index=False)  # not sorted: order must hold
     ckpt = folder_run / "checkpoints" / "best.ckpt"
     # The DDP run uses loader workers too: each spawned rank must build its own batch-buffer pool.
-    for name, extra in (("one", ("loader.num_workers=0",)), ("ddp", ("trainer=ddp_cpu", "loader.num_workers=1",
-                                                                    "loader.persistent_workers=true"))):
-        run_cli("predict.py", f"ckpt_path={ckpt}", f"input={tmp_path / 'in.csv'}", "top_k=3", *extra,
-                f"hydra.run.dir={tmp_path / name}")
+    for name, extra in (
+        ("one", ("loader.num_workers=0",)),
+        ("ddp", ("trainer=ddp_cpu", "loader.num_workers=1", "loader.persistent_workers=true")),
+    ):
+        run_cli(
+            "predict.py",
+            f"ckpt_path={ckpt}",
+            f"input={tmp_path / 'in.csv'}",
+            "top_k=3",
+            *extra,
+            f"hydra.run.dir={tmp_path / name}",
+        )
     one, ddp = (pd.read_csv(tmp_path / n / "predictions.csv") for n in ("one", "ddp"))
     assert ddp["path"].tolist() == files[::-1]
     assert ddp[["pred", "pred_2", "pred_3"]].equals(one[["pred", "pred_2", "pred_3"]])

@@ -29,11 +29,24 @@ ENV = {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "tests"), os.envir
 
 
 def _overrides(tree: Path, cache: Path, *extra: str) -> list[str]:
-    return ["data=folder", f"data.root={tree}", f"data.cache_dir={cache}", "model=resnet10t",
-            "model.name=test_resnet", "data.image_size=32", f"trainer.max_epochs={EPOCHS}", "trainer.log_every_n_steps=1",
-            "loader.batch_size=16", "callbacks.progress_bar=null", "callbacks.pictures=null", "print_config=false",
-            "augment=strong", "augment.mixup={mixup_alpha:0.4,cutmix_alpha:1.0}",
-            "+callbacks.kill._target_=kill_at_step.KillAtStep", *extra]
+    return [
+        "data=folder",
+        f"data.root={tree}",
+        f"data.cache_dir={cache}",
+        "model=resnet10t",
+        "model.name=test_resnet",
+        "data.image_size=32",
+        f"trainer.max_epochs={EPOCHS}",
+        "trainer.log_every_n_steps=1",
+        "loader.batch_size=16",
+        "callbacks.progress_bar=null",
+        "callbacks.pictures=null",
+        "print_config=false",
+        "augment=strong",
+        "augment.mixup={mixup_alpha:0.4,cutmix_alpha:1.0}",
+        "+callbacks.kill._target_=kill_at_step.KillAtStep",
+        *extra,
+    ]
 
 
 def _runs(log_dir: Path) -> list[Path]:
@@ -50,8 +63,10 @@ def _comparable_metrics(run: Path) -> dict:
 def _csv_rows(run: Path) -> list[dict]:
     """metrics.csv rows without wall-clock columns (and the rows holding only those)."""
     with open(run / "metrics.csv", newline="") as file:
-        rows = [{k: v for k, v in row.items() if v and k not in ("step",) and not any(t in k for t in TIMING)}
-                for row in csv.DictReader(file)]
+        rows = [
+            {k: v for k, v in row.items() if v and k not in ("step",) and not any(t in k for t in TIMING)}
+            for row in csv.DictReader(file)
+        ]
     return [row for row in rows if set(row) - {"epoch"}]
 
 
@@ -138,8 +153,13 @@ def test_last_is_the_newest_run_with_the_same_overrides(tmp_path):
     assert find_run(runs, ["model=resnet18", log_dir]) is None
 
     argv = resolve_resume(["model=resnet18", "seed=1", "ckpt_path=last", log_dir], str(ROOT / "configs"), "train")
-    assert argv == ["model=resnet18", "seed=1", log_dir, f"ckpt_path={same / 'checkpoints' / 'last.ckpt'}",
-                    f"hydra.run.dir={same}"]
+    assert argv == [
+        "model=resnet18",
+        "seed=1",
+        log_dir,
+        f"ckpt_path={same / 'checkpoints' / 'last.ckpt'}",
+        f"hydra.run.dir={same}",
+    ]
 
 
 def test_resume_errors_and_special_cases(tmp_path):
@@ -150,14 +170,24 @@ def test_resume_errors_and_special_cases(tmp_path):
         resolve_resume(["-m", "ckpt_path=last", "seed=1,2"], configs, "train")
     # Killed before its first checkpoint: start again, in the same folder.
     early = _fake_run(tmp_path / "train" / "runs", "early", ["seed=3"], checkpoint=False)
-    assert resolve_resume([f"ckpt_path={early}"], configs, "train") == ["seed=3", "ckpt_path=null",
-                                                                        f"hydra.run.dir={early}"]
+    assert resolve_resume([f"ckpt_path={early}"], configs, "train") == [
+        "seed=3",
+        "ckpt_path=null",
+        f"hydra.run.dir={early}",
+    ]
     # Flags stay before the overrides (Hydra reads overrides as one run); this command's values replace the run's.
     assert resolve_resume(["--cfg", "job", f"ckpt_path={early}", "+seed=4"], configs, "train") == [
-        "--cfg", "job", "+seed=4", "ckpt_path=null", f"hydra.run.dir={early}"]
+        "--cfg",
+        "job",
+        "+seed=4",
+        "ckpt_path=null",
+        f"hydra.run.dir={early}",
+    ]
     # A checkpoint file or no ckpt_path: untouched.
-    assert resolve_resume(["ckpt_path=/some/file.ckpt", "seed=1"], configs, "train") == ["ckpt_path=/some/file.ckpt",
-                                                                                          "seed=1"]
+    assert resolve_resume(["ckpt_path=/some/file.ckpt", "seed=1"], configs, "train") == [
+        "ckpt_path=/some/file.ckpt",
+        "seed=1",
+    ]
     assert resolve_resume(["seed=1"], configs, "train") == ["seed=1"]
 
 

@@ -75,8 +75,10 @@ def test_k_folds_with_a_test_split_and_without_groups():
     assert (s.loc[s["split"] == "test", "fold"] == -1).all()
 
 
-@pytest.mark.parametrize(("n_folds", "fold", "key"), [(5, 5, "data.fold=5 must be in 0..4"), (1, 0, "data.n_folds=1"),
-                                                      (5, -1, "data.fold=-1")])
+@pytest.mark.parametrize(
+    ("n_folds", "fold", "key"),
+    [(5, 5, "data.fold=5 must be in 0..4"), (1, 0, "data.n_folds=1"), (5, -1, "data.fold=-1")],
+)
 def test_bad_fold_settings_name_the_key(n_folds, fold, key):
     with pytest.raises(DataConfigError, match=key):
         assign_splits(_table(), 0.1, n_folds=n_folds, fold=fold)

@@ -67,13 +67,38 @@ def test_slurm_launcher_writes_the_documented_sbatch_options(tmp_path, monkeypat
     import submitit
     from submitit.slurm.slurm import SlurmExecutor
 
-    cfg = compose("train", ["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4", "++trainer.num_nodes=2",
-                            "hydra.launcher.nodes=2", "hydra.launcher.partition=gpu", "hydra.launcher.account=lab",
-                            "hydra.launcher.mem_gb=100", "hydra.launcher.timeout_min=90",
-                            "hydra.launcher.setup=[module load cuda]", f"hydra.sweep.dir={tmp_path}"])
-    documented = {"partition", "account", "qos", "constraint", "timeout_min", "nodes", "gpus_per_node",
-                  "tasks_per_node", "cpus_per_task", "mem_gb", "array_parallelism", "max_num_timeout", "setup",
-                  "additional_parameters"}
+    cfg = compose(
+        "train",
+        [
+            "hydra/launcher=slurm",
+            "trainer=ddp",
+            "trainer.devices=4",
+            "++trainer.num_nodes=2",
+            "hydra.launcher.nodes=2",
+            "hydra.launcher.partition=gpu",
+            "hydra.launcher.account=lab",
+            "hydra.launcher.mem_gb=100",
+            "hydra.launcher.timeout_min=90",
+            "hydra.launcher.setup=[module load cuda]",
+            f"hydra.sweep.dir={tmp_path}",
+        ],
+    )
+    documented = {
+        "partition",
+        "account",
+        "qos",
+        "constraint",
+        "timeout_min",
+        "nodes",
+        "gpus_per_node",
+        "tasks_per_node",
+        "cpus_per_task",
+        "mem_gb",
+        "array_parallelism",
+        "max_num_timeout",
+        "setup",
+        "additional_parameters",
+    }
     assert documented <= set(cfg.hydra.launcher)
     launcher = hydra.utils.instantiate(cfg.hydra.launcher)
     assert type(launcher).__name__ == "SlurmLauncher"
@@ -91,8 +116,17 @@ def test_slurm_launcher_writes_the_documented_sbatch_options(tmp_path, monkeypat
     with pytest.raises(Submitted) as submitted:
         launcher.launch([["seed=1"]], initial_job_idx=0)
     sbatch = str(submitted.value)
-    for line in ("--partition=gpu", "--account=lab", "--gpus-per-node=4", "--ntasks-per-node=4", "--nodes=2",
-                 "--cpus-per-task=8", "--mem=100GB", "--time=90", "--job-name=train"):
+    for line in (
+        "--partition=gpu",
+        "--account=lab",
+        "--gpus-per-node=4",
+        "--ntasks-per-node=4",
+        "--nodes=2",
+        "--cpus-per-task=8",
+        "--mem=100GB",
+        "--time=90",
+        "--job-name=train",
+    ):
         assert f"#SBATCH {line}\n" in sbatch, line
     assert "module load cuda" in sbatch and "srun" in sbatch  # SLURM starts the tasks Lightning joins
 
@@ -106,8 +140,16 @@ def test_local_launcher_composes():
 
 @pytest.mark.slow
 def test_optuna_search_reports_the_best_trial(image_tree, tmp_path):
-    proc = run_cli("train.py", "-m", "hparams_search=optuna", "hydra.sweeper.n_trials=3", "data=folder",
-                   f"data.root={image_tree}", *FAST_SEARCH, f"hydra.sweep.dir={tmp_path}")
+    proc = run_cli(
+        "train.py",
+        "-m",
+        "hparams_search=optuna",
+        "hydra.sweeper.n_trials=3",
+        "data=folder",
+        f"data.root={image_tree}",
+        *FAST_SEARCH,
+        f"hydra.sweep.dir={tmp_path}",
+    )
     jobs = _job_dirs(tmp_path)
     assert [p.name for p in jobs] == ["0", "1", "2"]
 
@@ -130,8 +172,16 @@ def test_optuna_search_reports_the_best_trial(image_tree, tmp_path):
 
 @pytest.mark.slow
 def test_local_launcher_runs_a_two_job_sweep(image_tree, tmp_path):
-    run_cli("train.py", "-m", "hydra/launcher=local", "data=folder", f"data.root={image_tree}", *FAST,
-            "augment=none,basic", f"hydra.sweep.dir={tmp_path}")
+    run_cli(
+        "train.py",
+        "-m",
+        "hydra/launcher=local",
+        "data=folder",
+        f"data.root={image_tree}",
+        *FAST,
+        "augment=none,basic",
+        f"hydra.sweep.dir={tmp_path}",
+    )
     jobs = _job_dirs(tmp_path)
     assert [p.name for p in jobs] == ["0", "1"]
     for job, preset in zip(jobs, ("none", "basic")):

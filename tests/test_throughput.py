@@ -11,7 +11,6 @@ import torch
 
 from imgcls.callbacks import ThroughputMonitor, throughput
 
-
 CLOCK = [0.0]  # the callback's clock in these tests: they say how long waiting and computing took
 
 
@@ -31,9 +30,15 @@ class _Logger:
 
 
 def _trainer(logger: _Logger) -> SimpleNamespace:
-    return SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("cpu")), world_size=1,
-                           log_every_n_steps=2, loggers=[logger], global_step=0, is_global_zero=True,
-                           current_epoch=0)
+    return SimpleNamespace(
+        strategy=SimpleNamespace(root_device=torch.device("cpu")),
+        world_size=1,
+        log_every_n_steps=2,
+        loggers=[logger],
+        global_step=0,
+        is_global_zero=True,
+        current_epoch=0,
+    )
 
 
 def _epoch(cb: ThroughputMonitor, trainer, wait: float, busy: float, steps: int = 5) -> None:

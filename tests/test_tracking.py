@@ -11,6 +11,7 @@ from PIL import Image
 
 pytestmark = pytest.mark.slow
 
+
 # wandb 0.31 has no Python reader for .wandb files; a logged metric is stored as an item whose nested key
 # (protobuf field 2: 0x12, length) is followed by its JSON value (field 16: 0x82 0x01). Config values differ.
 def _logged(run_file: bytes, key: str) -> bool:
@@ -27,8 +28,16 @@ def wandb_run(image_tree, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("wandb_run")
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
     env["WANDB_MODE"] = ""
-    proc = run_cli("train.py", "logger=wandb", "data=folder", f"data.root={image_tree}", *FAST,
-                   "trainer.max_epochs=2", f"hydra.run.dir={run_dir}", env=env)
+    proc = run_cli(
+        "train.py",
+        "logger=wandb",
+        "data=folder",
+        f"data.root={image_tree}",
+        *FAST,
+        "trainer.max_epochs=2",
+        f"hydra.run.dir={run_dir}",
+        env=env,
+    )
     return run_dir, proc
 
 
@@ -59,8 +68,17 @@ def test_run_pictures_and_reports(wandb_run):
 def test_multirun_jobs_are_separate_wandb_runs(image_tree, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
     env["WANDB_MODE"] = "offline"
-    run_cli("train.py", "-m", "logger=wandb", "seed=1,2", "data=folder", f"data.root={image_tree}", *FAST,
-            f"hydra.sweep.dir={tmp_path}", env=env)
+    run_cli(
+        "train.py",
+        "-m",
+        "logger=wandb",
+        "seed=1,2",
+        "data=folder",
+        f"data.root={image_tree}",
+        *FAST,
+        f"hydra.sweep.dir={tmp_path}",
+        env=env,
+    )
     runs = _offline_runs(tmp_path)
     assert len(runs) == 2 and {r.relative_to(tmp_path).parts[0] for r in runs} == {"0", "1"}
     assert all(_logged(r.read_bytes(), "val/f1") for r in runs)

@@ -35,12 +35,22 @@ def test_first_op_brings_image_to_target_size(name):
 
 def test_strong_has_the_promised_ops():
     kinds = {type(op) for op in build_train_transform(32, _preset("strong")).transforms}
-    for op in (A.RandomResizedCrop, A.HorizontalFlip, A.Affine, A.ColorJitter, A.GaussianBlur, A.GaussNoise,
-               A.CoarseDropout):
+    for op in (
+        A.RandomResizedCrop,
+        A.HorizontalFlip,
+        A.Affine,
+        A.ColorJitter,
+        A.GaussianBlur,
+        A.GaussNoise,
+        A.CoarseDropout,
+    ):
         assert op in kinds, op
     assert A.VerticalFlip not in kinds
-    assert all(op.p < 1 for op in build_train_transform(32, _preset("strong")).transforms
-               if isinstance(op, (A.GaussianBlur, A.GaussNoise, A.CoarseDropout)))
+    assert all(
+        op.p < 1
+        for op in build_train_transform(32, _preset("strong")).transforms
+        if isinstance(op, (A.GaussianBlur, A.GaussNoise, A.CoarseDropout))
+    )
 
 
 def test_flips_only_where_data_allows():

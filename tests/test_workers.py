@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import lightning as L
 import numpy as np
 import pandas as pd
 import pytest
@@ -27,8 +26,9 @@ def _images(loader) -> list[np.ndarray]:
 
 
 def _loader(ds, persistent=False):
-    return make_loader(ds, {"batch_size": 1, "num_workers": 2, "persistent_workers": persistent}, train=False,
-                       pin_memory=False)
+    return make_loader(
+        ds, {"batch_size": 1, "num_workers": 2, "persistent_workers": persistent}, train=False, pin_memory=False
+    )
 
 
 def test_premise_without_reseed_workers_duplicate_augmentations(image_tree):
@@ -62,8 +62,14 @@ def test_batches_are_uint8_chw(image_tree):
 def _train_batches(image_tree, seed: int, workers: int, start=None, epoch: int = 0) -> list[dict]:
     from imgcls.data import FolderSource
 
-    dm = ImageDataModule(FolderSource(str(image_tree)), image_size=32, split_seed=0, draw_seed=seed,
-                         augment=RANDOM_AUG, loader={"batch_size": 4, "num_workers": workers})
+    dm = ImageDataModule(
+        FolderSource(str(image_tree)),
+        image_size=32,
+        split_seed=0,
+        draw_seed=seed,
+        augment=RANDOM_AUG,
+        loader={"batch_size": 4, "num_workers": workers},
+    )
     dm.setup("fit")
     dm._resume_at = start
     loader = dm.train_dataloader()
@@ -72,8 +78,9 @@ def _train_batches(image_tree, seed: int, workers: int, start=None, epoch: int =
 
 
 def _same(a: list[dict], b: list[dict]) -> bool:
-    return len(a) == len(b) and all(torch.equal(x["image"], y["image"]) and np.array_equal(x["index"], y["index"])
-                                    for x, y in zip(a, b))
+    return len(a) == len(b) and all(
+        torch.equal(x["image"], y["image"]) and np.array_equal(x["index"], y["index"]) for x, y in zip(a, b)
+    )
 
 
 def test_training_draws_depend_on_the_seed_only_not_on_workers(image_tree):
@@ -93,8 +100,9 @@ def test_a_resumed_loader_continues_the_epoch_exactly(image_tree, workers):
     iterator before set_epoch, and torch builds one index pass that it throws away: both are covered)."""
     whole = _train_batches(image_tree, 5, workers=0, epoch=2)
     assert _same(_train_batches(image_tree, 5, workers=workers, start=(2, 3)), whole[3:])
-    assert _same(_train_batches(image_tree, 5, workers=workers, start=(3, 0)),
-                 _train_batches(image_tree, 5, workers=0, epoch=3))
+    assert _same(
+        _train_batches(image_tree, 5, workers=workers, start=(3, 0)), _train_batches(image_tree, 5, workers=0, epoch=3)
+    )
 
 
 def test_drop_last_never_empties_a_ddp_rank():
@@ -103,8 +111,9 @@ def test_drop_last_never_empties_a_ddp_rank():
     data = TensorDataset(torch.zeros(100))
     assert make_loader(data, {"batch_size": 64, "num_workers": 0}, train=True, pin_memory=False).drop_last
     # 2 ranks see 50 samples each: dropping the last (only) partial batch would leave them nothing
-    assert not make_loader(data, {"batch_size": 64, "num_workers": 0}, train=True, pin_memory=False,
-                           world_size=2).drop_last
+    assert not make_loader(
+        data, {"batch_size": 64, "num_workers": 0}, train=True, pin_memory=False, world_size=2
+    ).drop_last
 
 
 def test_a_dropped_loader_stops_its_persistent_workers_without_waiting_for_gc(image_tree):
@@ -113,8 +122,9 @@ def test_a_dropped_loader_stops_its_persistent_workers_without_waiting_for_gc(im
     import gc
     import weakref
 
-    loader = make_loader(_repeated_dataset(image_tree), {"batch_size": 2, "num_workers": 2}, train=True,
-                         pin_memory=False)
+    loader = make_loader(
+        _repeated_dataset(image_tree), {"batch_size": 2, "num_workers": 2}, train=True, pin_memory=False
+    )
     next(iter(loader))
     workers = list(loader._iterator._workers)
     dropped = weakref.ref(loader)

@@ -28,9 +28,16 @@ class _PilDataset(Dataset):
 def torchvision_v1(paths: Sequence[str], labels: Sequence[int], size: tuple[int, int]) -> Dataset:
     from torchvision import transforms as T
 
-    transform = T.Compose([T.RandomResizedCrop(size), T.RandomHorizontalFlip(), T.RandomRotation(15),
-                           T.ColorJitter(0.3, 0.3, 0.3, 0.05), T.ToTensor(),
-                           T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+    transform = T.Compose(
+        [
+            T.RandomResizedCrop(size),
+            T.RandomHorizontalFlip(),
+            T.RandomRotation(15),
+            T.ColorJitter(0.3, 0.3, 0.3, 0.05),
+            T.ToTensor(),
+            T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+        ]
+    )
     return _PilDataset(paths, labels, transform)
 
 

@@ -13,19 +13,40 @@ from imgcls.utils.io import atomic_write_bytes, write_json_atomic
 
 def print_table(result: dict[str, Any], console: Console | None = None) -> None:
     model = result["model"]
-    table = Table(title=f"Loader vs model ({model['name']} trains at {model['images_per_sec']:.0f} img/s on "
-                        f"{model['device']}, batch {model['batch_size']}, input {model['input']})")
-    for column in ("pipeline", "augment", "cache", "procs", "workers", "img/s", "per proc", "x model", "efficiency",
-                   "keeps up?"):
+    table = Table(
+        title=f"Loader vs model ({model['name']} trains at {model['images_per_sec']:.0f} img/s on "
+        f"{model['device']}, batch {model['batch_size']}, input {model['input']})"
+    )
+    for column in (
+        "pipeline",
+        "augment",
+        "cache",
+        "procs",
+        "workers",
+        "img/s",
+        "per proc",
+        "x model",
+        "efficiency",
+        "keeps up?",
+    ):
         table.add_column(column, justify="right" if column not in ("pipeline", "augment") else "left")
     for row in result["rows"]:
         ratio = row["images_per_sec"] / model["images_per_sec"]
         eff = f"{row['efficiency']:.0%}" if row.get("efficiency") is not None else "-"
         verdict = "[green]yes[/green]" if row["keeps_up"] else "[red]no: data-bound[/red]"
         per_process = "/".join(f"{r:.0f}" for r in row.get("per_process_images_per_sec") or [])
-        table.add_row(row["pipeline"], row["augment"], {True: "on", False: "off"}.get(row["cache"], "-"),
-                      str(row.get("processes", 1)), str(row["num_workers"]), f"{row['images_per_sec']:.0f}",
-                      per_process if row.get("processes", 1) > 1 else "-", f"{ratio:.2f}", eff, verdict)
+        table.add_row(
+            row["pipeline"],
+            row["augment"],
+            {True: "on", False: "off"}.get(row["cache"], "-"),
+            str(row.get("processes", 1)),
+            str(row["num_workers"]),
+            f"{row['images_per_sec']:.0f}",
+            per_process if row.get("processes", 1) > 1 else "-",
+            f"{ratio:.2f}",
+            eff,
+            verdict,
+        )
     console = console or Console(width=max(120, Console().width))
     console.print(table)
     for line in result.get("speedups", []):
@@ -49,7 +70,8 @@ def write_png(result: dict[str, Any], out_dir: Path) -> Path:
     series: dict[tuple, list[tuple[int, float]]] = {}
     for row in result["rows"]:
         series.setdefault((row["pipeline"], row["augment"], row["cache"], row.get("processes", 1)), []).append(
-            (row["num_workers"], row["images_per_sec"]))
+            (row["num_workers"], row["images_per_sec"])
+        )
     colours: dict[tuple, str] = {}  # one colour per pipeline/preset: cache on solid, off dashed, baselines dotted
     for (pipeline, augment, cache, procs), points in sorted(series.items(), key=str):
         points.sort()

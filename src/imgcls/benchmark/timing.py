@@ -56,8 +56,15 @@ def bare_rate(transform: Any, arrays: list[np.ndarray], min_seconds: float = 2.0
         cv2.setNumThreads(threads)
 
 
-def model_rate(module: Any, batch_shape: tuple[int, ...], num_classes: int, device: torch.device,
-               warmup_steps: int = 3, min_steps: int = 10, min_seconds: float = 3.0) -> float:
+def model_rate(
+    module: Any,
+    batch_shape: tuple[int, ...],
+    num_classes: int,
+    device: torch.device,
+    warmup_steps: int = 3,
+    min_steps: int = 10,
+    min_seconds: float = 3.0,
+) -> float:
     """Images per second the model trains at (forward + backward + AdamW step) on synthetic uint8 batches."""
     module = module.to(device).train()
     images = torch.randint(0, 256, batch_shape, dtype=torch.uint8, device=device)
@@ -82,8 +89,9 @@ def model_rate(module: Any, batch_shape: tuple[int, ...], num_classes: int, devi
     return steps * batch_shape[0] / (time.perf_counter() - start)
 
 
-def _rank_rate(rank: int, processes: int, dataset: Any, settings: dict, timing: tuple[int, int, float],
-               barrier: Any, results: Any) -> None:
+def _rank_rate(
+    rank: int, processes: int, dataset: Any, settings: dict, timing: tuple[int, int, float], barrier: Any, results: Any
+) -> None:
     """One DDP-like process: its shard of the data (DistributedSampler), its own workers, timed with the others."""
     from torch.utils.data import DistributedSampler
 
@@ -99,8 +107,14 @@ def _rank_rate(rank: int, processes: int, dataset: Any, settings: dict, timing: 
     results.put((rank, _timed(batches, *timing[1:])))
 
 
-def ddp_loader_rates(dataset: Any, settings: dict, processes: int, warmup_batches: int = 3, min_batches: int = 20,
-                     min_seconds: float = 2.0) -> list[float]:
+def ddp_loader_rates(
+    dataset: Any,
+    settings: dict,
+    processes: int,
+    warmup_batches: int = 3,
+    min_batches: int = 20,
+    min_seconds: float = 2.0,
+) -> list[float]:
     """Images/s of each of `processes` concurrent loaders, one per simulated DDP rank (spawned like ddp_spawn).
 
     Under DDP every rank runs its own loader and workers on the same CPUs: the total is what the machine feeds,
@@ -110,9 +124,13 @@ def ddp_loader_rates(dataset: Any, settings: dict, processes: int, warmup_batche
 
     ctx = mp.get_context("spawn")
     barrier, results = ctx.Barrier(processes), ctx.Queue()
-    procs = [ctx.Process(target=_rank_rate, args=(rank, processes, dataset, settings,
-                                                   (warmup_batches, min_batches, min_seconds), barrier, results))
-             for rank in range(processes)]
+    procs = [
+        ctx.Process(
+            target=_rank_rate,
+            args=(rank, processes, dataset, settings, (warmup_batches, min_batches, min_seconds), barrier, results),
+        )
+        for rank in range(processes)
+    ]
     for p in procs:
         p.start()
     rates = dict(results.get(timeout=600) for _ in procs)

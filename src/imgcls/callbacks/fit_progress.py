@@ -18,8 +18,11 @@ PREFIX = "fit/"
 class FitProgress(Callback):
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
         best = trainer.checkpoint_callback.best_model_score if trainer.checkpoint_callback else None
-        values = {"epochs": trainer.current_epoch, "global_step": trainer.global_step,
-                  "best_score": float("nan") if best is None else float(best)}
+        values = {
+            "epochs": trainer.current_epoch,
+            "global_step": trainer.global_step,
+            "best_score": float("nan") if best is None else float(best),
+        }
         trainer.callback_metrics.update({PREFIX + k: torch.tensor(float(v)) for k, v in values.items()})
 
     @staticmethod

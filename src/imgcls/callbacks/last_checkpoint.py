@@ -20,9 +20,17 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 class LastCheckpoint(ModelCheckpoint):
     def __init__(self, dirpath: str, every_n_train_steps: int | None = None, **kwargs: Any) -> None:
-        super().__init__(dirpath=dirpath, filename="last", monitor=None, save_top_k=1, save_last=False,
-                         enable_version_counter=False, every_n_train_steps=every_n_train_steps,
-                         save_on_train_epoch_end=True, **kwargs)
+        super().__init__(
+            dirpath=dirpath,
+            filename="last",
+            monitor=None,
+            save_top_k=1,
+            save_last=False,
+            enable_version_counter=False,
+            every_n_train_steps=every_n_train_steps,
+            save_on_train_epoch_end=True,
+            **kwargs,
+        )
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, *args: Any, **kwargs: Any) -> None:
         if trainer.fit_loop.epoch_loop._num_ready_batches_reached():  # the epoch's last batch: validation to come

@@ -14,8 +14,12 @@ import pandas as pd
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import WandbLogger
-from torchmetrics.functional.classification import (multiclass_confusion_matrix, multiclass_f1_score,
-                                                     multiclass_precision, multiclass_recall)
+from torchmetrics.functional.classification import (
+    multiclass_confusion_matrix,
+    multiclass_f1_score,
+    multiclass_precision,
+    multiclass_recall,
+)
 
 from imgcls.utils.io import atomic_write_text
 from imgcls.utils.logging import get_logger
@@ -54,26 +58,40 @@ class RunPictures(Callback):
         picks = rng.choice(len(dataset), size=min(self.samples, len(dataset)), replace=False)
         items = [dataset[int(i)] for i in picks]
         names = pl_module.class_names
-        fig = image_grid([_hwc(it["image"]) for it in items], [names[int(it["target"])] for it in items],
-                         title=f"Augmented training samples ({trainer.datamodule.augment.get('name', '?')})")
+        fig = image_grid(
+            [_hwc(it["image"]) for it in items],
+            [names[int(it["target"])] for it in items],
+            title=f"Augmented training samples ({trainer.datamodule.augment.get('name', '?')})",
+        )
         self._publish(trainer, save_figure(fig, self.output_dir / "augmented_samples.png"), "augmented_samples")
 
     # ---- validation collection -------------------------------------------------------------------------
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._outputs = []
 
-    def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                                batch_idx: int, dataloader_idx: int = 0) -> None:
+    def on_validation_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
         if isinstance(outputs, dict) and "preds" in outputs:
-            self._outputs.append({"preds": outputs["preds"], "conf": outputs["conf"], "target": batch["target"],
-                                  "index": batch["index"]})
+            self._outputs.append(
+                {"preds": outputs["preds"], "conf": outputs["conf"], "target": batch["target"], "index": batch["index"]}
+            )
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """After the module has logged this epoch's metrics, so `monitor` is current."""
         if trainer.sanity_checking or not self._outputs:
             return
-        gathered = _gather_uneven(trainer, pl_module, {k: torch.cat([o[k] for o in self._outputs])
-                                                       for k in ("preds", "conf", "target", "index")})
+        gathered = _gather_uneven(
+            trainer,
+            pl_module,
+            {k: torch.cat([o[k] for o in self._outputs]) for k in ("preds", "conf", "target", "index")},
+        )
         score = trainer.callback_metrics.get(self.monitor)
         score = float(score) if score is not None else -float("inf")
         if trainer.is_global_zero and score > self._best_score:
@@ -86,8 +104,11 @@ class RunPictures(Callback):
     def state_dict(self) -> dict[str, Any]:
         if self._best is None:
             return {}
-        return {"best_score": self._best_score, "epoch": int(self._best["epoch"]),
-                **{k: torch.as_tensor(v) for k, v in self._best.items() if k != "epoch"}}
+        return {
+            "best_score": self._best_score,
+            "epoch": int(self._best["epoch"]),
+            **{k: torch.as_tensor(v) for k, v in self._best.items() if k != "epoch"},
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if state_dict:
@@ -104,14 +125,21 @@ class RunPictures(Callback):
         preds, target = torch.as_tensor(best["preds"]), torch.as_tensor(best["target"])
         matrix = multiclass_confusion_matrix(preds, target, k).numpy()
         title = f"Validation confusion matrix, best epoch {best['epoch']} ({self.monitor}={self._best_score:.4f})"
-        self._publish(trainer, save_figure(confusion_figure(matrix, names, title),
-                                           self.output_dir / "confusion_matrix.png"), "confusion_matrix")
+        self._publish(
+            trainer,
+            save_figure(confusion_figure(matrix, names, title), self.output_dir / "confusion_matrix.png"),
+            "confusion_matrix",
+        )
 
-        table = pd.DataFrame({"class": names,
-                              "precision": multiclass_precision(preds, target, k, average=None).numpy(),
-                              "recall": multiclass_recall(preds, target, k, average=None).numpy(),
-                              "f1": multiclass_f1_score(preds, target, k, average=None).numpy(),
-                              "support": matrix.sum(axis=1)}).round(4)
+        table = pd.DataFrame(
+            {
+                "class": names,
+                "precision": multiclass_precision(preds, target, k, average=None).numpy(),
+                "recall": multiclass_recall(preds, target, k, average=None).numpy(),
+                "f1": multiclass_f1_score(preds, target, k, average=None).numpy(),
+                "support": matrix.sum(axis=1),
+            }
+        ).round(4)
         atomic_write_text(self.output_dir / "per_class.csv", table.to_csv(index=False))
         if (wb := _wandb(trainer)) is not None:
             wb.log_table("val/per_class", dataframe=table)
@@ -125,10 +153,15 @@ class RunPictures(Callback):
         if dataset is None:
             return
         images = [_hwc(dataset[int(best["index"][i])]["image"]) for i in wrong]
-        captions = [f"true {names[int(best['target'][i])]}\npred {names[int(best['preds'][i])]} "
-                    f"({best['conf'][i]:.2f})" for i in wrong]
-        title = (f"Most confident validation mistakes, epoch {best['epoch']} ({len(wrong)} shown)" if len(wrong)
-                 else "No validation mistakes")
+        captions = [
+            f"true {names[int(best['target'][i])]}\npred {names[int(best['preds'][i])]} ({best['conf'][i]:.2f})"
+            for i in wrong
+        ]
+        title = (
+            f"Most confident validation mistakes, epoch {best['epoch']} ({len(wrong)} shown)"
+            if len(wrong)
+            else "No validation mistakes"
+        )
         fig = image_grid(images, captions, ncols=6, title=title, colors=["red"] * len(images))
         self._publish(trainer, save_figure(fig, self.output_dir / "worst_misclassified.png"), "worst_misclassified")
 
@@ -139,8 +172,9 @@ class RunPictures(Callback):
             wb.log_image(key=f"pictures/{key}", images=[str(path)], step=trainer.global_step)
 
 
-def _gather_uneven(trainer: L.Trainer, pl_module: L.LightningModule,
-                   local: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def _gather_uneven(
+    trainer: L.Trainer, pl_module: L.LightningModule, local: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
     """all_gather of 1-D tensors whose length differs per rank (an unpadded validation share): pad to the
     longest with index -1, gather, drop the padding. One process: the tensors themselves."""
     if getattr(trainer, "world_size", 1) == 1:

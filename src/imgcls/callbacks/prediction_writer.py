@@ -39,8 +39,10 @@ class RankPredictionWriter(BasePredictionWriter):
         parts = [torch.load(p, weights_only=True) for p in sorted(self.folder.glob(f"{self.name}.rank*.pt"))]
         index = torch.cat([p["index"] for p in parts]).numpy() if parts else np.empty(0, int)
         if len(index) != rows or len(np.unique(index)) != rows or (rows and (index.min() < 0 or index.max() >= rows)):
-            raise RuntimeError(f"predict produced {len(index)} rows ({len(np.unique(index))} distinct) for {rows} "
-                               f"inputs in {self.folder}")
+            raise RuntimeError(
+                f"predict produced {len(index)} rows ({len(np.unique(index))} distinct) for {rows} "
+                f"inputs in {self.folder}"
+            )
         probs = torch.cat([p["probs"] for p in parts]).numpy()
         ordered = np.empty_like(probs)
         ordered[index] = probs  # rows back in input order, whatever rank or batch order they came in

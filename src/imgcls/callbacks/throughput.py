@@ -18,8 +18,10 @@ from imgcls.utils.logging import get_logger
 
 log = get_logger(__name__)
 
-REMEDIES = ("raise loader.num_workers (up to the CPU count), keep data.cache=true, use a lighter augment preset "
-            "(augment=basic), lower data.image_size, or pre-resize the images on disk")
+REMEDIES = (
+    "raise loader.num_workers (up to the CPU count), keep data.cache=true, use a lighter augment preset "
+    "(augment=basic), lower data.image_size, or pre-resize the images on disk"
+)
 
 
 def _fetch_seconds(trainer: L.Trainer) -> float | None:
@@ -62,8 +64,9 @@ class ThroughputMonitor(Callback):
         self._last_fetch = _fetch_seconds(trainer)
         self._first = True
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
-                             batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         now = time.perf_counter()
         gap = now - self._last_end
         fetched = _fetch_seconds(trainer)
@@ -78,8 +81,9 @@ class ThroughputMonitor(Callback):
             acc["wait"] += wait
             acc["total"] += gap
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         end = self._now(trainer)
         self._last_end = end
         if not self._counting:
@@ -91,9 +95,14 @@ class ThroughputMonitor(Callback):
         acc["samples"] += int(batch["image"].shape[0]) * trainer.world_size
         acc["steps"] += 1
         if acc["steps"] >= trainer.log_every_n_steps and acc["total"] > 0:
-            self._log(trainer, {"train/samples_per_sec": acc["samples"] / acc["total"],
-                                "train/data_wait_frac": acc["wait"] / acc["total"],
-                                "train/step_time": acc["total"] / acc["steps"]})
+            self._log(
+                trainer,
+                {
+                    "train/samples_per_sec": acc["samples"] / acc["total"],
+                    "train/data_wait_frac": acc["wait"] / acc["total"],
+                    "train/step_time": acc["total"] / acc["steps"],
+                },
+            )
             self._interval = {"wait": 0.0, "total": 0.0, "samples": 0, "steps": 0}
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -103,8 +112,10 @@ class ThroughputMonitor(Callback):
         self._log(trainer, {"train/data_wait_frac_epoch": frac})
         if frac > self.warn_threshold and not self._warned and trainer.is_global_zero:
             self._warned = True
-            log.warning(f"The model waited for data {frac:.0%} of epoch {trainer.current_epoch} (over "
-                        f"{self.warn_threshold:.0%}): training is data-bound. Try: {REMEDIES}.")
+            log.warning(
+                f"The model waited for data {frac:.0%} of epoch {trainer.current_epoch} (over "
+                f"{self.warn_threshold:.0%}): training is data-bound. Try: {REMEDIES}."
+            )
 
     @staticmethod
     def _log(trainer: L.Trainer, metrics: dict[str, float]) -> None:

@@ -5,5 +5,14 @@ from imgcls.models.factory import ModelConfigError, check_model_name, create_cla
 from imgcls.models.heads import TaskLayout
 from imgcls.models.losses import ClassificationLoss, balanced_weights, focal_loss
 
-__all__ = ["Classifier", "ClassificationLoss", "ModelConfigError", "TaskLayout", "balanced_weights",
-           "check_model_name", "create_classifier", "focal_loss", "read_state_dict"]
+__all__ = [
+    "Classifier",
+    "ClassificationLoss",
+    "ModelConfigError",
+    "TaskLayout",
+    "balanced_weights",
+    "check_model_name",
+    "create_classifier",
+    "focal_loss",
+    "read_state_dict",
+]

@@ -22,8 +22,10 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
     ckpt = load_tensors(path, "ckpt_path", _EXPECTED, allowed=[AttributeDict])
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "data_spec" not in ckpt.get("hyper_parameters", {}):
-        raise ModelConfigError(f"ckpt_path='{path}' is not an imgcls training checkpoint (no state_dict/data_spec); "
-                               "for plain timm weights use model.pretrained_path in training instead")
+        raise ModelConfigError(
+            f"ckpt_path='{path}' is not an imgcls training checkpoint (no state_dict/data_spec); "
+            "for plain timm weights use model.pretrained_path in training instead"
+        )
     return ckpt
 
 
@@ -33,19 +35,30 @@ def load_classifier(path: str | os.PathLike) -> Classifier:
     hp = dict(ckpt["hyper_parameters"])
     # Keys added later (head, loss, ...) fall back to the defaults older checkpoints were trained with.
     try:
-        model = Classifier(name=hp["name"], data_spec=hp["data_spec"], drop_rate=hp.get("drop_rate", 0.0),
-                           model_kwargs=hp.get("model_kwargs"), label_smoothing=hp.get("label_smoothing", 0.0),
-                           channels_last=hp.get("channels_last", False), head=hp.get("head", "single"),
-                           loss=hp.get("loss", "ce"), focal_gamma=hp.get("focal_gamma", 2.0),
-                           class_weights=hp.get("class_weights", "none"))
+        model = Classifier(
+            name=hp["name"],
+            data_spec=hp["data_spec"],
+            drop_rate=hp.get("drop_rate", 0.0),
+            model_kwargs=hp.get("model_kwargs"),
+            label_smoothing=hp.get("label_smoothing", 0.0),
+            channels_last=hp.get("channels_last", False),
+            head=hp.get("head", "single"),
+            loss=hp.get("loss", "ce"),
+            focal_gamma=hp.get("focal_gamma", 2.0),
+            class_weights=hp.get("class_weights", "none"),
+        )
     except ValueError as exc:  # ModelConfigError too: e.g. a model name this timm version does not have
-        raise ModelConfigError(f"ckpt_path='{path}' cannot be rebuilt here ({exc}): predict with the timm and "
-                               "imgcls versions it was trained with") from exc
+        raise ModelConfigError(
+            f"ckpt_path='{path}' cannot be rebuilt here ({exc}): predict with the timm and "
+            "imgcls versions it was trained with"
+        ) from exc
     mismatch = weights_mismatch(model.state_dict(), ckpt["state_dict"])
     if mismatch:
-        raise ModelConfigError(f"ckpt_path='{path}': its weights do not fit the model it names ('{hp['name']}', "
-                               f"{len(model.class_names)} classes; {mismatch}): the file was edited or mixed from "
-                               f"two runs; use {_EXPECTED}")
+        raise ModelConfigError(
+            f"ckpt_path='{path}': its weights do not fit the model it names ('{hp['name']}', "
+            f"{len(model.class_names)} classes; {mismatch}): the file was edited or mixed from "
+            f"two runs; use {_EXPECTED}"
+        )
     model.load_state_dict(ckpt["state_dict"])
     return model.eval()
 
@@ -62,6 +75,7 @@ def weights_mismatch(own: Mapping[str, torch.Tensor], found: Mapping[str, Any]) 
     reshaped = [k for k in own if k in found and tuple(getattr(found[k], "shape", ())) != tuple(own[k].shape)]
     if reshaped:
         k = reshaped[0]
-        parts.append(f"{len(reshaped)} of another shape, first {k} {list(found[k].shape)} in the file vs "
-                     f"{list(own[k].shape)}")
+        parts.append(
+            f"{len(reshaped)} of another shape, first {k} {list(found[k].shape)} in the file vs {list(own[k].shape)}"
+        )
     return "; ".join(parts)

@@ -48,23 +48,43 @@ class Classifier(L.LightningModule):
     `head=multi` makes the network output one block of logits per sub-task and sums the per-task losses.
     """
 
-    def __init__(self, name: str, data_spec: Mapping[str, Any], pretrained: bool = False,
-                 pretrained_path: str | None = None, drop_rate: float = 0.0,
-                 model_kwargs: Mapping[str, Any] | None = None, label_smoothing: float = 0.0,
-                 channels_last: bool = False,
-                 optimizer: Callable[..., torch.optim.Optimizer] | None = None,
-                 scheduler: Callable[..., Any] | None = None, mixup: Mapping[str, Any] | None = None,
-                 head: str = "single", loss: str = "ce", focal_gamma: float = 2.0,
-                 class_weights: str | None = "none") -> None:
+    def __init__(
+        self,
+        name: str,
+        data_spec: Mapping[str, Any],
+        pretrained: bool = False,
+        pretrained_path: str | None = None,
+        drop_rate: float = 0.0,
+        model_kwargs: Mapping[str, Any] | None = None,
+        label_smoothing: float = 0.0,
+        channels_last: bool = False,
+        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+        scheduler: Callable[..., Any] | None = None,
+        mixup: Mapping[str, Any] | None = None,
+        head: str = "single",
+        loss: str = "ce",
+        focal_gamma: float = 2.0,
+        class_weights: str | None = "none",
+    ) -> None:
         super().__init__()
         data_spec, model_kwargs = to_plain(data_spec), to_plain(model_kwargs) or {}
         class_weights = class_weights or "none"
         # Everything predict needs to rebuild model + pre-processing goes into the checkpoint; callables don't.
-        self.save_hyperparameters({"name": name, "data_spec": data_spec, "drop_rate": drop_rate,
-                                   "model_kwargs": model_kwargs, "label_smoothing": label_smoothing,
-                                   "channels_last": channels_last, "pretrained_path": pretrained_path,
-                                   "head": head, "loss": loss, "focal_gamma": focal_gamma,
-                                   "class_weights": class_weights})
+        self.save_hyperparameters(
+            {
+                "name": name,
+                "data_spec": data_spec,
+                "drop_rate": drop_rate,
+                "model_kwargs": model_kwargs,
+                "label_smoothing": label_smoothing,
+                "channels_last": channels_last,
+                "pretrained_path": pretrained_path,
+                "head": head,
+                "loss": loss,
+                "focal_gamma": focal_gamma,
+                "class_weights": class_weights,
+            }
+        )
         self.class_names = list(data_spec["class_names"])
         num_classes = len(self.class_names)
         self.layout = TaskLayout.from_spec(data_spec)
@@ -72,8 +92,16 @@ class Classifier(L.LightningModule):
         self._check_options()
         channels = int(data_spec.get("channels", 3))
         outputs = self.layout.num_outputs if head == "multi" else num_classes
-        self.model = create_classifier(name, outputs, channels, pretrained, pretrained_path, drop_rate, model_kwargs,
-                                       image_size=data_spec.get("image_size"))
+        self.model = create_classifier(
+            name,
+            outputs,
+            channels,
+            pretrained,
+            pretrained_path,
+            drop_rate,
+            model_kwargs,
+            image_size=data_spec.get("image_size"),
+        )
         timm_cfg = resolve_model_data_config(self.model)
         mean = _fit_channels(list(data_spec.get("mean") or timm_cfg["mean"]), channels)
         std = _fit_channels(list(data_spec.get("std") or timm_cfg["std"]), channels)
@@ -83,20 +111,33 @@ class Classifier(L.LightningModule):
         self.channels_last = channels_last
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         # One loss per block of logits: the single head has one, the multi head one per sub-task.
-        self.criteria = nn.ModuleList([ClassificationLoss(loss, focal_gamma, label_smoothing)
-                                       for _ in (self.layout.sizes if head == "multi" else [num_classes])])
+        self.criteria = nn.ModuleList(
+            [
+                ClassificationLoss(loss, focal_gamma, label_smoothing)
+                for _ in (self.layout.sizes if head == "multi" else [num_classes])
+            ]
+        )
         # Batch-level mixup/cutmix (augment.mixup): mixes on the device, targets become soft (smoothing included).
         self.mixup = build_mixup(to_plain(mixup), num_classes, label_smoothing)
         self._tta: list[str] = []
 
-        metrics = MetricCollection({"acc": MulticlassAccuracy(num_classes, average="micro"),
-                                    "f1": MulticlassF1Score(num_classes, average="macro")})
+        metrics = MetricCollection(
+            {
+                "acc": MulticlassAccuracy(num_classes, average="micro"),
+                "f1": MulticlassF1Score(num_classes, average="macro"),
+            }
+        )
         self.train_metrics = metrics.clone(prefix="train/")
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
         # Per-sub-task macro-F1 (val/f1_mask, ...): shows which part (age, usually) limits the combined F1.
-        task_f1 = MultitaskWrapper({n: MulticlassF1Score(s, average="macro")
-                                    for n, s in zip(self.layout.names, self.layout.sizes)}) if self.layout else None
+        task_f1 = (
+            MultitaskWrapper(
+                {n: MulticlassF1Score(s, average="macro") for n, s in zip(self.layout.names, self.layout.sizes)}
+            )
+            if self.layout
+            else None
+        )
         self.val_task_f1 = task_f1.clone(prefix="val/f1_") if task_f1 else None
         self.test_task_f1 = task_f1.clone(prefix="test/f1_") if task_f1 else None
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
@@ -106,11 +147,14 @@ class Classifier(L.LightningModule):
         if self.head not in HEADS:
             raise ValueError(f"model.head='{self.head}' is not supported; choose one of {', '.join(HEADS)}")
         if self.head == "multi" and self.layout is None:
-            raise ValueError("model.head=multi needs sub-tasks, but the data has no sub-tasks (no data_spec "
-                             "'tasks'): use a dataset that defines them (e.g. data=mask) or model.head=single")
+            raise ValueError(
+                "model.head=multi needs sub-tasks, but the data has no sub-tasks (no data_spec "
+                "'tasks'): use a dataset that defines them (e.g. data=mask) or model.head=single"
+            )
         if self.class_weights not in CLASS_WEIGHTS:
-            raise ValueError(f"model.class_weights='{self.class_weights}' is not supported; "
-                             f"choose one of {', '.join(CLASS_WEIGHTS)}")
+            raise ValueError(
+                f"model.class_weights='{self.class_weights}' is not supported; choose one of {', '.join(CLASS_WEIGHTS)}"
+            )
 
     def setup(self, stage: str) -> None:
         """`class_weights=balanced`: weights from the training split's label counts (per task for head=multi)."""
@@ -119,8 +163,10 @@ class Classifier(L.LightningModule):
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
         counts_fn = getattr(datamodule, "train_class_counts", None)
         if counts_fn is None:
-            log.warning("model.class_weights=balanced needs a DataModule with train_class_counts(); "
-                        "training without class weights")
+            log.warning(
+                "model.class_weights=balanced needs a DataModule with train_class_counts(); "
+                "training without class weights"
+            )
             return
         counts = torch.as_tensor(counts_fn(), dtype=torch.float64).reshape(1, -1)
         if counts.shape[1] != len(self.class_names):
@@ -128,8 +174,10 @@ class Classifier(L.LightningModule):
         per_block = self.layout.marginal(counts) if self.head == "multi" else [counts]
         for criterion, block in zip(self.criteria, per_block):
             criterion.weight = balanced_weights(block[0]).to(self.device)
-        log.info("Balanced class weights: " + "; ".join(
-            " ".join(f"{w:.2f}" for w in c.weight.tolist()) for c in self.criteria))
+        log.info(
+            "Balanced class weights: "
+            + "; ".join(" ".join(f"{w:.2f}" for w in c.weight.tolist()) for c in self.criteria)
+        )
 
     @property
     def tta(self) -> list[str]:
@@ -228,21 +276,26 @@ class Classifier(L.LightningModule):
             return
         self.val_f1_best(values["val/f1"])
         self.val_acc_best(values["val/acc"])
-        self.log_dict({"val/f1_best": self.val_f1_best.compute(), "val/acc_best": self.val_acc_best.compute()},
-                      sync_dist=True)
+        self.log_dict(
+            {"val/f1_best": self.val_f1_best.compute(), "val/acc_best": self.val_acc_best.compute()}, sync_dist=True
+        )
 
     # torchmetrics states are not saved with the weights. Two kinds matter to a resumed run: the running bests
     # (else it would report the best since the resume) and, in a mid-epoch checkpoint, the training metrics
     # accumulated so far in that epoch (else its train/*_epoch values would cover only the steps after it).
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["best_so_far"] = {"val/f1": self.val_f1_best.max_value.item(),
-                                     "val/acc": self.val_acc_best.max_value.item()}
+        checkpoint["best_so_far"] = {
+            "val/f1": self.val_f1_best.max_value.item(),
+            "val/acc": self.val_acc_best.max_value.item(),
+        }
         trainer = self._trainer
         if trainer is not None and trainer.state.fn == "fit" and trainer.world_size == 1:  # DDP: states per rank
             done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
             if 0 < done < trainer.num_training_batches:
-                checkpoint["epoch_train_metrics"] = {name: (metric._update_count, _copy_state(metric.metric_state))
-                                                     for name, metric in self._train_epoch_metrics().items()}
+                checkpoint["epoch_train_metrics"] = {
+                    name: (metric._update_count, _copy_state(metric.metric_state))
+                    for name, metric in self._train_epoch_metrics().items()
+                }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         best = checkpoint.get("best_so_far") or {}
@@ -262,8 +315,11 @@ class Classifier(L.LightningModule):
                     setattr(metric, key, value)
 
     def _train_epoch_metrics(self) -> dict[str, Metric]:
-        return {name: m for name, m in self.named_modules()
-                if isinstance(m, Metric) and name.split(".")[0] in ("train_loss", "train_metrics")}
+        return {
+            name: m
+            for name, m in self.named_modules()
+            if isinstance(m, Metric) and name.split(".")[0] in ("train_loss", "train_metrics")
+        }
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         loss, preds, targets = self._shared_step(batch)

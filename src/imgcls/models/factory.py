@@ -30,7 +30,11 @@ def check_model_name(name: str) -> None:
     if timm.is_model(name):
         return
     close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.5)
-    hint = f"closest timm names: {', '.join(close)}" if close else "list them with `python -c \"import timm; print(timm.list_models('*resnet*'))\"`"
+    hint = (
+        f"closest timm names: {', '.join(close)}"
+        if close
+        else "list them with `python -c \"import timm; print(timm.list_models('*resnet*'))\"`"
+    )
     raise ModelConfigError(f"model.name='{name}' is not a timm model; {hint}")
 
 
@@ -42,7 +46,7 @@ def strip_prefixes(state_dict: Mapping[str, Any]) -> dict[str, Any]:
         changed = False
         for prefix in _PREFIXES:
             if all(k.startswith(prefix) for k in sd):
-                sd = {k[len(prefix):]: v for k, v in sd.items()}
+                sd = {k[len(prefix) :]: v for k, v in sd.items()}
                 changed = True
     return sd
 
@@ -60,17 +64,25 @@ def load_tensors(path: str | os.PathLike, key: str, expected: str, allowed: Iter
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         code = next((m.group(1) for m in map(re.compile(r"GLOBAL (\S+)").search, lines) if m), None)
         if code:
-            raise ModelConfigError(f"{key}='{path}' holds pickled code ({code}), not just tensors: refused "
-                                   f"without running it (weights_only=True); use {expected}") from exc
+            raise ModelConfigError(
+                f"{key}='{path}' holds pickled code ({code}), not just tensors: refused "
+                f"without running it (weights_only=True); use {expected}"
+            ) from exc
         if isinstance(exc, EOFError) or any("zip archive" in line or "unexpected EOF" in line for line in lines):
             reason = lines[0].split(". ")[0] if lines else type(exc).__name__
-            raise ModelConfigError(f"{key}='{path}' is truncated or corrupted ({reason}): copy it again "
-                                   f"(compare its size with the original) or use {expected}") from exc
+            raise ModelConfigError(
+                f"{key}='{path}' is truncated or corrupted ({reason}): copy it again "
+                f"(compare its size with the original) or use {expected}"
+            ) from exc
         # torch's explanation follows a "WeightsUnpickler error:" line; the paragraph around it is advice.
-        reason = next((after for before, after in zip(lines, lines[1:]) if before.endswith("WeightsUnpickler error:")),
-                      lines[0] if lines else type(exc).__name__)
-        raise ModelConfigError(f"{key}='{path}' is not a PyTorch weights file or holds objects weights_only=True "
-                               f"refuses ({reason}): use {expected}") from exc
+        reason = next(
+            (after for before, after in zip(lines, lines[1:]) if before.endswith("WeightsUnpickler error:")),
+            lines[0] if lines else type(exc).__name__,
+        )
+        raise ModelConfigError(
+            f"{key}='{path}' is not a PyTorch weights file or holds objects weights_only=True "
+            f"refuses ({reason}): use {expected}"
+        ) from exc
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -110,11 +122,15 @@ def load_pretrained(model: nn.Module, path: str | os.PathLike) -> None:
     missing, unexpected = model.load_state_dict(state, strict=False)
     loaded = len(own) - len(missing)
     if loaded == 0:
-        raise ModelConfigError(f"model.pretrained_path='{path}': no key matches model '{model.__class__.__name__}' "
-                               f"(first file keys: {list(state)[:3]}); is it the same architecture as model.name?")
-    log.info(f"Loaded {loaded}/{len(own)} tensors from {path}"
-             + (f"; re-initialised (shape differs): {skipped}" if skipped else "")
-             + (f"; {len(unexpected)} unused keys" if unexpected else ""))
+        raise ModelConfigError(
+            f"model.pretrained_path='{path}': no key matches model '{model.__class__.__name__}' "
+            f"(first file keys: {list(state)[:3]}); is it the same architecture as model.name?"
+        )
+    log.info(
+        f"Loaded {loaded}/{len(own)} tensors from {path}"
+        + (f"; re-initialised (shape differs): {skipped}" if skipped else "")
+        + (f"; {len(unexpected)} unused keys" if unexpected else "")
+    )
 
 
 def check_input_size(model: nn.Module, name: str, image_size: int | Sequence[int], in_chans: int = 3) -> None:
@@ -153,10 +169,16 @@ def _forward_error(model: nn.Module, in_chans: int, h: int, w: int) -> str | Non
         model.train(was_training)
 
 
-def create_classifier(name: str, num_classes: int, in_chans: int = 3, pretrained: bool = False,
-                      pretrained_path: str | None = None, drop_rate: float = 0.0,
-                      kwargs: Mapping[str, Any] | None = None,
-                      image_size: int | Sequence[int] | None = None) -> nn.Module:
+def create_classifier(
+    name: str,
+    num_classes: int,
+    in_chans: int = 3,
+    pretrained: bool = False,
+    pretrained_path: str | None = None,
+    drop_rate: float = 0.0,
+    kwargs: Mapping[str, Any] | None = None,
+    image_size: int | Sequence[int] | None = None,
+) -> nn.Module:
     """`timm.create_model` with checked name, our data's classes/channels, and local weights only.
 
     With `image_size` (the data's [h, w]) the model is also checked to accept that input (`check_input_size`).
@@ -164,10 +186,18 @@ def create_classifier(name: str, num_classes: int, in_chans: int = 3, pretrained
     check_model_name(name)
     if pretrained and not pretrained_path:
         if os.environ.get("HF_HUB_OFFLINE") == "1":
-            raise ModelConfigError("model.pretrained=true would download weights, but this run is offline "
-                                   "(HF_HUB_OFFLINE=1): set model.pretrained_path=/path/to/weights instead")
-    model = timm.create_model(name, pretrained=bool(pretrained and not pretrained_path), num_classes=num_classes,
-                              in_chans=in_chans, drop_rate=drop_rate, **dict(kwargs or {}))
+            raise ModelConfigError(
+                "model.pretrained=true would download weights, but this run is offline "
+                "(HF_HUB_OFFLINE=1): set model.pretrained_path=/path/to/weights instead"
+            )
+    model = timm.create_model(
+        name,
+        pretrained=bool(pretrained and not pretrained_path),
+        num_classes=num_classes,
+        in_chans=in_chans,
+        drop_rate=drop_rate,
+        **dict(kwargs or {}),
+    )
     if pretrained_path:
         load_pretrained(model, pretrained_path)
     if image_size is not None:

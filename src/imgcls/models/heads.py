@@ -35,8 +35,10 @@ class TaskLayout:
             return None
         layout = cls(tuple(str(n) for n in tasks), tuple(int(s) for s in tasks.values()))
         if layout.num_classes != len(data_spec["class_names"]):
-            raise ValueError(f"data_spec tasks {dict(tasks)} make {layout.num_classes} combined classes, "
-                             f"but there are {len(data_spec['class_names'])} class_names")
+            raise ValueError(
+                f"data_spec tasks {dict(tasks)} make {layout.num_classes} combined classes, "
+                f"but there are {len(data_spec['class_names'])} class_names"
+            )
         return layout
 
     @property
@@ -50,12 +52,13 @@ class TaskLayout:
 
     @property
     def strides(self) -> tuple[int, ...]:
-        return tuple(math.prod(self.sizes[i + 1:]) for i in range(len(self.sizes)))
+        return tuple(math.prod(self.sizes[i + 1 :]) for i in range(len(self.sizes)))
 
     def decompose(self, classes: torch.Tensor) -> list[torch.Tensor]:
         """Combined class indices -> one index tensor per task."""
-        return [torch.div(classes, stride, rounding_mode="floor") % size
-                for stride, size in zip(self.strides, self.sizes)]
+        return [
+            torch.div(classes, stride, rounding_mode="floor") % size for stride, size in zip(self.strides, self.sizes)
+        ]
 
     def compose(self, parts: Sequence[torch.Tensor]) -> torch.Tensor:
         """Per-task indices -> combined class indices (inverse of `decompose`)."""

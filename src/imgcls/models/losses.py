@@ -17,8 +17,13 @@ LOSSES = ("ce", "focal")
 CLASS_WEIGHTS = ("none", "balanced")
 
 
-def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0, weight: torch.Tensor | None = None,
-               label_smoothing: float = 0.0) -> torch.Tensor:
+def focal_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    gamma: float = 2.0,
+    weight: torch.Tensor | None = None,
+    label_smoothing: float = 0.0,
+) -> torch.Tensor:
     """Multi-class focal loss: sum_c w_c q_c (1 - p_c)^gamma (-log p_c), averaged like `F.cross_entropy`.
 
     `target` is class indices (N,) or a distribution (N, C); q is it as a (smoothed) distribution, so an easy

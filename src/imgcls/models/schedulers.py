@@ -21,8 +21,13 @@ class _WarmupCosine:
         return self.floor + (1.0 - self.floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def warmup_cosine(optimizer: Optimizer, total_steps: int, warmup_fraction: float = 0.05,
-                  warmup_steps: int | None = None, min_lr_ratio: float = 0.01) -> LambdaLR:
+def warmup_cosine(
+    optimizer: Optimizer,
+    total_steps: int,
+    warmup_fraction: float = 0.05,
+    warmup_steps: int | None = None,
+    min_lr_ratio: float = 0.01,
+) -> LambdaLR:
     """Linear warm-up then cosine decay to `min_lr_ratio` x the base lr, over `total_steps` optimizer steps."""
     warmup = int(warmup_steps) if warmup_steps is not None else int(round(warmup_fraction * total_steps))
     return LambdaLR(optimizer, _WarmupCosine(int(total_steps), max(0, warmup), float(min_lr_ratio)))

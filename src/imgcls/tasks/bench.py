@@ -35,20 +35,30 @@ def _preset(name: str) -> dict[str, Any]:
     return OmegaConf.to_container(compose(config_name="bench", overrides=[f"augment={name}"]).augment, resolve=True)
 
 
-def _loader_timer(dataset: Any, cfg: DictConfig, workers: int, baseline: bool = False,
-                  processes: int = 1) -> Callable[[], float | list[float]]:
+def _loader_timer(
+    dataset: Any, cfg: DictConfig, workers: int, baseline: bool = False, processes: int = 1
+) -> Callable[[], float | list[float]]:
     """A closure timing our loader exactly as training builds it (a baseline: a plain DataLoader); with
     `processes` > 1, that many concurrent DDP-like loaders, each on its shard: one rate per process."""
     b = cfg.bench
-    settings = {**OmegaConf.to_container(cfg.loader, resolve=True), "num_workers": workers,
-                "persistent_workers": workers > 0}  # the loader group as training uses it, this row's workers
+    settings = {
+        **OmegaConf.to_container(cfg.loader, resolve=True),
+        "num_workers": workers,
+        "persistent_workers": workers > 0,
+    }  # the loader group as training uses it, this row's workers
 
     def measure() -> float | list[float]:
         if processes > 1:
             return ddp_loader_rates(dataset, settings, processes, b.warmup_batches, b.min_batches, b.min_seconds)
         if baseline:
-            loader = DataLoader(dataset, batch_size=int(cfg.loader.batch_size), shuffle=True, drop_last=True,
-                                num_workers=workers, persistent_workers=workers > 0)
+            loader = DataLoader(
+                dataset,
+                batch_size=int(cfg.loader.batch_size),
+                shuffle=True,
+                drop_last=True,
+                num_workers=workers,
+                persistent_workers=workers > 0,
+            )
         else:
             loader = make_loader(dataset, settings, train=True, pin_memory=False)
         return loader_rate(loader, b.warmup_batches, b.min_batches, b.min_seconds)
@@ -69,25 +79,48 @@ def _rows(cfg: DictConfig, datamodule: Any, workers: list[int]) -> list[dict[str
     b = cfg.bench
     rows: list[dict[str, Any]] = []
     wanted = {bool(c) for c in b.cache}
-    for preset in (list(b.presets) if b.presets else [cfg.augment.name]):
+    for preset in list(b.presets) if b.presets else [cfg.augment.name]:
         augment = _preset(preset)
         modules = {cache: _ready(cfg, augment, cache) for cache in wanted | {True}}  # cached one: the ceiling
         for cache, procs, w in itertools.product(sorted(wanted, reverse=True), b.get("processes") or [1], workers):
-            rows.append({"pipeline": "imgcls", "augment": preset, "cache": cache, "num_workers": w,
-                         "processes": int(procs),
-                         "measure": _loader_timer(modules[cache].train_set, cfg, w, processes=int(procs))})
+            rows.append(
+                {
+                    "pipeline": "imgcls",
+                    "augment": preset,
+                    "cache": cache,
+                    "num_workers": w,
+                    "processes": int(procs),
+                    "measure": _loader_timer(modules[cache].train_set, cfg, w, processes=int(procs)),
+                }
+            )
         # The ceiling: the preset alone, one thread, on in-memory pre-processed (cached-size) arrays.
         train_set = modules[True].train_set
         arrays = [train_set.read(i) for i in range(min(200, len(train_set)))]
-        rows.append({"pipeline": "bare", "augment": preset, "cache": None, "num_workers": 0, "processes": 1,
-                     "measure": lambda t=train_set.transform, a=arrays: bare_rate(t, a, b.min_seconds)})
+        rows.append(
+            {
+                "pipeline": "bare",
+                "augment": preset,
+                "cache": None,
+                "num_workers": 0,
+                "processes": 1,
+                "measure": lambda t=train_set.transform, a=arrays: bare_rate(t, a, b.min_seconds),
+            }
+        )
     if b.baselines:
         table = datamodule.readable()  # the baselines read the same files (no unreadable ones) as ours
         size = tuple(datamodule.spec["image_size"])
         for name, w in itertools.product(BASELINES, workers):
             ds = BASELINES[name](table["path"].tolist(), table["label"].tolist(), size)
-            rows.append({"pipeline": name, "augment": "strong-equivalent", "cache": None, "num_workers": w, "processes": 1,
-                         "measure": _loader_timer(ds, cfg, w, baseline=True)})
+            rows.append(
+                {
+                    "pipeline": name,
+                    "augment": "strong-equivalent",
+                    "cache": None,
+                    "num_workers": w,
+                    "processes": 1,
+                    "measure": _loader_timer(ds, cfg, w, baseline=True),
+                }
+            )
     return rows
 
 
@@ -116,8 +149,10 @@ def bench(cfg: DictConfig) -> dict[str, Any]:
             rates = value if isinstance(value, list) else [value]
             row.setdefault("runs", []).append(sum(rates))
             row.setdefault("process_runs", []).append(rates)
-            log.info(f"  {row['pipeline']:>14s} {row['augment']:>17s} cache={row['cache']!s:5s} "
-                     f"processes={row['processes']} workers={row['num_workers']}: {row['runs'][-1]:8.1f} img/s")
+            log.info(
+                f"  {row['pipeline']:>14s} {row['augment']:>17s} cache={row['cache']!s:5s} "
+                f"processes={row['processes']} workers={row['num_workers']}: {row['runs'][-1]:8.1f} img/s"
+            )
     bare = {r["augment"]: statistics.median(r["runs"]) for r in rows if r["pipeline"] == "bare"}
     results = []
     for row in rows:
@@ -125,24 +160,47 @@ def bench(cfg: DictConfig) -> dict[str, Any]:
             continue
         ips = statistics.median(row["runs"])
         ceiling = bare.get(row["augment"])
-        results.append({k: row[k] for k in ("pipeline", "augment", "cache", "num_workers", "processes")} | {
-            "images_per_sec": ips, "runs": row["runs"],
-            "per_process_images_per_sec": [statistics.median(r[i] for r in row["process_runs"])
-                                           for i in range(row["processes"])],
-            "bare_images_per_sec": ceiling if row["pipeline"] == "imgcls" else None,
-            # the ceiling is one bare thread per worker process (each DDP process has its own workers)
-            "efficiency": ips / (ceiling * max(1, row["num_workers"]) * row["processes"])
-            if row["pipeline"] == "imgcls" and row["cache"] else None,
-            "keeps_up": ips >= model_ips})
+        results.append(
+            {k: row[k] for k in ("pipeline", "augment", "cache", "num_workers", "processes")}
+            | {
+                "images_per_sec": ips,
+                "runs": row["runs"],
+                "per_process_images_per_sec": [
+                    statistics.median(r[i] for r in row["process_runs"]) for i in range(row["processes"])
+                ],
+                "bare_images_per_sec": ceiling if row["pipeline"] == "imgcls" else None,
+                # the ceiling is one bare thread per worker process (each DDP process has its own workers)
+                "efficiency": ips / (ceiling * max(1, row["num_workers"]) * row["processes"])
+                if row["pipeline"] == "imgcls" and row["cache"]
+                else None,
+                "keeps_up": ips >= model_ips,
+            }
+        )
 
-    result = {"model": {"name": cfg.model.name, "images_per_sec": model_ips, "device": str(device),
-                        "batch_size": int(cfg.loader.batch_size), "input": list(batch_shape[1:])},
-              "rows": results, "bare_images_per_sec": bare, "speedups": _speedups(results),
-              "repeats": int(b.repeats),
-              "machine": {"cpus": available_cpus(), "python": platform.python_version(), "torch": torch.__version__,
-                          "platform": platform.platform()},
-              "data": {"root": str(datamodule.root), "images": len(datamodule.discovered.table),
-                       "image_size": list(spec["image_size"])}}
+    result = {
+        "model": {
+            "name": cfg.model.name,
+            "images_per_sec": model_ips,
+            "device": str(device),
+            "batch_size": int(cfg.loader.batch_size),
+            "input": list(batch_shape[1:]),
+        },
+        "rows": results,
+        "bare_images_per_sec": bare,
+        "speedups": _speedups(results),
+        "repeats": int(b.repeats),
+        "machine": {
+            "cpus": available_cpus(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "platform": platform.platform(),
+        },
+        "data": {
+            "root": str(datamodule.root),
+            "images": len(datamodule.discovered.table),
+            "image_size": list(spec["image_size"]),
+        },
+    }
     report.print_table(result)
     log.info(f"Wrote {report.write_json(result, out_dir)} and {report.write_png(result, out_dir)}")
     return result
@@ -151,14 +209,19 @@ def bench(cfg: DictConfig) -> dict[str, Any]:
 def _speedups(rows: list[dict[str, Any]]) -> list[str]:
     """Our strong preset vs each baseline at the same worker count (the course's comparison)."""
     lines = []
-    ours = {(r["cache"], r["num_workers"]): r["images_per_sec"] for r in rows
-            if r["pipeline"] == "imgcls" and r["augment"] == "strong" and r["processes"] == 1}
+    ours = {
+        (r["cache"], r["num_workers"]): r["images_per_sec"]
+        for r in rows
+        if r["pipeline"] == "imgcls" and r["augment"] == "strong" and r["processes"] == 1
+    }
     for r in rows:
         if r["pipeline"] == "imgcls":
             continue
         for cache in (True, False):
             mine = ours.get((cache, r["num_workers"]))
             if mine:
-                lines.append(f"strong, cache {'on ' if cache else 'off'}, {r['num_workers']} workers: "
-                             f"{mine / r['images_per_sec']:.1f}x {r['pipeline']}")
+                lines.append(
+                    f"strong, cache {'on ' if cache else 'off'}, {r['num_workers']} workers: "
+                    f"{mine / r['images_per_sec']:.1f}x {r['pipeline']}"
+                )
     return lines

@@ -63,8 +63,9 @@ def _duplicates(info: pd.DataFrame) -> pd.DataFrame:
         return dup.assign(problem=[])
     problems = []
     for _, grp in dup.groupby("sha1"):
-        kind = [k for k, col in (("classes differ", "label_name"), ("crosses split", "split"))
-                if grp[col].nunique() > 1] or ["same class, same split"]
+        kind = [
+            k for k, col in (("classes differ", "label_name"), ("crosses split", "split")) if grp[col].nunique() > 1
+        ] or ["same class, same split"]
         problems += [", ".join(kind)] * len(grp)
     out = dup.sort_values("sha1").assign(problem=problems)
     return out[["sha1", "path", "label_name", "split", "problem"]]
@@ -100,8 +101,10 @@ def eda(cfg: DictConfig) -> dict[str, Any]:
 
     counts = table["label_name"].value_counts().reindex(names, fill_value=0)
     imbalance = float(counts.max() / max(counts.min(), 1))
-    save_figure(bar_chart(names, counts.tolist(), f"Images per class (imbalance ratio {imbalance:.1f})", "images"),
-                out / "class_counts.png")
+    save_figure(
+        bar_chart(names, counts.tolist(), f"Images per class (imbalance ratio {imbalance:.1f})", "images"),
+        out / "class_counts.png",
+    )
     good = info[info["width"].notna()]
     save_figure(_size_figure(good), out / "image_sizes.png")
 
@@ -109,22 +112,34 @@ def eda(cfg: DictConfig) -> dict[str, Any]:
     picks = good.groupby("label_name", sort=False).head(per_class)
     picks = picks.set_index("label_name").loc[[n for n in names if n in set(picks["label_name"])]].reset_index()
     thumbs = [cv2.resize(load_image(p, 3, min_size=(96, 96)), (96, 96)) for p in picks["path"]]
-    save_figure(image_grid(thumbs, picks["label_name"].tolist(), ncols=per_class, title="Samples per class"),
-                out / "samples_per_class.png")
+    save_figure(
+        image_grid(thumbs, picks["label_name"].tolist(), ncols=per_class, title="Samples per class"),
+        out / "samples_per_class.png",
+    )
 
     duplicates = _duplicates(info)
     atomic_write_text(out / "duplicates.csv", duplicates.to_csv(index=False))
-    groups = (table.groupby("split")["group"].nunique().to_dict() if "group" in table else {})
+    groups = table.groupby("split")["group"].nunique().to_dict() if "group" in table else {}
     straddling = int((table.groupby("group")["split"].nunique() > 1).sum()) if "group" in table else 0
 
-    summary = {"images": len(table), "classes": len(names), "class_counts": counts.to_dict(),
-               "imbalance_ratio": imbalance, "modes": dict(Counter(good["mode"])),
-               "formats": dict(Counter(good["format"])), "unreadable": bad["path"].tolist(),
-               "width": good["width"].describe().round(1).to_dict(), "height": good["height"].describe().round(1).to_dict(),
-               "mean": mean.round(4).tolist(), "std": std.round(4).tolist(),
-               "duplicate_files": int(len(duplicates)), "duplicate_conflicts": int((duplicates["problem"] != "same class, same split").sum()) if len(duplicates) else 0,
-               "groups_per_split": groups, "groups_straddling_split": straddling,
-               "split_counts": table["split"].value_counts().to_dict()}
+    summary = {
+        "images": len(table),
+        "classes": len(names),
+        "class_counts": counts.to_dict(),
+        "imbalance_ratio": imbalance,
+        "modes": dict(Counter(good["mode"])),
+        "formats": dict(Counter(good["format"])),
+        "unreadable": bad["path"].tolist(),
+        "width": good["width"].describe().round(1).to_dict(),
+        "height": good["height"].describe().round(1).to_dict(),
+        "mean": mean.round(4).tolist(),
+        "std": std.round(4).tolist(),
+        "duplicate_files": int(len(duplicates)),
+        "duplicate_conflicts": int((duplicates["problem"] != "same class, same split").sum()) if len(duplicates) else 0,
+        "groups_per_split": groups,
+        "groups_straddling_split": straddling,
+        "split_counts": table["split"].value_counts().to_dict(),
+    }
     write_json_atomic(out / "eda.json", summary)
     atomic_write_text(out / "report.md", _markdown(summary, cfg))
     log.info(f"EDA report: {out / 'report.md'}")
@@ -136,24 +151,53 @@ def _markdown(s: dict[str, Any], cfg: DictConfig) -> str:
     counts = "\n".join(f"| {k} | {v} |" for k, v in s["class_counts"].items())
     modes = ", ".join(f"{k}: {v}" for k, v in s["modes"].items())
     lines = [
-        f"# EDA: {cfg.data.root}", "",
-        f"{s['images']} images, {s['classes']} classes; split {s['split_counts']} (seed {cfg.data.split_seed}).", "",
-        "## Classes", "", f"Imbalance ratio (largest / smallest class): **{s['imbalance_ratio']:.2f}**", "",
-        "![class counts](class_counts.png)", "", "| class | images |", "|---|---:|", counts, "",
-        "## Image sizes and modes", "",
+        f"# EDA: {cfg.data.root}",
+        "",
+        f"{s['images']} images, {s['classes']} classes; split {s['split_counts']} (seed {cfg.data.split_seed}).",
+        "",
+        "## Classes",
+        "",
+        f"Imbalance ratio (largest / smallest class): **{s['imbalance_ratio']:.2f}**",
+        "",
+        "![class counts](class_counts.png)",
+        "",
+        "| class | images |",
+        "|---|---:|",
+        counts,
+        "",
+        "## Image sizes and modes",
+        "",
         f"Width: median {s['width'].get('50%')}, min {s['width'].get('min')}, max {s['width'].get('max')}; "
-        f"height: median {s['height'].get('50%')}, min {s['height'].get('min')}, max {s['height'].get('max')}.", "",
-        f"Colour modes: {modes}. Formats: {s['formats']}.", "", "![sizes](image_sizes.png)", "",
-        "## Samples", "", "![samples per class](samples_per_class.png)", "",
-        "## Normalisation", "", "Dataset statistics (0..1 units, after conversion to the configured channels):", "",
-        f"    data.mean={s['mean']} data.std={s['std']}", "",
-        "## Duplicates", "",
+        f"height: median {s['height'].get('50%')}, min {s['height'].get('min')}, max {s['height'].get('max')}.",
+        "",
+        f"Colour modes: {modes}. Formats: {s['formats']}.",
+        "",
+        "![sizes](image_sizes.png)",
+        "",
+        "## Samples",
+        "",
+        "![samples per class](samples_per_class.png)",
+        "",
+        "## Normalisation",
+        "",
+        "Dataset statistics (0..1 units, after conversion to the configured channels):",
+        "",
+        f"    data.mean={s['mean']} data.std={s['std']}",
+        "",
+        "## Duplicates",
+        "",
         f"{s['duplicate_files']} files have an identical copy; {s['duplicate_conflicts']} of them sit in another "
-        "class or on the other side of the split (label conflict or leakage). Details: duplicates.csv.", "",
+        "class or on the other side of the split (label conflict or leakage). Details: duplicates.csv.",
+        "",
     ]
     if s["groups_per_split"]:
-        lines += ["## Groups", "", f"Groups per split: {s['groups_per_split']}; groups on both sides of a split: "
-                  f"**{s['groups_straddling_split']}** (must be 0).", ""]
+        lines += [
+            "## Groups",
+            "",
+            f"Groups per split: {s['groups_per_split']}; groups on both sides of a split: "
+            f"**{s['groups_straddling_split']}** (must be 0).",
+            "",
+        ]
     if s["unreadable"]:
         lines += ["## Unreadable files", "", *[f"- {p}" for p in s["unreadable"]], ""]
     return "\n".join(lines)

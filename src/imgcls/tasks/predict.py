@@ -25,9 +25,9 @@ from imgcls.data.checks import find_bad_images
 from imgcls.data.dataset import ImageDataset
 from imgcls.data.image_io import BadImageError
 from imgcls.data.inputs import read_inputs
+from imgcls.data.loaders import make_loader, resolve_num_workers
 from imgcls.data.mask import Submission
 from imgcls.data.sources import DataConfigError
-from imgcls.data.loaders import make_loader, resolve_num_workers
 from imgcls.data.transforms import build_eval_transform
 from imgcls.models.checkpoint import load_classifier
 from imgcls.models.factory import ModelConfigError
@@ -39,7 +39,7 @@ log = get_logger(__name__)
 
 def predictions_table(paths: list[str], probs: np.ndarray, class_names: list[str], top_k: int = 1) -> pd.DataFrame:
     """`path,pred,pred_name,prob`, then `pred_2,pred_name_2,prob_2`... for top-k > 1."""
-    order = np.argsort(-probs, axis=1)[:, :max(1, top_k)]
+    order = np.argsort(-probs, axis=1)[:, : max(1, top_k)]
     out = pd.DataFrame({"path": paths})
     for rank in range(order.shape[1]):
         suffix = "" if rank == 0 else f"_{rank + 1}"
@@ -76,44 +76,63 @@ def _inputs(cfg: DictConfig, spec: dict[str, Any], ckpt: str) -> tuple[pd.DataFr
         if not hasattr(source, "submission"):
             raise DataConfigError(f"data={cfg.data.source._target_} has no submission template: use input= instead")
         if list(source.class_names) != list(spec["class_names"]):
-            raise DataConfigError(f"ckpt_path='{ckpt}' was trained on {_classes(spec['class_names'])}, but "
-                                  f"data.root='{cfg.data.get('root')}' has {_classes(source.class_names)}: predict "
-                                  "this data with a checkpoint trained on it, or pass input= instead of data=")
+            raise DataConfigError(
+                f"ckpt_path='{ckpt}' was trained on {_classes(spec['class_names'])}, but "
+                f"data.root='{cfg.data.get('root')}' has {_classes(source.class_names)}: predict "
+                "this data with a checkpoint trained on it, or pass input= instead of data="
+            )
         submission = source.submission()
         return submission.table, submission
     if cfg.get("input") is None:
-        raise DataConfigError("nothing to predict: pass input=<image|folder|csv> or data=<competition data> data.root=...")
+        raise DataConfigError(
+            "nothing to predict: pass input=<image|folder|csv> or data=<competition data> data.root=..."
+        )
     crop = spec.get("crop") or {}
-    return read_inputs(cfg.input, spec["class_names"], split=cfg.get("split"), path_column=cfg.path_column,
-                       bbox_columns=list(crop.get("columns") or []) if crop.get("mode") == "bbox" else None), None
+    return read_inputs(
+        cfg.input,
+        spec["class_names"],
+        split=cfg.get("split"),
+        path_column=cfg.path_column,
+        bbox_columns=list(crop.get("columns") or []) if crop.get("mode") == "bbox" else None,
+    ), None
 
 
 def _readable(table: pd.DataFrame, spec: dict[str, Any], cfg: DictConfig, output_dir: Path) -> pd.DataFrame:
     """The inputs without unreadable images (`on_bad_image=skip`, listed in <run dir>/bad_images.csv), or the
     error naming the first one. Checked before predicting (a reduced-size decode), not found half-way."""
-    bad = find_bad_images(table.drop(columns="row", errors="ignore"), spec["channels"], spec.get("crop") or {}, None,
-                          resolve_num_workers(cfg.loader.get("num_workers")))
+    bad = find_bad_images(
+        table.drop(columns="row", errors="ignore"),
+        spec["channels"],
+        spec.get("crop") or {},
+        None,
+        resolve_num_workers(cfg.loader.get("num_workers")),
+    )
     if bad.empty:
         return table
     listed = atomic_write_text(output_dir / "bad_images.csv", bad[["path", "reason"]].to_csv(index=False))
     if cfg.on_bad_image == "error" or len(bad) == len(table):
         fix = "check input=" if len(bad) == len(table) else "fix or remove them, or pass on_bad_image=skip"
-        raise BadImageError(bad["path"].iloc[0], f"{bad['reason'].iloc[0]}. {len(bad)} of {len(table)} input "
-                                                 f"images are unreadable (all listed in {listed}): {fix}")
+        raise BadImageError(
+            bad["path"].iloc[0],
+            f"{bad['reason'].iloc[0]}. {len(bad)} of {len(table)} input "
+            f"images are unreadable (all listed in {listed}): {fix}",
+        )
     log.warning(f"Skipped {len(bad)} unreadable input images (listed in {listed}); they get no prediction")
     return table.drop(index=table.index[bad["row"].to_numpy()])
 
 
-def _probabilities(model: Any, table: pd.DataFrame, cfg: DictConfig, trainer: L.Trainer,
-                   writer: RankPredictionWriter) -> np.ndarray | None:
+def _probabilities(
+    model: Any, table: pd.DataFrame, cfg: DictConfig, trainer: L.Trainer, writer: RankPredictionWriter
+) -> np.ndarray | None:
     """One model's class probabilities for every row, in input order, with its own pre-processing.
 
     Every rank predicts its share and writes it (see RankPredictionWriter); rank 0 gathers. Other ranks of a
     re-launched (`ddp`) run get None.
     """
     spec = model.hparams.data_spec
-    dataset = ImageDataset(table, build_eval_transform(spec["image_size"]), spec["channels"], spec["crop"],
-                           decode_size=spec["image_size"])
+    dataset = ImageDataset(
+        table, build_eval_transform(spec["image_size"]), spec["channels"], spec["crop"], decode_size=spec["image_size"]
+    )
     loader = make_loader(dataset, cfg.loader, train=False, pin_memory=torch.cuda.is_available())
     trainer.predict(model, dataloaders=loader, return_predictions=False)
     trainer.strategy.barrier()  # every rank's file is written (a no-op in ddp_spawn's main process)
@@ -129,17 +148,23 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     spec = models[0].hparams.data_spec
     for path, model in zip(ckpts, models):
         if model.hparams.data_spec["class_names"] != spec["class_names"]:
-            raise ModelConfigError(f"ckpt_path='{path}' has {_classes(model.hparams.data_spec['class_names'])}, "
-                                   f"'{ckpts[0]}' {_classes(spec['class_names'])}: an ensemble must share its "
-                                   "classes; list only checkpoints trained on the same data")
+            raise ModelConfigError(
+                f"ckpt_path='{path}' has {_classes(model.hparams.data_spec['class_names'])}, "
+                f"'{ckpts[0]}' {_classes(spec['class_names'])}: an ensemble must share its "
+                "classes; list only checkpoints trained on the same data"
+            )
         model.tta = list(cfg.tta or [])
-    log.info(f"Model {models[0].hparams.name}: {len(spec['class_names'])} classes, input {spec['image_size']}"
-             + (f", TTA {list(cfg.tta)}" if cfg.tta else ""))
+    log.info(
+        f"Model {models[0].hparams.name}: {len(spec['class_names'])} classes, input {spec['image_size']}"
+        + (f", TTA {list(cfg.tta)}" if cfg.tta else "")
+    )
 
     table, submission = _inputs(cfg, spec, ckpts[0])
     table = _readable(table.reset_index(drop=True), spec, cfg, output_dir)  # index = position in the inputs
-    log.info(f"Predicting {len(table)} images" + (f" from {cfg.input}" if submission is None else
-                                                  f" for the submission template {submission.source}"))
+    log.info(
+        f"Predicting {len(table)} images"
+        + (f" from {cfg.input}" if submission is None else f" for the submission template {submission.source}")
+    )
     log.info(f"Instantiating trainer <{cfg.trainer._target_}>")
     writer = RankPredictionWriter(output_dir / ".predict_parts")
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[RichProgressBar(), writer])
@@ -160,8 +185,10 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         answers = pd.Series(result["pred"].to_numpy(), index=table.index).reindex(range(len(submission.template)))
         if answers.isna().any():  # a submission needs every row: skipped images get the most frequent answer
             fallback = int(result["pred"].mode().iloc[0])
-            log.warning(f"{int(answers.isna().sum())} submission rows had unreadable images: answered {fallback} "
-                        "(the most frequent prediction); see bad_images.csv")
+            log.warning(
+                f"{int(answers.isna().sum())} submission rows had unreadable images: answered {fallback} "
+                "(the most frequent prediction); see bad_images.csv"
+            )
             answers = answers.fillna(fallback)
         filled = submission.template.assign(**{submission.column: answers.astype(int).to_numpy()})
         atomic_write_text(output, filled.to_csv(index=False))
@@ -169,8 +196,12 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         atomic_write_text(output, result.to_csv(index=False))
     log.info(f"Wrote {len(result)} predictions to {output}")
 
-    metrics: dict[str, Any] = {"n": len(result), "output": str(output), "checkpoints": ckpts,
-                               "tta": list(cfg.tta or [])}
+    metrics: dict[str, Any] = {
+        "n": len(result),
+        "output": str(output),
+        "checkpoints": ckpts,
+        "tta": list(cfg.tta or []),
+    }
     if "label" in table:
         metrics["acc"] = float((result["pred"].to_numpy() == table["label"].to_numpy()).mean())
         log.info(f"Accuracy against the input's labels: {metrics['acc']:.4f}")

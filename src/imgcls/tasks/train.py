@@ -29,8 +29,11 @@ log = get_logger(__name__)
 
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
-    return {k: float(v) for k, v in sorted(metrics.items())
-            if getattr(v, "numel", lambda: 1)() == 1 and not k.startswith(fit_progress.PREFIX)}
+    return {
+        k: float(v)
+        for k, v in sorted(metrics.items())
+        if getattr(v, "numel", lambda: 1)() == 1 and not k.startswith(fit_progress.PREFIX)
+    }
 
 
 @task_wrapper
@@ -40,8 +43,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     print_config_tree(cfg, save_to=output_dir / "config_tree.log", show=bool(cfg.get("print_config")))
 
     env = write_env_report(output_dir)
-    log.info(f"Environment: torch {env['torch']}, CUDA available: {env['cuda_available']}, GPUs: {env['gpus'] or 'none'}"
-             f" (details in env.txt)")
+    log.info(
+        f"Environment: torch {env['torch']}, CUDA available: {env['cuda_available']}, GPUs: {env['gpus'] or 'none'}"
+        f" (details in env.txt)"
+    )
 
     log.info(f"Seeding everything with seed={cfg.seed}")
     L.seed_everything(cfg.seed, workers=True)
@@ -62,8 +67,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     log.info(f"Instantiating trainer <{cfg.trainer._target_}>")
     # Checkpoints written to a temp name and renamed: a kill mid-save never leaves a truncated last.ckpt.
-    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
-                                                 plugins=[AtomicCheckpointIO()])
+    trainer: L.Trainer = hydra.utils.instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
+    )
     for lg in loggers:
         lg.log_hyperparams({**OmegaConf.to_container(cfg, resolve=True), "env": env})
 
@@ -79,8 +85,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         trainer.test(model=model, datamodule=datamodule, ckpt_path=best_path or None)
         tested = {k: v for k, v in _scalars(trainer.callback_metrics).items() if k.startswith("test/")}
 
-    metrics = {"final": final, "best": {k: v for k, v in final.items() if k.endswith("_best")},
-               "test": tested, "best_checkpoint": best_path or None, **progress}
+    metrics = {
+        "final": final,
+        "best": {k: v for k, v in final.items() if k.endswith("_best")},
+        "test": tested,
+        "best_checkpoint": best_path or None,
+        **progress,
+    }
     if trainer.is_global_zero:
         write_json_atomic(output_dir / "metrics.json", metrics)
     _report(output_dir, best_path, loggers)
@@ -103,12 +114,18 @@ def _continue_logs(cfg: DictConfig, output_dir: Path) -> None:
 
 def _report(output_dir: Path, best_path: str, loggers: list) -> None:
     log.info("Done. Outputs:")
-    for name, path in (("run dir", output_dir), ("metrics", output_dir / "metrics.json"),
-                       ("metrics log", output_dir / "metrics.csv"), ("split", output_dir / "split.csv"),
-                       ("skipped images", output_dir / "bad_images.csv"),
-                       ("best checkpoint", best_path), ("confusion matrix", output_dir / "confusion_matrix.png"),
-                       ("per-class scores", output_dir / "per_class.csv"), ("environment", output_dir / "env.txt"),
-                       ("config", output_dir / ".hydra" / "config.yaml")):
+    for name, path in (
+        ("run dir", output_dir),
+        ("metrics", output_dir / "metrics.json"),
+        ("metrics log", output_dir / "metrics.csv"),
+        ("split", output_dir / "split.csv"),
+        ("skipped images", output_dir / "bad_images.csv"),
+        ("best checkpoint", best_path),
+        ("confusion matrix", output_dir / "confusion_matrix.png"),
+        ("per-class scores", output_dir / "per_class.csv"),
+        ("environment", output_dir / "env.txt"),
+        ("config", output_dir / ".hydra" / "config.yaml"),
+    ):
         if path and Path(path).exists():
             log.info(f"  {name:16s} {path}")
     for lg in loggers:

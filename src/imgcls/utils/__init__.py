@@ -5,5 +5,12 @@ from imgcls.utils.logging import get_logger
 from imgcls.utils.resolvers import register_resolvers
 from imgcls.utils.sweep_summary import SweepSummary, write_summary
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "get_logger", "register_resolvers", "SweepSummary",
-           "write_json_atomic", "write_summary"]
+__all__ = [
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "get_logger",
+    "register_resolvers",
+    "SweepSummary",
+    "write_json_atomic",
+    "write_summary",
+]

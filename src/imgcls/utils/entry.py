@@ -16,8 +16,9 @@ from imgcls.utils.resolvers import register_resolvers
 from imgcls.utils.resume import resolve_resume
 
 
-def hydra_entry(config_name: str, task: str, result: Callable[[DictConfig, Any], Any] | None = None,
-                resumable: bool = False) -> Callable[[], Any]:
+def hydra_entry(
+    config_name: str, task: str, result: Callable[[DictConfig, Any], Any] | None = None, resumable: bool = False
+) -> Callable[[], Any]:
     """`main()` for `configs/<config_name>.yaml` running `task` ("module:function", imported lazily so
     `--help` and `--cfg` answer without importing torch); `result` maps the task's return value to what
     Hydra returns (e.g. the metric a sweeper optimises). `resumable`: `ckpt_path=last|<run dir>` is turned

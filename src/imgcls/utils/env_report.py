@@ -11,8 +11,23 @@ from typing import Any
 
 from imgcls.utils.io import atomic_write_text
 
-PACKAGES = ("imgcls", "torch", "torchvision", "lightning", "torchmetrics", "timm", "albumentations", "albucore",
-            "opencv-python-headless", "numpy", "pillow", "hydra-core", "omegaconf", "scikit-learn", "wandb")
+PACKAGES = (
+    "imgcls",
+    "torch",
+    "torchvision",
+    "lightning",
+    "torchmetrics",
+    "timm",
+    "albumentations",
+    "albucore",
+    "opencv-python-headless",
+    "numpy",
+    "pillow",
+    "hydra-core",
+    "omegaconf",
+    "scikit-learn",
+    "wandb",
+)
 
 
 def collect_env() -> dict[str, Any]:
@@ -46,8 +61,10 @@ def collect_env() -> dict[str, Any]:
 def format_env(env: dict[str, Any]) -> str:
     lines = [f"{k}: {v}" for k, v in env.items() if k != "packages"]
     if not env["cuda_available"]:
-        lines.append("note: no CUDA device visible; training runs on the CPU (check the driver, "
-                     "CUDA_VISIBLE_DEVICES and that torch is a CUDA build)")
+        lines.append(
+            "note: no CUDA device visible; training runs on the CPU (check the driver, "
+            "CUDA_VISIBLE_DEVICES and that torch is a CUDA build)"
+        )
     lines.append("packages:")
     lines += [f"  {name}=={version}" for name, version in env["packages"].items()]
     return "\n".join(lines) + "\n"

@@ -20,7 +20,7 @@ def instantiate_group(cfg: DictConfig | None, kind: str) -> list[Any]:
         return objects
     if not isinstance(cfg, DictConfig):
         raise TypeError(f"the {kind} config must be a mapping of name -> {{_target_: ...}}, got {type(cfg).__name__}")
-    for name, conf in cfg.items():
+    for conf in cfg.values():
         if isinstance(conf, DictConfig) and "_target_" in conf:
             log.info(f"Instantiating {kind} <{conf._target_}>")
             objects.append(hydra.utils.instantiate(conf))

@@ -22,8 +22,13 @@ def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 110) -> Path:
     return atomic_write_bytes(path, buf.getvalue())
 
 
-def image_grid(images: Sequence[np.ndarray], titles: Sequence[str], ncols: int = 8,
-               title: str | None = None, colors: Sequence[str] | None = None) -> plt.Figure:
+def image_grid(
+    images: Sequence[np.ndarray],
+    titles: Sequence[str],
+    ncols: int = 8,
+    title: str | None = None,
+    colors: Sequence[str] | None = None,
+) -> plt.Figure:
     """uint8 HxWxC (C = 1 or 3) images in a grid with a caption each."""
     n = max(1, len(images))
     ncols = min(ncols, n)
@@ -33,8 +38,9 @@ def image_grid(images: Sequence[np.ndarray], titles: Sequence[str], ncols: int =
         ax.axis("off")
     for i, (img, caption) in enumerate(zip(images, titles)):
         ax = axes.flat[i]
-        ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None,
-                  vmin=0, vmax=255)
+        ax.imshow(
+            img[..., 0] if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None, vmin=0, vmax=255
+        )
         ax.set_title(caption, fontsize=7, color=(colors[i] if colors else "black"))
     if title:
         fig.suptitle(title, fontsize=10)
@@ -58,8 +64,15 @@ def confusion_figure(matrix: np.ndarray, class_names: Sequence[str], title: str)
         for i in range(k):
             for j in range(k):
                 if counts[i, j]:
-                    ax.text(j, i, f"{norm[i, j]:.2f}\n({counts[i, j]})", ha="center", va="center", fontsize=6,
-                            color="white" if norm[i, j] > 0.5 else "black")
+                    ax.text(
+                        j,
+                        i,
+                        f"{norm[i, j]:.2f}\n({counts[i, j]})",
+                        ha="center",
+                        va="center",
+                        fontsize=6,
+                        color="white" if norm[i, j] > 0.5 else "black",
+                    )
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     ax.set_title(title)
     fig.tight_layout()
@@ -69,8 +82,13 @@ def confusion_figure(matrix: np.ndarray, class_names: Sequence[str], title: str)
 def bar_chart(labels: Sequence[str], values: Sequence[float], title: str, ylabel: str) -> plt.Figure:
     fig, ax = plt.subplots(figsize=(max(5.0, 0.4 * len(labels) + 2), 3.5))
     ax.bar(range(len(labels)), values, color="C0")
-    ax.set_xticks(range(len(labels)), labels=labels, rotation=60 if len(labels) > 8 else 0, ha="right"
-                  if len(labels) > 8 else "center", fontsize=8)
+    ax.set_xticks(
+        range(len(labels)),
+        labels=labels,
+        rotation=60 if len(labels) > 8 else 0,
+        ha="right" if len(labels) > 8 else "center",
+        fontsize=8,
+    )
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     fig.tight_layout()

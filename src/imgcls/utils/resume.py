@@ -58,8 +58,11 @@ def _runs_root(config_dir: str, config_name: str, overrides: list[str]) -> Path:
 def find_run(runs_root: Path, overrides: list[str]) -> Path | None:
     """The most recently started (or resumed) run dir with the same overrides, or None."""
     wanted = _comparable(overrides)
-    runs = sorted((p for p in runs_root.glob("*") if (p / ".hydra" / "overrides.yaml").is_file()),
-                  key=lambda p: (p / ".hydra" / "overrides.yaml").stat().st_mtime_ns, reverse=True)
+    runs = sorted(
+        (p for p in runs_root.glob("*") if (p / ".hydra" / "overrides.yaml").is_file()),
+        key=lambda p: (p / ".hydra" / "overrides.yaml").stat().st_mtime_ns,
+        reverse=True,
+    )
     return next((run for run in runs if _comparable(_run_overrides(run)) == wanted), None)
 
 
@@ -73,9 +76,11 @@ def resolve_resume(argv: list[str], config_dir: str, config_name: str) -> list[s
     if value != LAST and not (Path(value) / ".hydra").is_dir():
         return argv  # a checkpoint file (or null): Lightning's own meaning
     if any(a in ("-m", "--multirun") for a in argv):
-        raise ResumeError(f"ckpt_path={value} resumes one run; for a sweep job, run it alone with that job's overrides "
-                          "(see <sweep dir>/summary.csv) and ckpt_path=<its run dir>")
-    rest = argv[:position] + argv[position + 1:]
+        raise ResumeError(
+            f"ckpt_path={value} resumes one run; for a sweep job, run it alone with that job's overrides "
+            "(see <sweep dir>/summary.csv) and ckpt_path=<its run dir>"
+        )
+    rest = argv[:position] + argv[position + 1 :]
     is_override = [("=" in a and not a.startswith("-")) for a in rest]
     overrides = [a for a, o in zip(rest, is_override) if o]
     if value == LAST:
@@ -86,8 +91,10 @@ def resolve_resume(argv: list[str], config_dir: str, config_name: str) -> list[s
         run = find_run(root, overrides)
         if run is None:
             shown = " ".join(overrides) or "(no overrides)"
-            raise ResumeError(f"ckpt_path=last: no earlier run under {root} has these overrides: {shown}. "
-                              "Pass the run folder instead: ckpt_path=<run dir> (its overrides are reused)")
+            raise ResumeError(
+                f"ckpt_path=last: no earlier run under {root} has these overrides: {shown}. "
+                "Pass the run folder instead: ckpt_path=<run dir> (its overrides are reused)"
+            )
         base = []
     else:
         run = Path(value).resolve()
@@ -98,8 +105,10 @@ def resolve_resume(argv: list[str], config_dir: str, config_name: str) -> list[s
         note = f"Resuming {run} from {CHECKPOINT}"
         resolved = f"ckpt_path={_quoted(checkpoint)}"
     else:
-        note = (f"{run} has no {CHECKPOINT} (killed in its first epoch, or callbacks.last_checkpoint was off): "
-                "training it again from the start")
+        note = (
+            f"{run} has no {CHECKPOINT} (killed in its first epoch, or callbacks.last_checkpoint was off): "
+            "training it again from the start"
+        )
         resolved = "ckpt_path=null"
     print(note, file=sys.stderr)
     # Hydra reads the overrides as one run of positional arguments: keep them together, after any flags.

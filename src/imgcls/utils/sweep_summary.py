@@ -30,19 +30,35 @@ from imgcls.utils.logging import get_logger
 
 log = get_logger(__name__)
 
-COLUMNS = ("job", "status", "monitor", "mode", "best", "optimized_metric", "epochs", "wall_time_s", "run_dir",
-           "overrides", "error")
+COLUMNS = (
+    "job",
+    "status",
+    "monitor",
+    "mode",
+    "best",
+    "optimized_metric",
+    "epochs",
+    "wall_time_s",
+    "run_dir",
+    "overrides",
+    "error",
+)
 _INTS, _FLOATS = ("job", "epochs"), ("best", "optimized_metric", "wall_time_s")
 
 
 def sort_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """Completed jobs by their best monitored value (per the row's mode, best first), then jobs without one,
     then failed jobs; ties by job number."""
+
     def key(row: dict[str, Any]) -> tuple:
         best = _number(row.get("best"))
         sign = 1.0 if row.get("mode") == "min" else -1.0
-        return (row.get("status") != "completed", best is None, 0.0 if best is None else sign * best,
-                _number(row.get("job")) or 0)
+        return (
+            row.get("status") != "completed",
+            best is None,
+            0.0 if best is None else sign * best,
+            _number(row.get("job")) or 0,
+        )
 
     return sorted(rows, key=key)
 
@@ -90,25 +106,34 @@ def print_summary(path: str | Path) -> None:
         return
     sets = [shlex.split(r["overrides"] or "") for r in rows]
     common = set.intersection(*map(set, sets)) if len(rows) > 1 else set()
-    monitor = next((f"best {r['monitor']}" + (f" ({r['mode']})" if r["mode"] else "") for r in rows if r["monitor"]),
-                   "best")
+    monitor = next(
+        (f"best {r['monitor']}" + (f" ({r['mode']})" if r["mode"] else "") for r in rows if r["monitor"]), "best"
+    )
     failed = sum(r["status"] != "completed" for r in rows)
     table = rich.table.Table(title=f"Sweep summary: {path}", title_justify="left")
     for name in ("#", "status", "overrides", monitor, "epochs", "time", "run dir") + (("error",) if failed else ()):
         table.add_column(name, justify="right" if name in ("#", monitor, "epochs", "time") else "left")
     for row, overrides in zip(rows, sets):
         ok = row["status"] == "completed"
-        cells = [str(row["job"]), row["status"], " ".join(o for o in overrides if o not in common),
-                 "" if row["best"] is None else f"{row['best']:.4f}", _blank(row["epochs"]),
-                 "" if row["wall_time_s"] is None else f"{row['wall_time_s']:.1f}s", _relative(row["run_dir"], path)]
+        cells = [
+            str(row["job"]),
+            row["status"],
+            " ".join(o for o in overrides if o not in common),
+            "" if row["best"] is None else f"{row['best']:.4f}",
+            _blank(row["epochs"]),
+            "" if row["wall_time_s"] is None else f"{row['wall_time_s']:.1f}s",
+            _relative(row["run_dir"], path),
+        ]
         table.add_row(*cells, *((row["error"] or "",) if failed else ()), style=None if ok else "red")
     console = rich.console.Console()
     if not console.is_terminal:  # a log file or CI: no terminal width to respect, keep rows on one line
         console = rich.console.Console(width=160)
     console.print(table)
     if failed:
-        console.print(f"[red]{failed} of {len(rows)} jobs failed[/red] (the traceback is in each job's log); "
-                      f"the sweep exits with a non-zero status.")
+        console.print(
+            f"[red]{failed} of {len(rows)} jobs failed[/red] (the traceback is in each job's log); "
+            f"the sweep exits with a non-zero status."
+        )
 
 
 class SweepSummary(Callback):
@@ -118,8 +143,12 @@ class SweepSummary(Callback):
     Single runs are left alone.
     """
 
-    def __init__(self, filename: str = "summary.csv", monitor_key: str = "callbacks.model_checkpoint.monitor",
-                 mode_key: str = "callbacks.model_checkpoint.mode") -> None:
+    def __init__(
+        self,
+        filename: str = "summary.csv",
+        monitor_key: str = "callbacks.model_checkpoint.monitor",
+        mode_key: str = "callbacks.model_checkpoint.mode",
+    ) -> None:
         self.filename, self.monitor_key, self.mode_key = filename, monitor_key, mode_key
         self._path: Path | None = None
         self._started = 0.0
@@ -151,14 +180,19 @@ class SweepSummary(Callback):
         # `return_value` re-raises a failed job's exception (and prints it again): read the stored value.
         value = job_return._return_value
         metrics = _read_json(run_dir / "metrics.json") if ok else {}
-        return {"job": int(config.hydra.job.num), "status": job_return.status.name.lower(),
-                "monitor": OmegaConf.select(config, self.monitor_key, default=None),
-                "mode": OmegaConf.select(config, self.mode_key, default=None),
-                "best": metrics.get("best_score"), "epochs": metrics.get("epochs"),
-                "optimized_metric": _number(value) if ok else None,
-                "wall_time_s": round(time.perf_counter() - self._started, 2), "run_dir": str(run_dir),
-                "overrides": shlex.join(OmegaConf.to_container(config.hydra.overrides.task)),
-                "error": None if ok else _first_line(value)}
+        return {
+            "job": int(config.hydra.job.num),
+            "status": job_return.status.name.lower(),
+            "monitor": OmegaConf.select(config, self.monitor_key, default=None),
+            "mode": OmegaConf.select(config, self.mode_key, default=None),
+            "best": metrics.get("best_score"),
+            "epochs": metrics.get("epochs"),
+            "optimized_metric": _number(value) if ok else None,
+            "wall_time_s": round(time.perf_counter() - self._started, 2),
+            "run_dir": str(run_dir),
+            "overrides": shlex.join(OmegaConf.to_container(config.hydra.overrides.task)),
+            "error": None if ok else _first_line(value),
+        }
 
     def _summary_path(self, config: DictConfig) -> Path:
         return Path(str(config.hydra.sweep.dir)).absolute() / self.filename
