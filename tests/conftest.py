@@ -40,7 +40,7 @@ def mnist_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def mask_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A generated mask-competition folder: 40 train people (280 photos) + 8 eval people, 96x128 pixels."""
-    from imgcls.data.synth_mask import make_mask_dataset
+    from imgcls.extras.competition.synth_mask import make_mask_dataset
 
     return make_mask_dataset(
         tmp_path_factory.mktemp("mask") / "competition", people=40, eval_people=8, width=96, height=128, seed=0

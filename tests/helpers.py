@@ -96,7 +96,7 @@ def compose(config_name: str, overrides: list[str] | tuple[str, ...] = ()) -> Di
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from imgcls.utils import register_resolvers
+    from imgcls.utils.resolvers import register_resolvers
 
     register_resolvers()
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):

@@ -15,8 +15,8 @@ import pytest
 from helpers import FAST, draw_shape, run_cli
 from PIL import Image
 
-from imgcls.data import BadImageError, FolderSource, ImageDataModule, load_image
-from imgcls.data.image_io import DEFAULT_MAX_IMAGE_PIXELS, set_max_image_pixels
+from imgcls.data import BadImageError, FolderSource, ImageDataModule, ImageDataset, load_image
+from imgcls.feeding.image_io import DEFAULT_MAX_IMAGE_PIXELS, set_max_image_pixels
 
 CLASSES = ("bar", "circle", "square")
 
@@ -201,8 +201,8 @@ def test_check_is_remembered_and_shared_by_every_rank(tree, tmp_path, monkeypatc
     def no_decoding(*args, **kwargs):
         raise AssertionError("the check ran again")
 
-    monkeypatch.setattr("imgcls.data.checks.decode_all", no_decoding)
-    monkeypatch.setattr("imgcls.data.cache.decode_all", no_decoding)
+    monkeypatch.setattr("imgcls.feeding.checks.decode_all", no_decoding)
+    monkeypatch.setattr("imgcls.feeding.cache.decode_all", no_decoding)
     other = _dm(root, tmp_path, cache=cache, output_dir=None)  # setup only, as on ranks > 0
     other.setup("fit")
     first.setup("fit")
@@ -211,12 +211,12 @@ def test_check_is_remembered_and_shared_by_every_rank(tree, tmp_path, monkeypatc
 
 
 def test_with_the_cache_on_its_build_is_the_only_decoding_pass(tree, tmp_path, monkeypatch):
-    import imgcls.data.cache as cache
+    import imgcls.feeding.cache as cache
 
     passes = []
     real = cache.decode_all
     monkeypatch.setattr(cache, "decode_all", lambda *a, **k: passes.append(a) or real(*a, **k))
-    monkeypatch.setattr("imgcls.data.checks.decode_all", lambda *a, **k: pytest.fail("a second decoding pass"))
+    monkeypatch.setattr("imgcls.feeding.checks.decode_all", lambda *a, **k: pytest.fail("a second decoding pass"))
     dm = _dm(tree["good"][0].parents[1], tmp_path, cache=True)
     dm.prepare_data()
     assert len(passes) == 1 and len(dm.bad_images()) == len(tree["bad"])
@@ -260,11 +260,13 @@ def test_symlink_loop_is_listed_when_a_source_lists_it(tree, tmp_path):
 
 
 def test_parallel_check_agrees_with_the_serial_one(tree):
-    from imgcls.data.checks import find_bad_images
+    from imgcls.data.bad_images import find_unreadable
+    from imgcls.feeding.checks import find_bad_images
 
     table = FolderSource(str(tree["good"][0].parents[1])).discover().table
-    serial = find_bad_images(table, 3, {}, None, num_workers=0)
-    assert find_bad_images(table, 3, {}, None, num_workers=2, batch_size=4).equals(serial)
+    serial = find_unreadable(table, 3, {}, None, num_workers=0)
+    probe = ImageDataset(table, None, 3, {}, decode_size=(1, 1))
+    assert find_bad_images(probe, None, num_workers=2, batch_size=4).equals(serial)
     assert serial["path"].tolist() == [str(p) for p in tree["bad"]]
 
 
@@ -273,7 +275,8 @@ def test_every_source_goes_through_the_check(kind, mask_root, tmp_path):
     """The check lives in the DataModule, after discovery: a manifest and the competition layout get it too."""
     from helpers import make_manifest
 
-    from imgcls.data import CsvSource, MaskSource
+    from imgcls.data import CsvSource
+    from imgcls.extras.competition import MaskSource
 
     if kind == "csv":
         root = tmp_path / "data"

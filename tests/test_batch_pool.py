@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
-from imgcls.data import batch_pool
-from imgcls.data.loaders import make_loader
+from imgcls.feeding import batch_pool
+from imgcls.feeding.loaders import make_loader
 
 pytestmark = pytest.mark.skipif(not batch_pool.available(), reason="this torch has no storage use count")
 
@@ -31,7 +31,6 @@ def _loader(workers: int = 2, persistent: bool = True, slots: int = 4, n: int = 
         Stamped(n),
         {"batch_size": 4, "num_workers": workers, "persistent_workers": persistent, "reuse_buffers": slots},
         train=False,
-        pin_memory=False,
     )
 
 
@@ -98,9 +97,7 @@ def test_pool_off_with_reuse_buffers_zero_or_short_lived_workers(settings):
 
 def _iterate_in_child(collate, queue) -> None:
     """A spawned process (like a ddp_spawn rank) iterating a loader whose collate was built in the parent."""
-    loader = make_loader(
-        Stamped(40), {"batch_size": 4, "num_workers": 2, "persistent_workers": True}, train=False, pin_memory=False
-    )
+    loader = make_loader(Stamped(40), {"batch_size": 4, "num_workers": 2, "persistent_workers": True}, train=False)
     loader.collate_fn = collate  # the parent's collate object, pickled into this process
     ok = all(_intact(b) for b in loader) and all(_intact(b) for b in loader)
     queue.put((ok, collate.pool is not None and collate.pool.owner == __import__("os").getpid()))

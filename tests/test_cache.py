@@ -57,7 +57,7 @@ KILLED_BUILD = """
 import sys, time, pandas as pd
 from pathlib import Path
 import imgcls
-from imgcls.data.cache import build_cache
+from imgcls.feeding.cache import build_cache
 from imgcls.data.dataset import ImageDataset
 from imgcls.data.transforms import build_eval_transform
 
@@ -85,9 +85,9 @@ def test_killed_build_leaves_no_cache_and_next_build_works(image_tree, tmp_path)
 
     import pandas as pd
 
-    from imgcls.data.cache import build_cache
     from imgcls.data.dataset import ImageDataset
     from imgcls.data.transforms import build_eval_transform
+    from imgcls.feeding.cache import build_cache
 
     table = pd.DataFrame({"path": sorted(str(p) for p in image_tree.rglob("[!.]*.png"))})
     build_cache(ImageDataset(table, build_eval_transform(16)), target)
@@ -100,7 +100,7 @@ def test_cache_reader_matches_the_array_and_refuses_a_truncated_file(image_tree,
 
     import pytest
 
-    from imgcls.data.cache import CacheReader
+    from imgcls.feeding.cache import CacheReader
 
     path = _dm(image_tree, tmp_path).cache_file()
     reader = CacheReader(path)

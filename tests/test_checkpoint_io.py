@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from imgcls.utils.checkpoint_io import AtomicCheckpointIO
+from imgcls.resume.checkpoint_io import AtomicCheckpointIO
 
 
 def test_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):

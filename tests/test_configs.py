@@ -64,7 +64,7 @@ def test_callback_options_instantiate(option, tmp_path):
     from imgcls.utils.instantiators import instantiate_group
 
     cfg = compose("train", [f"callbacks={option}", f"paths.output_dir={tmp_path}"])
-    names = {type(c).__name__ for c in instantiate_group(cfg.callbacks, "callback")}
+    names = {type(c).__name__ for c in instantiate_group(cfg.callbacks, "callback").values()}
     if option != "none":
         assert {"ModelCheckpoint", "LearningRateMonitor", "RichProgressBar"} <= names
     assert ("EarlyStopping" in names) == (option == "early_stopping")
@@ -75,7 +75,7 @@ def test_logger_options_instantiate(option, tmp_path):
     from imgcls.utils.instantiators import instantiate_group
 
     cfg = compose("train", [f"logger={option}", f"paths.output_dir={tmp_path}"])
-    names = {type(lg).__name__ for lg in instantiate_group(cfg.logger, "logger")}
+    names = {type(lg).__name__ for lg in instantiate_group(cfg.logger, "logger").values()}
     assert ("CSVLogger" in names) == (option != "none")
     if option in ("wandb", "many"):
         assert "WandbLogger" in names and cfg.logger.wandb.offline is True  # no credentials here

@@ -71,7 +71,7 @@ def test_same_seed_same_metrics_weights_and_split(train):
 
 @pytest.mark.slow
 def test_same_seed_with_two_workers(train):
-    """Each worker reseeds its augmentation from torch.initial_seed() (data/dataset.py::seed_worker)."""
+    """Each worker reseeds its augmentation from torch.initial_seed() (feeding/workers.py::seed_worker)."""
     train("seed7", "cache_a", "seed=7")  # builds cache_a first
     assert_same_run(
         train("workers", "cache_a", "seed=8", "loader.num_workers=2"),

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imgcls.data.image_io import BadImageError, crop_box, is_image_file, load_image
+from imgcls.feeding.image_io import BadImageError, crop_box, is_image_file, load_image
 
 
 @pytest.mark.parametrize("mode", ["L", "LA", "RGB", "RGBA", "P", "CMYK", "I;16", "I", "1"])

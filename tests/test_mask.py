@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
 
-from imgcls.data import DataConfigError, ImageDataModule, MaskSource
-from imgcls.data.samplers import EpochSampler, balanced_weights
+from imgcls.data import DataConfigError, ImageDataModule
+from imgcls.extras.competition import MaskSource
+from imgcls.resume.sampler import EpochSampler, balanced_weights
 
 KIND_TO_MASK = {**{f"mask{i}": 0 for i in range(1, 6)}, "incorrect_mask": 1, "normal": 2}
 
@@ -87,7 +88,7 @@ def test_corrections_change_exactly_the_listed_people(mask_root, tmp_path):
 
 
 def test_known_corrections_ship_and_bad_ones_are_named(mask_root):
-    from imgcls.data.mask import load_corrections
+    from imgcls.extras.competition.mask import load_corrections
 
     known = load_corrections("known")
     assert {"006359", "001498-1", "004432"} <= known["gender_flip"] and "000020" in known["mask_swap"]

@@ -21,7 +21,7 @@ SMALL = (
 
 @pytest.fixture(scope="module")
 def people80(tmp_path_factory):
-    from imgcls.data.synth_mask import make_mask_dataset
+    from imgcls.extras.competition.synth_mask import make_mask_dataset
 
     return make_mask_dataset(
         tmp_path_factory.mktemp("mask80") / "competition", people=80, eval_people=8, width=96, height=128, seed=1

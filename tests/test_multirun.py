@@ -10,7 +10,7 @@ import sys
 import pytest
 from helpers import FAST, ROOT, read_metrics, run_cli
 
-from imgcls.utils.sweep_summary import COLUMNS, read_summary, record_job, write_summary
+from imgcls.extras.sweep_summary import COLUMNS, read_summary, record_job, write_summary
 
 # The sweeps below choose model.name themselves; one tiny batch per epoch keeps each job at a few seconds.
 SWEEP_FAST = (

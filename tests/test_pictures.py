@@ -45,7 +45,7 @@ def test_keeps_best_epoch_and_drops_ddp_padding(tmp_path):
 
 def test_uneven_validation_shares_are_gathered_without_padding():
     """Two ranks holding 3 and 2 images (an unpadded DDP split): the gather pads, then drops the padding."""
-    from imgcls.callbacks.pictures import _gather_uneven
+    from imgcls.distributed.gather import gather_uneven
 
     other = {"index": torch.tensor([3, 4]), "preds": torch.tensor([1, 0])}
 
@@ -57,7 +57,7 @@ def test_uneven_validation_shares_are_gathered_without_padding():
         return torch.stack([t, torch.cat([mine, mine.new_full((len(t) - len(mine),), -1)])])
 
     trainer, module = SimpleNamespace(world_size=2), SimpleNamespace(all_gather=all_gather)
-    out = _gather_uneven(trainer, module, {"index": torch.tensor([0, 1, 2]), "preds": torch.tensor([2, 2, 1])})
+    out = gather_uneven(trainer, module, {"index": torch.tensor([0, 1, 2]), "preds": torch.tensor([2, 2, 1])})
     assert out["index"].tolist() == [0, 1, 2, 3, 4] and out["preds"].tolist() == [2, 2, 1, 1, 0]
 
 

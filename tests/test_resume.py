@@ -19,8 +19,8 @@ import torch
 import yaml
 from helpers import ROOT, run_cli
 
-from imgcls.utils.csv_logger import rows_before
-from imgcls.utils.resume import ResumeError, find_run, resolve_resume, wandb_run_id
+from imgcls.resume.csv_logger import rows_before
+from imgcls.resume.runs import ResumeError, find_run, resolve_resume, wandb_run_id
 
 # image_tree: 54 training images / 16 = 3 steps per epoch, 4 epochs; tests/ on the path for the kill callback.
 STEPS_PER_EPOCH, EPOCHS = 3, 4

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imgcls.data import synth_mask
-from imgcls.data.synth_mask import KINDS, class_of, make_mask_dataset
+from imgcls.extras.competition import synth_mask
+from imgcls.extras.competition.synth_mask import KINDS, class_of, make_mask_dataset
 
 SMALL = {"width": 96, "height": 128}
 

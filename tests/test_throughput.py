@@ -78,7 +78,7 @@ def test_compute_bound_does_not_warn(caplog):
 def test_timed_loader_counts_time_blocked_in_next():
     from torch.utils.data import Dataset
 
-    from imgcls.data.loaders import TimedDataLoader
+    from imgcls.feeding.loaders import TimedDataLoader
 
     class Slow(Dataset):
         def __len__(self) -> int:

@@ -9,8 +9,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from imgcls.data import ImageDataModule, ImageDataset
-from imgcls.data.loaders import make_loader
 from imgcls.data.transforms import build_train_transform
+from imgcls.feeding.loaders import make_loader
 
 RANDOM_AUG = {"affine": {"p": 1.0, "rotate": 45, "translate": 0.2}, "color_jitter": {"p": 1.0, "brightness": 0.5}}
 
@@ -26,9 +26,7 @@ def _images(loader) -> list[np.ndarray]:
 
 
 def _loader(ds, persistent=False):
-    return make_loader(
-        ds, {"batch_size": 1, "num_workers": 2, "persistent_workers": persistent}, train=False, pin_memory=False
-    )
+    return make_loader(ds, {"batch_size": 1, "num_workers": 2, "persistent_workers": persistent}, train=False)
 
 
 def test_premise_without_reseed_workers_duplicate_augmentations(image_tree):
@@ -71,7 +69,7 @@ def _train_batches(image_tree, seed: int, workers: int, start=None, epoch: int =
         loader={"batch_size": 4, "num_workers": workers},
     )
     dm.setup("fit")
-    dm._resume_at = start
+    dm.train_start = start
     loader = dm.train_dataloader()
     loader.sampler.set_epoch(epoch)
     return list(loader)
@@ -109,11 +107,9 @@ def test_drop_last_never_empties_a_ddp_rank():
     from torch.utils.data import TensorDataset
 
     data = TensorDataset(torch.zeros(100))
-    assert make_loader(data, {"batch_size": 64, "num_workers": 0}, train=True, pin_memory=False).drop_last
+    assert make_loader(data, {"batch_size": 64, "num_workers": 0}, train=True).drop_last
     # 2 ranks see 50 samples each: dropping the last (only) partial batch would leave them nothing
-    assert not make_loader(
-        data, {"batch_size": 64, "num_workers": 0}, train=True, pin_memory=False, world_size=2
-    ).drop_last
+    assert not make_loader(data, {"batch_size": 64, "num_workers": 0}, train=True, world_size=2).drop_last
 
 
 def test_a_dropped_loader_stops_its_persistent_workers_without_waiting_for_gc(image_tree):
@@ -122,9 +118,7 @@ def test_a_dropped_loader_stops_its_persistent_workers_without_waiting_for_gc(im
     import gc
     import weakref
 
-    loader = make_loader(
-        _repeated_dataset(image_tree), {"batch_size": 2, "num_workers": 2}, train=True, pin_memory=False
-    )
+    loader = make_loader(_repeated_dataset(image_tree), {"batch_size": 2, "num_workers": 2}, train=True)
     next(iter(loader))
     workers = list(loader._iterator._workers)
     dropped = weakref.ref(loader)

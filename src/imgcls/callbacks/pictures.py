@@ -21,6 +21,7 @@ from torchmetrics.functional.classification import (
     multiclass_recall,
 )
 
+from imgcls.distributed.gather import gather_uneven
 from imgcls.utils.io import atomic_write_text
 from imgcls.utils.logging import get_logger
 from imgcls.utils.plots import confusion_figure, image_grid, save_figure
@@ -87,7 +88,7 @@ class RunPictures(Callback):
         """After the module has logged this epoch's metrics, so `monitor` is current."""
         if trainer.sanity_checking or not self._outputs:
             return
-        gathered = _gather_uneven(
+        gathered = gather_uneven(
             trainer,
             pl_module,
             {k: torch.cat([o[k] for o in self._outputs]) for k in ("preds", "conf", "target", "index")},
@@ -170,18 +171,3 @@ class RunPictures(Callback):
         log.info(f"Saved {path}")
         if (wb := _wandb(trainer)) is not None:
             wb.log_image(key=f"pictures/{key}", images=[str(path)], step=trainer.global_step)
-
-
-def _gather_uneven(
-    trainer: L.Trainer, pl_module: L.LightningModule, local: dict[str, torch.Tensor]
-) -> dict[str, torch.Tensor]:
-    """all_gather of 1-D tensors whose length differs per rank (an unpadded validation share): pad to the
-    longest with index -1, gather, drop the padding. One process: the tensors themselves."""
-    if getattr(trainer, "world_size", 1) == 1:
-        return {k: v.cpu() for k, v in local.items()}
-    n = len(local["index"])
-    longest = int(pl_module.all_gather(torch.tensor([n], device=local["index"].device)).max())
-    padded = {k: torch.cat([v, v.new_full((longest - n,), -1)]) for k, v in local.items()}
-    gathered = {k: pl_module.all_gather(v).reshape(-1).cpu() for k, v in padded.items()}
-    keep = gathered["index"] >= 0
-    return {k: v[keep] for k, v in gathered.items()}

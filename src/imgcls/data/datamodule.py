@@ -13,12 +13,13 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
-from imgcls.data.cache import build_cache, cache_key, describe_cache, files_key
-from imgcls.data.checks import CHECK_VERSION, bad_list_path, find_bad_images
+from imgcls.feeding.cache import build_cache, cache_key, describe_cache, files_key
+from imgcls.feeding.checks import CHECK_VERSION, bad_list_path
+from imgcls.data.bad_images import check_policy, drop_unreadable, find_unreadable
 from imgcls.data.dataset import ImageDataset
-from imgcls.data.image_io import DEFAULT_MAX_IMAGE_PIXELS, BadImageError, set_max_image_pixels
-from imgcls.data.loaders import make_loader, resolve_num_workers
-from imgcls.data.samplers import EpochSampler, balanced_weights
+from imgcls.feeding.image_io import DEFAULT_MAX_IMAGE_PIXELS, BadImageError, set_max_image_pixels
+from imgcls.feeding.loaders import make_loader, resolve_num_workers
+from imgcls.resume.sampler import EpochSampler, balanced_weights
 from imgcls.data.sources import DataConfigError, Discovered
 from imgcls.data.split import assign_splits
 from imgcls.data.transforms import as_hw, build_eval_transform, build_train_transform
@@ -58,7 +59,8 @@ class ImageDataModule(L.LightningDataModule):
             raise DataConfigError(f"data.sampler='{sampler}' is not an option: use random or weighted")
         self.sampler = sampler
         self.draw_seed = int(draw_seed)
-        self._resume_at: tuple[int, int] | None = None  # (epoch, batches done) from a checkpoint being resumed
+        # (epoch, batch) the next training loader starts at: set by imgcls.resume.ResumeState when resuming.
+        self.train_start: tuple[int, int] | None = None
         self.flips = list(to_plain(flips) or [])
         self.mean, self.std = to_plain(mean), to_plain(std)
         self.augment = to_plain(augment) or {}
@@ -67,9 +69,7 @@ class ImageDataModule(L.LightningDataModule):
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.cache_size = as_hw(to_plain(cache_size), "data.cache_size") if cache_size else self.image_size
         self.output_dir = output_dir
-        if on_bad_image not in ("skip", "error"):
-            raise DataConfigError(f"data.on_bad_image='{on_bad_image}' is not an option: use skip or error")
-        self.on_bad_image = on_bad_image
+        self.on_bad_image = check_policy(on_bad_image, "data.on_bad_image")
         self.max_image_pixels = int(max_image_pixels) if max_image_pixels else None
         set_max_image_pixels(self.max_image_pixels)
         # Per-instance state only: a second instance in the same process (a multirun job) starts clean.
@@ -127,33 +127,29 @@ class ImageDataModule(L.LightningDataModule):
                 record = self.cache_dir / f"{self._dataset_name}_check_{key}.bad.csv"
             else:
                 record = None  # nowhere to remember it: every process checks (the result is a pure function)
-            self._bad = find_bad_images(table, self.channels, self.crop, record,
-                                        resolve_num_workers(self.loader.get("num_workers")))
+            workers = resolve_num_workers(self.loader.get("num_workers"))
+            self._bad = find_unreadable(table, self.channels, self.crop, record, workers)
         return self._bad
 
     def readable(self) -> pd.DataFrame:
         """The discovered table without its unreadable files (`data.on_bad_image=skip`), or the error naming the
         first one (`error`); `row` is each file's row in the discovery (and the cache). The unreadable files
-        are listed in <run dir>/bad_images.csv either way."""
+        are listed in <run dir>/bad_images.csv either way (see data/bad_images.py)."""
         table = self.discovered.table.assign(row=range(len(self.discovered.table)))
         bad = self.bad_images()
         if bad.empty:
             return table
         where = self._write_output("bad_images.csv", bad[["path", "reason"]])
-        first_path, first_reason = bad["path"].iloc[0], bad["reason"].iloc[0]
-        listed = f"see {where}" if where else f"first: '{first_path}': {first_reason}"
-        if self.on_bad_image == "error" or len(bad) == len(table):
-            fix = ("check data.root" if len(bad) == len(table) else
-                   "fix or remove them, or pass data.on_bad_image=skip to train without them")
-            note = f" (all listed in {where})" if where else ""
-            raise BadImageError(first_path, f"{first_reason}. {len(bad)} of {len(table)} images are unreadable{note}: "
-                                            f"{fix}")
-        kept = table[~table["row"].isin(bad["row"])].reset_index(drop=True)
+        kept = drop_unreadable(
+            table, bad, self.on_bad_image, key="data.on_bad_image", source="data.root", listed=where
+        ).reset_index(drop=True)
         lost = sorted(set(table["label"]) - set(kept["label"]))
         if lost:
-            raise DataConfigError(f"class(es) {[self.class_names[i] for i in lost]} have no readable images "
-                                  f"({listed}): fix those files or remove the class")
-        log.info(f"Skipped {len(bad)} unreadable images ({listed})")
+            raise DataConfigError(
+                f"class(es) {[self.class_names[i] for i in lost]} have no readable images "
+                f"({f'see {where}' if where else 'every file of theirs is unreadable'}): fix those files or "
+                "remove the class"
+            )
         return kept
 
     @property
@@ -235,11 +231,9 @@ class ImageDataModule(L.LightningDataModule):
         return self.test_set is not None
 
     # ---- loaders -----------------------------------------------------------------------------------------
-    def _pin_memory(self) -> bool:
-        """Pinned host memory only helps a CUDA copy; on CPU it just costs RAM."""
-        wanted = self.loader.get("pin_memory", "auto")
-        on_cuda = torch.cuda.is_available() and (self.trainer is None or self.trainer.strategy.root_device.type == "cuda")
-        return on_cuda if wanted in ("auto", None) else bool(wanted) and on_cuda
+    def _on_cuda(self) -> bool:
+        """Whether batches go to a CUDA device (decides `loader.pin_memory=auto`)."""
+        return torch.cuda.is_available() and (self.trainer is None or self.trainer.strategy.root_device.type == "cuda")
 
     def train_dataloader(self) -> DataLoader:
         """Shuffle (or class-balanced draw) and per-image augmentation seeds from (`draw_seed`, epoch) only: the
@@ -247,28 +241,11 @@ class ImageDataModule(L.LightningDataModule):
         world = self.trainer.world_size if self.trainer is not None else 1
         weights = balanced_weights(self.train_set.targets) if self.sampler == "weighted" else None
         sampler = EpochSampler(len(self.train_set), seed=self.draw_seed, weights=weights)
-        start, self._resume_at = self._resume_at, None
+        start, self.train_start = self.train_start, None
         if start is not None:
             log.info(f"Resuming the training data at epoch {start[0]}, batch {start[1]}")
-        return make_loader(self.train_set, self.loader, train=True, pin_memory=self._pin_memory(), world_size=world,
+        return make_loader(self.train_set, self.loader, train=True, on_cuda=self._on_cuda(), world_size=world,
                            sampler=sampler, start=start)
-
-    # ---- resume: the position in the training data travels in the checkpoint ---------------------------
-    def state_dict(self) -> dict[str, Any]:
-        """Where training stands in the data when a checkpoint is written: (epoch, batches done, of how many).
-        Lightning stores this in every checkpoint and hands it back to `load_state_dict` on resume."""
-        trainer = self.trainer
-        if trainer is None or trainer.state.fn != "fit":
-            return {}
-        return {"train_position": {"epoch": int(trainer.current_epoch),  # not yet counted as done at epoch end
-                                   "batches": int(trainer.fit_loop.epoch_loop.batch_progress.current.processed),
-                                   "of": int(trainer.num_training_batches)}}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """A finished epoch resumes at the next one's start; an interrupted one (a mid-epoch checkpoint) at the
-        batch after the last one done."""
-        if state_dict.get("train_position"):
-            self._resume_at = next_position(state_dict["train_position"])
 
     def _eval_loader(self, dataset: ImageDataset) -> DataLoader:
         """Under DDP each rank evaluates a disjoint share, unpadded (Lightning's default sampler pads with
@@ -280,7 +257,7 @@ class ImageDataModule(L.LightningDataModule):
                                       "raise data.val_fraction / data.test_fraction or use fewer devices")
             sampler = UnrepeatedDistributedSampler(dataset, num_replicas=self.trainer.world_size,
                                                    rank=self.trainer.global_rank, shuffle=False)
-        return make_loader(dataset, self.loader, train=False, pin_memory=self._pin_memory(), sampler=sampler)
+        return make_loader(dataset, self.loader, train=False, on_cuda=self._on_cuda(), sampler=sampler)
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader(self.val_set)
@@ -289,9 +266,3 @@ class ImageDataModule(L.LightningDataModule):
         if self.test_set is None:
             raise DataConfigError("no test split: set data.test_fraction > 0 to hold out a test set")
         return self._eval_loader(self.test_set)
-
-
-def next_position(position: Mapping[str, int]) -> tuple[int, int]:
-    """(epoch, batch) where training goes on after a checkpoint written at `position` (see `state_dict`)."""
-    epoch, done, total = position["epoch"], position["batches"], position["of"]
-    return (epoch + 1, 0) if done >= total else (epoch, done)

@@ -15,9 +15,8 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from imgcls.data.batch_pool import BatchPool
-from imgcls.data.cache import CacheReader
-from imgcls.data.image_io import load_image
+from imgcls.feeding.cache import CacheReader
+from imgcls.feeding.image_io import load_image
 
 
 class ImageDataset(Dataset):
@@ -89,57 +88,3 @@ def _pipeline_nodes(transform: Any) -> Iterator[Any]:
     yield transform
     for child in getattr(transform, "transforms", None) or ():
         yield from _pipeline_nodes(child)
-
-
-def collate_images(items: list[dict[str, Any]], pool: BatchPool | None = None) -> dict[str, Any]:
-    """Stack HxWxC uint8 images into one uint8 batch of shape (B, C, H, W), copying each image exactly once.
-
-    Inside a worker the batch is written to shared memory: a reusable buffer from `pool` when one is free (see
-    `imgcls.data.batch_pool`), else a fresh one as torch's default collate does; either way handing it to the
-    main process copies nothing more. The CHW batch is a permuted view of the HWC buffer (channels-last
-    strides); the model makes it contiguous in the format it wants on the device.
-    """
-    shape = (len(items), *items[0]["image"].shape)
-    nbytes = int(np.prod(shape))
-    worker = torch.utils.data.get_worker_info()
-    taken = pool.take(worker.id, nbytes) if pool is not None and worker is not None else None
-    if taken is not None:
-        storage = taken[1]
-    elif worker is not None:  # allocate straight in shared memory (as default_collate)
-        storage = torch.UntypedStorage._new_shared(nbytes)
-    else:
-        storage = torch.UntypedStorage(nbytes)
-    out = torch.empty(0, dtype=torch.uint8).set_(storage).view(shape)
-    for i, item in enumerate(items):
-        out[i] = torch.from_numpy(item["image"])
-    image = out.permute(0, 3, 1, 2)
-    if taken is not None:
-        image = pool.handle(worker.id, taken[0], tuple(image.shape), image.stride())
-    # Labels and indices travel as small numpy arrays (pickled inline): every extra tensor would cost a
-    # shared-memory file and a file-descriptor hand-over (~1 ms per batch). The model makes them tensors.
-    return {"image": image, "target": np.array([it["target"] for it in items], np.int64),
-            "index": np.array([it["index"] for it in items], np.int64)}
-
-
-def augmentation_seed(base: int, rank: int) -> int:
-    """One seed per (process seed, DDP rank): ranks must not replay each other's augmentations."""
-    return (base + 1_000_003 * rank) % 2**32
-
-
-def seed_worker(worker_id: int) -> None:
-    """DataLoader `worker_init_fn`: distinct, reproducible augmentation per worker, rank and epoch.
-
-    `torch.initial_seed()` inside a worker is base_seed + worker_id, and the base seed is drawn from the
-    (seeded) main-process RNG each time workers start, so non-persistent workers also change every epoch.
-    """
-    import cv2
-
-    cv2.setNumThreads(0)  # OpenCV would otherwise start a thread per core in every worker
-    from lightning.fabric.utilities.rank_zero import rank_zero_only
-
-    seed = augmentation_seed(torch.initial_seed(), int(getattr(rank_zero_only, "rank", 0) or 0))
-    random.seed(seed)
-    np.random.seed(seed)
-    info = torch.utils.data.get_worker_info()
-    if info is not None and hasattr(info.dataset, "reseed"):
-        info.dataset.reseed(seed)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from imgcls.data.image_io import is_image_file
-from imgcls.data.sources import DataConfigError
+from imgcls.feeding.image_io import is_image_file
+from imgcls.data.sources import DataConfigError, list_images
 
 
 def read_inputs(source: str, class_names: list[str], split: str | None = None, path_column: str = "path",
@@ -25,8 +25,7 @@ def read_inputs(source: str, class_names: list[str], split: str | None = None, p
         raise DataConfigError(f"the checkpoint crops each image to its box (data.crop.mode=bbox): give input= a CSV "
                               f"with columns path,{','.join(bbox_columns)}")
     if path.is_dir():
-        # Symlinks too, even broken or looping ones: they are then listed as unreadable, not silently dropped.
-        files = sorted(str(p) for p in path.rglob("*") if (p.is_symlink() or p.is_file()) and is_image_file(p.name))
+        files = [str(p) for p in list_images(path)]
         if not files:
             raise DataConfigError(f"input='{source}' contains no images")
         return pd.DataFrame({"path": files})

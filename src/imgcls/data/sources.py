@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from imgcls.data.image_io import is_image_file
+from imgcls.feeding.image_io import is_image_file
 from imgcls.utils.io import file_lock
 from imgcls.utils.errors import ConfigError
 from imgcls.utils.logging import get_logger
@@ -47,6 +47,14 @@ def _check_root(root: str | os.PathLike | None, key: str = "data.root") -> Path:
     if not path.exists():
         raise DataConfigError(f"{key}='{root}' does not exist: point {key} at your data folder")
     return path.resolve()
+
+
+def list_images(folder: Path) -> list[Path]:
+    """The image files under `folder` (recursive, sorted; hidden and non-image files left out). Symlinks are kept
+    even when broken or looping: the bad-image check then lists them instead of losing them silently."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.rglob("*") if (p.is_symlink() or p.is_file()) and is_image_file(p.name))
 
 
 def _sorted_names(values: Sequence) -> list[str]:
@@ -79,9 +87,7 @@ class FolderSource:
         rows = []
         for index, name in enumerate(names):
             folder = root / name
-            # Symlinks are kept even when broken or looping: the bad-image check lists them instead of losing them.
-            files = sorted(p for p in folder.rglob("*") if (p.is_symlink() or p.is_file()) and is_image_file(p.name)) \
-                if folder.is_dir() else []
+            files = list_images(folder)
             if not files:
                 raise DataConfigError(f"class folder '{folder}' has no images: add images or remove the folder")
             rows += [(str(p), index) for p in files]

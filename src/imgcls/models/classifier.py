@@ -14,7 +14,7 @@ import torch
 from timm.data import resolve_model_data_config
 from timm.optim import param_groups_weight_decay
 from torch import nn
-from torchmetrics import MaxMetric, MeanMetric, Metric, MetricCollection
+from torchmetrics import MaxMetric, MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 from torchmetrics.wrappers import MultitaskWrapper
 
@@ -280,47 +280,6 @@ class Classifier(L.LightningModule):
             {"val/f1_best": self.val_f1_best.compute(), "val/acc_best": self.val_acc_best.compute()}, sync_dist=True
         )
 
-    # torchmetrics states are not saved with the weights. Two kinds matter to a resumed run: the running bests
-    # (else it would report the best since the resume) and, in a mid-epoch checkpoint, the training metrics
-    # accumulated so far in that epoch (else its train/*_epoch values would cover only the steps after it).
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["best_so_far"] = {
-            "val/f1": self.val_f1_best.max_value.item(),
-            "val/acc": self.val_acc_best.max_value.item(),
-        }
-        trainer = self._trainer
-        if trainer is not None and trainer.state.fn == "fit" and trainer.world_size == 1:  # DDP: states per rank
-            done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
-            if 0 < done < trainer.num_training_batches:
-                checkpoint["epoch_train_metrics"] = {
-                    name: (metric._update_count, _copy_state(metric.metric_state))
-                    for name, metric in self._train_epoch_metrics().items()
-                }
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        best = checkpoint.get("best_so_far") or {}
-        for key, metric in (("val/f1", self.val_f1_best), ("val/acc", self.val_acc_best)):
-            if key in best:
-                metric.update(torch.tensor(best[key]))
-        # The schedule's length comes from this run's config, not the checkpoint: resuming with a larger
-        # trainer.max_epochs stretches the cosine instead of staying at its floor (same length: no change).
-        for scheduler in checkpoint.get("lr_schedulers") or []:
-            if isinstance(scheduler.get("lr_lambdas"), list):
-                scheduler["lr_lambdas"] = [None] * len(scheduler["lr_lambdas"])
-        saved = checkpoint.get("epoch_train_metrics") or {}
-        for name, metric in self._train_epoch_metrics().items():
-            if name in saved:
-                metric._update_count, states = saved[name]
-                for key, value in states.items():
-                    setattr(metric, key, value)
-
-    def _train_epoch_metrics(self) -> dict[str, Metric]:
-        return {
-            name: m
-            for name, m in self.named_modules()
-            if isinstance(m, Metric) and name.split(".")[0] in ("train_loss", "train_metrics")
-        }
-
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         loss, preds, targets = self._shared_step(batch)
         self.test_loss(loss)
@@ -348,7 +307,3 @@ class Classifier(L.LightningModule):
             return optimizer
         scheduler = self.scheduler_factory(optimizer, total_steps=int(self.trainer.estimated_stepping_batches))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-
-def _copy_state(state: dict[str, Any]) -> dict[str, Any]:
-    return {k: [t.detach().clone() for t in v] if isinstance(v, list) else v.detach().clone() for k, v in state.items()}

@@ -18,12 +18,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
-from imgcls.benchmark import report
-from imgcls.benchmark.baselines import BASELINES
-from imgcls.benchmark.timing import bare_rate, ddp_loader_rates, loader_rate, model_rate
-from imgcls.data.loaders import available_cpus, make_loader
+from imgcls.extras.benchmark import report
+from imgcls.extras.benchmark.baselines import BASELINES
+from imgcls.extras.benchmark.timing import bare_rate, ddp_loader_rates, loader_rate, model_rate
+from imgcls.feeding.loaders import available_cpus, make_loader
+from imgcls.tasks.wrapper import task_wrapper
 from imgcls.utils import get_logger
-from imgcls.utils.task_wrapper import task_wrapper
 
 log = get_logger(__name__)
 
@@ -60,7 +60,7 @@ def _loader_timer(
                 persistent_workers=workers > 0,
             )
         else:
-            loader = make_loader(dataset, settings, train=True, pin_memory=False)
+            loader = make_loader(dataset, settings, train=True, on_cuda=False)
         return loader_rate(loader, b.warmup_batches, b.min_batches, b.min_seconds)
 
     return measure

@@ -16,23 +16,21 @@ import hydra
 import lightning as L
 import numpy as np
 import pandas as pd
-import torch
 from lightning.pytorch.callbacks import RichProgressBar
 from omegaconf import DictConfig, ListConfig
 
-from imgcls.callbacks.prediction_writer import RankPredictionWriter
-from imgcls.data.checks import find_bad_images
+from imgcls.data.bad_images import check_policy, drop_unreadable, find_unreadable
 from imgcls.data.dataset import ImageDataset
-from imgcls.data.image_io import BadImageError
 from imgcls.data.inputs import read_inputs
-from imgcls.data.loaders import make_loader, resolve_num_workers
-from imgcls.data.mask import Submission
 from imgcls.data.sources import DataConfigError
 from imgcls.data.transforms import build_eval_transform
+from imgcls.distributed.prediction_writer import RankPredictionWriter
+from imgcls.extras.competition.mask import Submission
+from imgcls.feeding.loaders import make_loader, resolve_num_workers
 from imgcls.models.checkpoint import load_classifier
 from imgcls.models.factory import ModelConfigError
+from imgcls.tasks.wrapper import task_wrapper
 from imgcls.utils import atomic_write_text, get_logger, write_json_atomic
-from imgcls.utils.task_wrapper import task_wrapper
 
 log = get_logger(__name__)
 
@@ -100,25 +98,24 @@ def _inputs(cfg: DictConfig, spec: dict[str, Any], ckpt: str) -> tuple[pd.DataFr
 def _readable(table: pd.DataFrame, spec: dict[str, Any], cfg: DictConfig, output_dir: Path) -> pd.DataFrame:
     """The inputs without unreadable images (`on_bad_image=skip`, listed in <run dir>/bad_images.csv), or the
     error naming the first one. Checked before predicting (a reduced-size decode), not found half-way."""
-    bad = find_bad_images(
-        table.drop(columns="row", errors="ignore"),
-        spec["channels"],
-        spec.get("crop") or {},
-        None,
-        resolve_num_workers(cfg.loader.get("num_workers")),
+    policy = check_policy(cfg.on_bad_image, "on_bad_image")
+    workers = resolve_num_workers(cfg.loader.get("num_workers"))
+    bad = find_unreadable(
+        table.drop(columns="row", errors="ignore"), spec["channels"], spec.get("crop") or {}, None, workers
     )
     if bad.empty:
         return table
     listed = atomic_write_text(output_dir / "bad_images.csv", bad[["path", "reason"]].to_csv(index=False))
-    if cfg.on_bad_image == "error" or len(bad) == len(table):
-        fix = "check input=" if len(bad) == len(table) else "fix or remove them, or pass on_bad_image=skip"
-        raise BadImageError(
-            bad["path"].iloc[0],
-            f"{bad['reason'].iloc[0]}. {len(bad)} of {len(table)} input "
-            f"images are unreadable (all listed in {listed}): {fix}",
-        )
-    log.warning(f"Skipped {len(bad)} unreadable input images (listed in {listed}); they get no prediction")
-    return table.drop(index=table.index[bad["row"].to_numpy()])
+    return drop_unreadable(
+        table,
+        bad,
+        policy,
+        key="on_bad_image",
+        source="input",
+        listed=listed,
+        what="input images",
+        consequence="; they get no prediction",
+    )
 
 
 def _probabilities(
@@ -133,7 +130,7 @@ def _probabilities(
     dataset = ImageDataset(
         table, build_eval_transform(spec["image_size"]), spec["channels"], spec["crop"], decode_size=spec["image_size"]
     )
-    loader = make_loader(dataset, cfg.loader, train=False, pin_memory=torch.cuda.is_available())
+    loader = make_loader(dataset, cfg.loader, train=False, on_cuda=trainer.strategy.root_device.type == "cuda")
     trainer.predict(model, dataloaders=loader, return_predictions=False)
     trainer.strategy.barrier()  # every rank's file is written (a no-op in ddp_spawn's main process)
     return writer.gather(len(table)) if trainer.is_global_zero else None

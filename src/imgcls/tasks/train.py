@@ -9,21 +9,17 @@ import hydra
 import lightning as L
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import WandbLogger
-from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
-from imgcls.callbacks import fit_progress
-from imgcls.callbacks.fit_progress import FitProgress
-from imgcls.callbacks.step_seeds import StepSeeds
-from imgcls.data.datamodule import ImageDataModule, next_position
+from imgcls.distributed import fit_progress
+from imgcls.distributed.fit_progress import FitProgress
 from imgcls.models.checkpoint import read_checkpoint
+from imgcls.resume import AtomicCheckpointIO, ResumeState, StepSeeds, continue_logs
+from imgcls.tasks.wrapper import task_wrapper
 from imgcls.utils import get_logger, write_json_atomic
-from imgcls.utils.checkpoint_io import AtomicCheckpointIO
 from imgcls.utils.env_report import write_env_report
 from imgcls.utils.instantiators import instantiate_group
-from imgcls.utils.resume import wandb_run_id
 from imgcls.utils.rich_utils import print_config_tree
-from imgcls.utils.task_wrapper import task_wrapper
 
 log = get_logger(__name__)
 
@@ -58,10 +54,20 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     log.info(f"Instantiating model <{cfg.model._target_}> ({cfg.model.name})")
     model = hydra.utils.instantiate(cfg.model, data_spec=datamodule.spec, mixup=cfg.augment.get("mixup"))
 
-    # StepSeeds: dropout/mixup draws depend on the step, not on the process's history: exact resume.
-    callbacks = instantiate_group(cfg.get("callbacks"), "callback") + [FitProgress(), StepSeeds(cfg.seed)]
-    _continue_logs(cfg, output_dir)
-    loggers = instantiate_group(cfg.get("logger"), "logger")
+    configured = instantiate_group(cfg.get("callbacks"), "callback")
+    # The best model is the `callbacks.model_checkpoint` entry (none when it is switched off). It goes first: under
+    # ddp_spawn Lightning hands the best path back to `trainer.checkpoint_callback`, the first ModelCheckpoint.
+    best_checkpoint = configured.pop("model_checkpoint", None)
+    # StepSeeds + ResumeState: every draw depends on the step, the checkpoint carries the rest (exact resume).
+    callbacks = [
+        *filter(None, [best_checkpoint]),
+        *configured.values(),
+        FitProgress(best_checkpoint),
+        StepSeeds(cfg.seed),
+        ResumeState(),
+    ]
+    continue_logs(cfg, output_dir, read_checkpoint(cfg.ckpt_path) if cfg.get("ckpt_path") else None)
+    loggers = list(instantiate_group(cfg.get("logger"), "logger").values())
     if not loggers:  # Lightning refuses an LR monitor without a logger; with logger=none there is nothing to log to
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
 
@@ -78,7 +84,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     final = _scalars(trainer.callback_metrics)
     progress = FitProgress.read(trainer)  # epochs, global_step, best_score (also under ddp_spawn)
 
-    best_path = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    best_path = best_checkpoint.best_model_path if best_checkpoint is not None else ""
     tested: dict[str, float] = {}
     if cfg.get("test") and datamodule.has_test:
         log.info("Testing the best checkpoint" if best_path else "Testing the final weights")
@@ -96,20 +102,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         write_json_atomic(output_dir / "metrics.json", metrics)
     _report(output_dir, best_path, loggers)
     return {**final, **tested}
-
-
-def _continue_logs(cfg: DictConfig, output_dir: Path) -> None:
-    """A run resumed in its run dir keeps its metrics.csv rows up to the checkpoint's step and continues the
-    same W&B run (one id per run dir, in wandb_id.txt)."""
-    loggers = cfg.get("logger") or {}
-    with open_dict(cfg):
-        if cfg.get("ckpt_path") and (loggers.get("csv") or {}).get("_target_", "").startswith("imgcls."):
-            checkpoint = read_checkpoint(cfg.ckpt_path)
-            position = checkpoint.get(ImageDataModule.__qualname__, {}).get("train_position")
-            epoch = next_position(position)[0] if position else int(checkpoint.get("epoch", 0)) + 1
-            cfg.logger.csv.resume_at = [epoch, int(checkpoint.get("global_step", 0))]
-        if loggers.get("wandb") and loggers.wandb.get("id") is None and rank_zero_only.rank == 0:
-            cfg.logger.wandb.id = wandb_run_id(output_dir)
 
 
 def _report(output_dir: Path, best_path: str, loggers: list) -> None:

@@ -30,10 +30,16 @@ PACKAGES = (
 )
 
 
+def available_cpus() -> int:
+    """CPUs this process may use (respects taskset/cgroups affinity, unlike os.cpu_count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS / Windows
+        return os.cpu_count() or 1
+
+
 def collect_env() -> dict[str, Any]:
     import torch
-
-    from imgcls.data.loaders import available_cpus
 
     cuda = torch.cuda.is_available()
     versions = {}

@@ -3,7 +3,7 @@
 Dropout, mixup/cutmix and anything else drawn in the training process then depend on where the step is, not
 on how many draws came before it in this process. Lightning does not store RNG states in checkpoints, so
 without this a resumed run (even one resumed at an epoch boundary) draws differently from the run that was
-killed. The data side is already position-seeded (`imgcls.data.samplers.EpochSampler`).
+killed. The data side is already position-seeded (`imgcls.resume.sampler.EpochSampler`).
 """
 
 from __future__ import annotations

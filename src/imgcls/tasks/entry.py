@@ -11,9 +11,9 @@ import hydra
 from omegaconf import DictConfig
 
 from imgcls import CONFIG_DIR
+from imgcls.resume.runs import resolve_resume
 from imgcls.utils.errors import ConfigError
 from imgcls.utils.resolvers import register_resolvers
-from imgcls.utils.resume import resolve_resume
 
 
 def hydra_entry(

@@ -86,16 +86,29 @@ class BatchPool:
 class PooledTensor:
     """Pickles to a small tuple; unpickles in the main process straight into a tensor over the slot's buffer."""
 
-    def __init__(self, pool_id: str, worker_id: int, slot: int, buffer: torch.UntypedStorage | None,
-                 shape: tuple[int, ...], stride: tuple[int, ...]) -> None:
+    def __init__(
+        self,
+        pool_id: str,
+        worker_id: int,
+        slot: int,
+        buffer: torch.UntypedStorage | None,
+        shape: tuple[int, ...],
+        stride: tuple[int, ...],
+    ) -> None:
         self.args = (pool_id, worker_id, slot, buffer, shape, stride)
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         return _rebuild, self.args
 
 
-def _rebuild(pool_id: str, worker_id: int, slot: int, buffer: torch.UntypedStorage | None,
-             shape: tuple[int, ...], stride: tuple[int, ...]) -> torch.Tensor:
+def _rebuild(
+    pool_id: str,
+    worker_id: int,
+    slot: int,
+    buffer: torch.UntypedStorage | None,
+    shape: tuple[int, ...],
+    stride: tuple[int, ...],
+) -> torch.Tensor:
     """Main process: free the handed-out slots nobody references any more, then view this batch's buffer."""
     flags, buffers = _REGISTRY[pool_id]
     if buffer is not None:
@@ -105,32 +118,10 @@ def _rebuild(pool_id: str, worker_id: int, slot: int, buffer: torch.UntypedStora
         if state[w, s] == HANDED_OUT and _use_count(held._cdata) <= 1:  # noqa: SLF001 (only the registry's ref)
             state[w, s] = FREE
     if (worker_id, slot) not in buffers:
-        raise RuntimeError(f"batch buffer {worker_id}/{slot} never arrived; set loader.reuse_buffers=0 to work "
-                           "around it, and please report it")
+        raise RuntimeError(
+            f"batch buffer {worker_id}/{slot} never arrived; set loader.reuse_buffers=0 to work "
+            "around it, and please report it"
+        )
     batch = torch.empty(0, dtype=torch.uint8).set_(buffers[(worker_id, slot)], 0, shape, stride)
     state[worker_id, slot] = HANDED_OUT
     return batch
-
-
-
-class PooledCollate:
-    """`collate_images` with a pool owned by whichever process iterates the loader.
-
-    `TimedDataLoader.__iter__` calls `prepare()` before workers start, so a loader built in one process and
-    iterated in another (Lightning's ddp_spawn pickles it into each rank) makes its own pool there. Workers use
-    the pool only if their parent owns it; anything else takes the plain fresh-buffer path.
-    """
-
-    def __init__(self, num_workers: int, slots: int) -> None:
-        self.num_workers, self.slots = int(num_workers), int(slots)
-        self.pool: BatchPool | None = None
-
-    def prepare(self) -> None:
-        if self.pool is None or self.pool.owner != os.getpid():
-            self.pool = BatchPool(self.num_workers, self.slots)
-
-    def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
-        from imgcls.data.dataset import collate_images
-
-        pool = self.pool if self.pool is not None and self.pool.owner == os.getppid() else None
-        return collate_images(items, pool)

@@ -1,6 +1,6 @@
 """Photo-like JPEGs for benchmarks: smooth shading, soft shapes and sensor noise, like real photos to a decoder.
 
-`python -m imgcls.data.synth_photos --out DIR --images 600 --width 512 --height 384` writes DIR/<class>/<n>.jpg.
+`python -m imgcls.extras.synth_photos --out DIR --images 600 --width 512 --height 384` writes DIR/<class>/<n>.jpg.
 Flat synthetic images decode far faster than photos; noise and texture keep the JPEG decode cost realistic.
 """
 
@@ -37,8 +37,9 @@ def photo(rng: np.random.Generator, kind: str, width: int, height: int) -> np.nd
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def make_photo_folder(out: str | Path, images: int = 600, width: int = 512, height: int = 384,
-                      seed: int = 0, quality: int = 90) -> Path:
+def make_photo_folder(
+    out: str | Path, images: int = 600, width: int = 512, height: int = 384, seed: int = 0, quality: int = 90
+) -> Path:
     """Write `images` JPEGs into out/<class>/ (balanced); skipped when the folder is already complete."""
     out = Path(out)
     marker = out / f".complete-{images}-{width}x{height}-{seed}"

@@ -15,12 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 import pandas as pd
+import torch
 from rich.progress import Progress
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
-from imgcls.data.image_io import BadImageError
+from imgcls.feeding.collate import collate_images
+from imgcls.feeding.image_io import BadImageError
+from imgcls.feeding.workers import seed_worker
 from imgcls.utils.io import atomic_write_text, file_lock
 
 BAD_COLUMNS = ["row", "path", "reason"]
@@ -55,31 +57,33 @@ class _Tolerant(Dataset):
 
 def _collate(items: list[dict[str, Any]]) -> tuple[np.ndarray, Any, list[Bad]]:
     """(rows, a uint8 (B, C, H, W) batch with unreadable images black or None, the unreadable ones)."""
-    from imgcls.data.dataset import collate_images
-
     rows = np.array([it["index"] for it in items], np.int64)
     bad = [it["bad"] for it in items if it["bad"] is not None]
     good = next((it["image"] for it in items if it["image"] is not None), None)
     if good is None:
         return rows, None, bad
     blank = np.zeros_like(good)
-    batch = collate_images([{"image": blank if it["image"] is None else it["image"], "target": -1,
-                             "index": it["index"]} for it in items])
+    batch = collate_images(
+        [{"image": blank if it["image"] is None else it["image"], "target": -1, "index": it["index"]} for it in items]
+    )
     return rows, batch["image"], bad
 
 
-def decode_all(dataset: Any, num_workers: int, batch_size: int, label: str,
-               pixels: bool = True) -> Iterator[tuple[np.ndarray, Any, list[Bad]]]:
+def decode_all(
+    dataset: Any, num_workers: int, batch_size: int, label: str, pixels: bool = True
+) -> Iterator[tuple[np.ndarray, Any, list[Bad]]]:
     """Every item of `dataset` in row order, batched, with a progress bar: `(rows, images or None, unreadable)`."""
-    from torch.utils.data import DataLoader
-
-    from imgcls.data.dataset import seed_worker
-
     # Its own generator: iterating a DataLoader draws a base seed from the global torch RNG, which would make the
     # run that builds the cache/check train differently from every later run with the same seed.
-    loader = DataLoader(_Tolerant(dataset, pixels), batch_size=batch_size, num_workers=num_workers, shuffle=False,
-                        collate_fn=_collate, worker_init_fn=seed_worker if num_workers else None,
-                        generator=torch.Generator())
+    loader = DataLoader(
+        _Tolerant(dataset, pixels),
+        batch_size=batch_size,
+        num_workers=num_workers,
+        shuffle=False,
+        collate_fn=_collate,
+        worker_init_fn=seed_worker if num_workers else None,
+        generator=torch.Generator(),
+    )
     with Progress(transient=True) as progress:
         task = progress.add_task(label, total=len(dataset))
         for batch in loader:
@@ -100,24 +104,24 @@ def read_bad_list(path: Path) -> pd.DataFrame:
     return pd.read_csv(path, dtype={"row": np.int64, "path": str, "reason": str}, keep_default_na=False)
 
 
-def find_bad_images(table: pd.DataFrame, channels: int, crop: dict[str, Any], record: Path | None,
-                    num_workers: int = 0, batch_size: int = 64) -> pd.DataFrame:
-    """`row,path,reason` of the files of `table` that cannot be decoded (rows in table order).
+def find_bad_images(probe: Dataset, record: Path | None, num_workers: int = 0, batch_size: int = 64) -> pd.DataFrame:
+    """`row,path,reason` of the items of `probe` that cannot be decoded (rows in its order).
 
-    Read from `record` when an earlier check or the cache build left it; else every file is decoded at reduced
-    size, in `num_workers` processes, and the result saved there (under a lock: concurrent ranks check once).
+    `probe` is a dataset whose `read(i)` decodes item i (an ImageDataset at a tiny decode size: JPEGs decode at
+    1/8 scale). Read from `record` when an earlier check or the cache build left it; else every item is decoded,
+    in `num_workers` processes, and the result saved there (under a lock: concurrent ranks check once).
     """
-    from imgcls.data.dataset import ImageDataset
-
     if record is not None and record.exists():
         return read_bad_list(record)
     with file_lock(record.with_suffix(".lock")) if record is not None else nullcontext():
         if record is not None and record.exists():  # checked by another process while we waited
             return read_bad_list(record)
-        probe = ImageDataset(table, None, channels, crop, decode_size=(1, 1))  # JPEGs decode at 1/8 scale
-        workers = min(num_workers, len(table) // batch_size)  # a worker per batch at most: start-up costs
-        bad = [b for _, _, found in decode_all(probe, workers, batch_size, f"Checking {len(table)} images",
-                                               pixels=False) for b in found]
+        workers = min(num_workers, len(probe) // batch_size)  # a worker per batch at most: start-up costs
+        bad = [
+            b
+            for _, _, found in decode_all(probe, workers, batch_size, f"Checking {len(probe)} images", pixels=False)
+            for b in found
+        ]
         if record is None:
             return pd.DataFrame(sorted(bad), columns=BAD_COLUMNS)
         write_bad_list(record, bad)

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from imgcls.data.checks import bad_list_path, decode_all, write_bad_list
+from imgcls.feeding.checks import bad_list_path, decode_all, write_bad_list
 from imgcls.utils.io import atomic_write_text, file_lock
 from imgcls.utils.logging import get_logger
 
@@ -48,11 +48,13 @@ def files_key(table: pd.DataFrame, crop: dict[str, Any], settings: dict[str, Any
     return digest.hexdigest()[:20]
 
 
-def cache_key(table: pd.DataFrame, channels: int, crop: dict[str, Any], size: Sequence[int],
-              max_pixels: int | None = None) -> str:
+def cache_key(
+    table: pd.DataFrame, channels: int, crop: dict[str, Any], size: Sequence[int], max_pixels: int | None = None
+) -> str:
     """Hash of what the cached pixels (and the list of unreadable images) depend on."""
-    return files_key(table, crop, {"v": FORMAT_VERSION, "channels": channels, "size": list(size),
-                                   "max_pixels": max_pixels})
+    return files_key(
+        table, crop, {"v": FORMAT_VERSION, "channels": channels, "size": list(size), "max_pixels": max_pixels}
+    )
 
 
 def build_cache(dataset: Any, path: Path, num_workers: int = 0, batch_size: int = 64) -> Path:
@@ -75,12 +77,14 @@ def build_cache(dataset: Any, path: Path, num_workers: int = 0, batch_size: int 
                     continue
                 images = images.permute(0, 2, 3, 1).numpy()
                 if array is None:
-                    array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
-                                                      shape=(len(dataset), *images.shape[1:]))
-                array[rows[0]:rows[-1] + 1] = images
+                    array = np.lib.format.open_memmap(
+                        tmp, mode="w+", dtype=np.uint8, shape=(len(dataset), *images.shape[1:])
+                    )
+                array[rows[0] : rows[-1] + 1] = images
             if array is None:
-                raise RuntimeError(f"none of the {len(dataset)} images could be decoded, e.g. '{bad[0][1]}': "
-                                   f"{bad[0][2]}")
+                raise RuntimeError(
+                    f"none of the {len(dataset)} images could be decoded, e.g. '{bad[0][1]}': {bad[0][2]}"
+                )
             array.flush()
             del array
             write_bad_list(bad_list_path(path), bad)

@@ -30,8 +30,13 @@ class EpochSampler(Sampler[tuple[int, int]]):
     instead (different per rank, and lost when a run is killed).
     """
 
-    def __init__(self, num_items: int, seed: int = 0, weights: torch.Tensor | np.ndarray | None = None,
-                 num_samples: int | None = None) -> None:
+    def __init__(
+        self,
+        num_items: int,
+        seed: int = 0,
+        weights: torch.Tensor | np.ndarray | None = None,
+        num_samples: int | None = None,
+    ) -> None:
         self.num_items = int(num_items)
         self.seed = int(seed)
         self.weights = None if weights is None else np.asarray(weights, dtype=np.float64)

@@ -10,14 +10,19 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 PREFIX = "fit/"
 
 
 class FitProgress(Callback):
+    """`best` is the checkpoint callback that keeps the best model (None: none is kept)."""
+
+    def __init__(self, best: ModelCheckpoint | None = None) -> None:
+        self.best = best
+
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
-        best = trainer.checkpoint_callback.best_model_score if trainer.checkpoint_callback else None
+        best = self.best.best_model_score if self.best is not None else None
         values = {
             "epochs": trainer.current_epoch,
             "global_step": trainer.global_step,

@@ -1,6 +1,7 @@
 """A small fake face-mask competition dataset, so tests and the README walkthrough run offline.
 
-`python -m imgcls.data.synth_mask --out DIR --people 60 [--eval-people 15] [--width 384 --height 512] [--seed 0]`
+`python -m imgcls.extras.competition.synth_mask --out DIR --people 60 [--eval-people 15] [--width 384 --height 512]
+[--seed 0]`
 writes the real competition's layout, quirks included (mixed .jpg/.jpeg/.png, macOS `._*` junk files):
   DIR/train/train.csv (id,gender,race,age,path) and DIR/train/images/<id>_<gender>_Asian_<age>/<kind>.<ext>,
       kind in mask1..mask5 (worn), incorrect_mask, normal;
@@ -64,13 +65,24 @@ def person_look(rng: np.random.Generator, width: int, height: int) -> dict:
     t = np.linspace(0, 1, height, dtype=np.float32)[:, None, None]
     backdrop = np.broadcast_to(top * (1 - t) + bottom * t, (height, width, 3)).astype(np.uint8)
     masks = [MASKS[k] for k in rng.permutation(len(MASKS))]  # which of mask1..5 is which style: no meaning
-    return {"gender": gender, "band": band, "age": age, "hair": hair, "backdrop": backdrop,
-            "skin": _rgb(rng, SKINS[rng.integers(len(SKINS))], 10), "shirt": _rgb(rng, (128, 128, 128), 110),
-            "masks": masks, "worn_wrong": masks[rng.integers(len(masks))],
-            "pattern": (_rgb(rng, (60, 80, 120), 50), _rgb(rng, (220, 210, 120), 35)),
-            "dx": rng.uniform(-0.03, 0.03), "dy": rng.uniform(-0.025, 0.025), "fw": rng.uniform(0.86, 1.12),
-            "fh": rng.uniform(0.94, 1.06), "glasses": band == 2 or (band == 1 and rng.random() < 0.3),
-            "earrings": gender == 1 and rng.random() < 0.6}
+    return {
+        "gender": gender,
+        "band": band,
+        "age": age,
+        "hair": hair,
+        "backdrop": backdrop,
+        "skin": _rgb(rng, SKINS[rng.integers(len(SKINS))], 10),
+        "shirt": _rgb(rng, (128, 128, 128), 110),
+        "masks": masks,
+        "worn_wrong": masks[rng.integers(len(masks))],
+        "pattern": (_rgb(rng, (60, 80, 120), 50), _rgb(rng, (220, 210, 120), 35)),
+        "dx": rng.uniform(-0.03, 0.03),
+        "dy": rng.uniform(-0.025, 0.025),
+        "fw": rng.uniform(0.86, 1.12),
+        "fh": rng.uniform(0.94, 1.06),
+        "glasses": band == 2 or (band == 1 and rng.random() < 0.3),
+        "earrings": gender == 1 and rng.random() < 0.6,
+    }
 
 
 def draw_photo(look: dict, kind: str, rng: np.random.Generator, width: int, height: int) -> Image.Image:
@@ -127,15 +139,27 @@ def draw_photo(look: dict, kind: str, rng: np.random.Generator, width: int, heig
         dy = 0.0 if kind.startswith("mask") else 0.44  # incorrect: pulled under the nose
         base = style or look["pattern"][0]
         edge = tuple(int(c * 0.8) for c in base)
-        d.polygon(pts((-1.02, 0.08 + dy), (-0.35, -0.05 + dy), (0.35, -0.05 + dy), (1.02, 0.08 + dy), (0.88, 0.8 + dy),
-                      (0.35, 1.1 + dy), (-0.35, 1.1 + dy), (-0.88, 0.8 + dy)), fill=base, outline=edge)
+        d.polygon(
+            pts(
+                (-1.02, 0.08 + dy),
+                (-0.35, -0.05 + dy),
+                (0.35, -0.05 + dy),
+                (1.02, 0.08 + dy),
+                (0.88, 0.8 + dy),
+                (0.35, 1.1 + dy),
+                (-0.35, 1.1 + dy),
+                (-0.88, 0.8 + dy),
+            ),
+            fill=base,
+            outline=edge,
+        )
         for s in (-1, 1):
             d.line(pts((s * 1.0, 0.1 + dy), (s * 1.0, -0.05)), fill=edge, width=lw)  # ear loops
         for y in (0.35, 0.62):
             d.line(pts((-0.8, y + dy), (0.8, y + dy)), fill=edge, width=lw)  # pleats
         if style is None:
             for i, x in enumerate((-0.6, -0.3, 0.0, 0.3, 0.6)):
-                for y in (0.2, 0.48, 0.76)[i % 2:]:
+                for y in (0.2, 0.48, 0.76)[i % 2 :]:
                     d.ellipse(box(x - 0.06, y - 0.05 + dy, x + 0.06, y + 0.05 + dy), fill=look["pattern"][1])
     arr = np.asarray(img, np.float32) * rng.uniform(0.9, 1.1) + rng.integers(-5, 6, (height, width, 3), np.int16)
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
@@ -162,7 +186,8 @@ def _write(root: Path, people: int, eval_people: int, width: int, height: int, s
             _save(draw_photo(look, kind, prng, width, height), root / "train" / "images" / folder / f"{kind}{EXTS[e]}")
         if i in junk:  # an AppleDouble header, not an image
             (root / "train" / "images" / folder / f"._{KINDS[0]}{EXTS[exts[0]]}").write_bytes(
-                b"\x00\x05\x16\x07" + prng.bytes(28))
+                b"\x00\x05\x16\x07" + prng.bytes(28)
+            )
         rows.append((f"{ids[i]:06d}", gender, "Asian", age, folder))
     _write_csv(root / "train" / "train.csv", ("id", "gender", "race", "age", "path"), rows)
     answers = []
@@ -193,20 +218,33 @@ def _complete(out: Path, params: dict) -> bool:
         return False
 
 
-def make_mask_dataset(out: str | Path, people: int = 60, eval_people: int | None = None, width: int = 384,
-                      height: int = 512, seed: int = 0) -> Path:
+def make_mask_dataset(
+    out: str | Path,
+    people: int = 60,
+    eval_people: int | None = None,
+    width: int = 384,
+    height: int = 512,
+    seed: int = 0,
+) -> Path:
     """Write the dataset to `out` (made in a temp folder beside it, then moved in); a no-op when already made."""
     out = Path(out)
     eval_people = max(4, people // 4) if eval_people is None else eval_people
     if people < 1 or eval_people < 0 or width < 16 or height < 16 or seed < 0:
         raise ValueError("need people >= 1, eval_people >= 0, width and height >= 16 and seed >= 0")
-    params = {"people": people, "eval_people": eval_people, "width": width, "height": height, "seed": seed,
-              "version": VERSION}
+    params = {
+        "people": people,
+        "eval_people": eval_people,
+        "width": width,
+        "height": height,
+        "seed": seed,
+        "version": VERSION,
+    }
     if _complete(out, params):
         return out
     if out.exists() and not (out.is_dir() and not any(out.iterdir())):  # an empty folder is fine to fill
-        raise FileExistsError(f"{out} exists but is not a synth_mask dataset made with {params}: "
-                              "delete it or choose another --out")
+        raise FileExistsError(
+            f"{out} exists but is not a synth_mask dataset made with {params}: delete it or choose another --out"
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:

@@ -21,8 +21,8 @@ import pandas as pd
 import yaml
 
 from imgcls import CONFIG_DIR
-from imgcls.data.image_io import is_image_file
 from imgcls.data.sources import DataConfigError, Discovered, _check_root
+from imgcls.feeding.image_io import is_image_file
 from imgcls.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -53,8 +53,11 @@ def load_corrections(spec: str | None) -> dict[str, set[str]]:
     """`none`, `known` (the shipped list) or a YAML path -> {'gender_flip': {ids}, 'mask_swap': {ids}}."""
     if spec in (None, "", "none", False):
         return {key: set() for key in CORRECTION_KEYS}
-    path = CONFIG_DIR / "data" / "corrections" / f"{spec}.yaml" if "/" not in str(spec) and not str(
-        spec).endswith((".yaml", ".yml")) else Path(str(spec)).expanduser()
+    path = (
+        CONFIG_DIR / "data" / "corrections" / f"{spec}.yaml"
+        if "/" not in str(spec) and not str(spec).endswith((".yaml", ".yml"))
+        else Path(str(spec)).expanduser()
+    )
     if not path.is_file():
         raise DataConfigError(f"data.source.corrections='{spec}': no such file {path}; use none, known or a YAML path")
     content = yaml.safe_load(path.read_text()) or {}
@@ -89,17 +92,20 @@ class MaskSource:
     def _people(self, root: Path) -> pd.DataFrame:
         csv_path = root / "train" / "train.csv"
         if not csv_path.is_file():
-            raise DataConfigError(f"data.root='{root}' has no train/train.csv: point data.root at the competition "
-                                  "folder (train/, eval/)")
+            raise DataConfigError(
+                f"data.root='{root}' has no train/train.csv: point data.root at the competition folder (train/, eval/)"
+            )
         people = pd.read_csv(csv_path, dtype=str)
         missing = [c for c in ("id", "gender", "age", "path") if c not in people.columns]
         if missing:
             raise DataConfigError(f"{csv_path}: missing column(s) {missing}; found {list(people.columns)}")
         bad = people[~people["gender"].isin(GENDERS) | ~people["age"].str.fullmatch(r"\d+")]
         if len(bad):
-            raise DataConfigError(f"{csv_path}: row {bad.index[0] + 2} has gender '{bad.iloc[0]['gender']}' / age "
-                                  f"'{bad.iloc[0]['age']}' ({len(bad)} such rows): gender must be male/female, age "
-                                  "an integer")
+            raise DataConfigError(
+                f"{csv_path}: row {bad.index[0] + 2} has gender '{bad.iloc[0]['gender']}' / age "
+                f"'{bad.iloc[0]['age']}' ({len(bad)} such rows): gender must be male/female, age "
+                "an integer"
+            )
         return people
 
     def discover(self) -> Discovered:
@@ -133,8 +139,10 @@ class MaskSource:
                 label = (mask * sizes["gender"] + gender) * sizes["age"] + band
                 rows.append((str(file), label, person.id, mask, gender, band, age))
         if skipped:
-            log.warning(f"Skipped {len(skipped)} file(s) that are not mask1-5/incorrect_mask/normal images, "
-                        f"first: {skipped[:3]}")
+            log.warning(
+                f"Skipped {len(skipped)} file(s) that are not mask1-5/incorrect_mask/normal images, "
+                f"first: {skipped[:3]}"
+            )
         if not rows:
             raise DataConfigError(f"no images found under {root / 'train' / 'images'}")
         table = pd.DataFrame(rows, columns=["path", "label", "group", "mask", "gender", "age_band", "age"])

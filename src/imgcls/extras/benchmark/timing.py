@@ -95,11 +95,11 @@ def _rank_rate(
     """One DDP-like process: its shard of the data (DistributedSampler), its own workers, timed with the others."""
     from torch.utils.data import DistributedSampler
 
-    from imgcls.data.loaders import make_loader
+    from imgcls.feeding.loaders import make_loader
 
     torch.set_num_threads(1)
     sampler = DistributedSampler(dataset, num_replicas=processes, rank=rank, shuffle=True, seed=0)
-    loader = make_loader(dataset, settings, train=True, pin_memory=False, world_size=processes, sampler=sampler)
+    loader = make_loader(dataset, settings, train=True, on_cuda=False, world_size=processes, sampler=sampler)
     batches = _endless(loader)
     for _ in range(timing[0]):
         next(batches)

@@ -51,8 +51,10 @@ def _reason(path: str | os.PathLike, exc: BaseException) -> str:
     """Why `path` could not be decoded, in words a user can act on (the exception follows in brackets)."""
     raw = f"{type(exc).__name__}: {exc}"
     if isinstance(exc, Image.DecompressionBombError):
-        return (f"exceeds the pixel limit of {_max_pixels or 0:,} (decompression-bomb guard; if the image is "
-                f"genuine, raise data.max_image_pixels, null = no limit) ({raw})")
+        return (
+            f"exceeds the pixel limit of {_max_pixels or 0:,} (decompression-bomb guard; if the image is "
+            f"genuine, raise data.max_image_pixels, null = no limit) ({raw})"
+        )
     if isinstance(exc, FileNotFoundError):
         return f"file not found (deleted, or a broken symlink) ({raw})"
     if isinstance(exc, PermissionError):
@@ -111,8 +113,9 @@ def to_channels(img: Image.Image, channels: int) -> np.ndarray:
     return arr
 
 
-def crop_box(width: int, height: int, mode: str | None, size: float | Sequence | None = None,
-             bbox: Sequence[float] | None = None) -> tuple[int, int, int, int] | None:
+def crop_box(
+    width: int, height: int, mode: str | None, size: float | Sequence | None = None, bbox: Sequence[float] | None = None
+) -> tuple[int, int, int, int] | None:
     """The pre-processing crop as (x0, y0, x1, y1) in full-resolution pixels, or None for no crop.
 
     `center` takes a fraction (0.875) or [h, w] pixels; `bbox` takes the sample's (x0, y0, x1, y1).
@@ -150,8 +153,13 @@ def _orientation(img: Image.Image) -> int:
         return 1
 
 
-def load_image(path: str | os.PathLike, channels: int = 3, crop: dict | None = None,
-               bbox: Sequence[float] | None = None, min_size: tuple[int, int] | None = None) -> np.ndarray:
+def load_image(
+    path: str | os.PathLike,
+    channels: int = 3,
+    crop: dict | None = None,
+    bbox: Sequence[float] | None = None,
+    min_size: tuple[int, int] | None = None,
+) -> np.ndarray:
     """Read `path` as uint8 HxWxC: EXIF orientation applied, then the pre-processing crop.
 
     Crop coordinates refer to the displayed (EXIF-rotated) full-resolution image. `min_size` (h, w) is the
@@ -172,8 +180,9 @@ def load_image(path: str | os.PathLike, channels: int = 3, crop: dict | None = N
                 bw, bh = (box[2] - box[0], box[3] - box[1]) if box else (full_w, full_h)
                 scale = max(min_size[0] / bh, min_size[1] / bw)
                 if scale <= 0.5:  # draft picks the smallest DCT scale that still covers the requested size
-                    img.draft("L" if channels == 1 else "RGB",
-                              (math.ceil(img.width * scale), math.ceil(img.height * scale)))
+                    img.draft(
+                        "L" if channels == 1 else "RGB", (math.ceil(img.width * scale), math.ceil(img.height * scale))
+                    )
             img.load()
             if orientation != 1:  # transposing copies the image: only when the camera says so
                 img = ImageOps.exif_transpose(img)

@@ -1,0 +1,107 @@
+"""DataLoader construction from the `loader` config group (one place for every stage)."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from imgcls.feeding import batch_pool
+from imgcls.feeding.collate import PooledCollate, collate_images
+from imgcls.feeding.workers import seed_worker
+from imgcls.resume.loader import ResumableDataLoader
+from imgcls.resume.sampler import EpochSampler
+from imgcls.utils.env_report import available_cpus
+from imgcls.utils.errors import ConfigError
+
+
+def resolve_num_workers(value: int | None) -> int:
+    """`loader.num_workers: null` -> one worker per available CPU, capped at 8 (more rarely helps one GPU)."""
+    return min(available_cpus(), 8) if value is None else int(value)
+
+
+def resolve_pin_memory(wanted: Any, on_cuda: bool) -> bool:
+    """`loader.pin_memory`: auto/true pin when the batches go to a CUDA device (pinned host memory only speeds up
+    a host->CUDA copy; elsewhere it just costs RAM); false never pins."""
+    if wanted in ("auto", None, True):
+        return on_cuda
+    if wanted is False:
+        return False
+    raise ConfigError(f"loader.pin_memory={wanted!r} is not an option: use auto, true or false")
+
+
+class TimedDataLoader(ResumableDataLoader):
+    """A DataLoader that adds up the seconds its consumer spends blocked in `next()`: the data wait.
+
+    Read by `imgcls.callbacks.ThroughputMonitor`. Resumable mid-epoch (`start=`, see imgcls.resume.loader).
+    """
+
+    fetch_seconds = 0.0
+
+    def __iter__(self) -> Iterator[Any]:
+        self.begin()
+        prepare = getattr(self.collate_fn, "prepare", None)
+        if prepare is not None:  # a recycled-buffer pool owned by this process, before any worker starts
+            prepare()
+        iterator = super().__iter__()
+        while True:
+            start = time.perf_counter()
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                return
+            finally:
+                self.fetch_seconds += time.perf_counter() - start
+            yield batch
+
+
+def make_loader(
+    dataset: Dataset,
+    loader: Mapping[str, Any],
+    *,
+    train: bool,
+    on_cuda: bool = False,
+    world_size: int = 1,
+    sampler: Sampler | None = None,
+    seed: int = 0,
+    start: tuple[int, int] | None = None,
+) -> DataLoader:
+    """Train: drawn by `sampler` (default: an `EpochSampler` shuffle from `seed` and the epoch), `drop_last`
+    (so BatchNorm never sees a 1-sample batch), beginning at `start` (see TimedDataLoader).
+    Eval: ordered, nothing dropped. `on_cuda`: the batches go to a CUDA device (`loader.pin_memory` pins only then).
+
+    Under DDP each rank sees ceil(N / world_size) samples: `drop_last` is kept only while that is more than
+    one batch, so a small dataset never silently trains on zero batches.
+    """
+    workers = resolve_num_workers(loader.get("num_workers"))
+    batch_size = int(loader.get("batch_size", 64))
+    if not train:
+        batch_size = int(loader.get("eval_batch_size") or batch_size)
+    extra: dict[str, Any] = {}
+    collate = collate_images
+    if workers > 0:
+        persistent = bool(loader.get("persistent_workers", True))
+        extra = dict(
+            persistent_workers=persistent,
+            prefetch_factor=int(loader.get("prefetch_factor", 2)),
+            worker_init_fn=seed_worker,
+        )
+        slots = int(loader.get("reuse_buffers", 6) or 0)
+        if slots and persistent and batch_pool.available():
+            collate = PooledCollate(workers, slots)
+    if train and sampler is None:
+        sampler = EpochSampler(len(dataset), seed)
+    return TimedDataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        start=start if train else None,
+        drop_last=train and bool(loader.get("drop_last", True)) and math.ceil(len(dataset) / world_size) > batch_size,
+        num_workers=workers,
+        pin_memory=resolve_pin_memory(loader.get("pin_memory", "auto"), on_cuda),
+        collate_fn=collate,
+        **extra,
+    )
