@@ -110,3 +110,15 @@ def test_cfg_job_shows_every_group():
     for key in ("data:", "augment:", "loader:", "model:", "callbacks:", "logger:", "trainer:", "paths:"):
         assert f"\n{key}" in f"\n{out}", key
     assert Path(ROOT / "configs" / "train.yaml").exists()
+
+
+def test_the_monitored_metric_is_defined_once():
+    """`monitor`/`monitor_mode` drive the best checkpoint, the pictures, early stopping and the sweep's metric."""
+    cfg = compose("train", ["callbacks=early_stopping", "monitor=val/loss", "monitor_mode=min", "paths.output_dir=/x"])
+    cb = cfg.callbacks
+    assert cb.model_checkpoint.monitor == cb.pictures.monitor == cb.early_stopping.monitor == "val/loss"
+    assert cb.model_checkpoint.mode == cb.pictures.mode == cb.early_stopping.mode == "min"
+    assert cfg.optimized_metric == "val/loss_best"
+    assert cfg.hydra.callbacks.sweep_summary.monitor_key == "monitor"
+    typed = [p for p in (ROOT / "configs").rglob("*.yaml") if "monitor: val/" in p.read_text()]
+    assert typed == [ROOT / "configs" / "train.yaml"], f"the metric is typed again in {typed}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from types import SimpleNamespace
 
@@ -12,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from imgcls.models import Classifier, TaskLayout, balanced_weights, focal_loss
+from imgcls.models import Classifier, FocalLoss, MultiTaskHead, SingleHead, TaskLayout, balanced_weights, focal_loss
 from imgcls.models.checkpoint import load_classifier
 
 TASKS = {"mask": 3, "gender": 2, "age": 3}
@@ -126,7 +127,7 @@ def _batch(n: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:
 
 
 def test_multi_head_outputs_one_block_per_task_and_a_finite_loss():
-    model = Classifier("test_resnet", SPEC, head="multi")
+    model = Classifier("test_resnet", SPEC, head=MultiTaskHead)
     assert model.model.get_classifier().out_features == 8
     assert Classifier("test_resnet", SPEC).model.get_classifier().out_features == 18
     batch = model.on_after_batch_transfer(_batch(), 0)
@@ -139,11 +140,12 @@ def test_multi_head_outputs_one_block_per_task_and_a_finite_loss():
 
 
 def test_multi_head_without_tasks_names_the_key_and_the_fix():
-    with pytest.raises(ValueError, match=r"model.head=multi.*no sub-tasks.*data=mask"):
-        Classifier("test_resnet", PLAIN, head="multi")
-    with pytest.raises(ValueError, match="model.loss='dice'.*ce, focal"):
+    with pytest.raises(ValueError, match=r"model/head=multi.*no sub-tasks.*data=mask"):
+        Classifier("test_resnet", PLAIN, head=MultiTaskHead)
+    # A name where a `_target_` config belongs (the pre-`_target_` style) names the group and its options.
+    with pytest.raises(ValueError, match=r"model.loss='dice' is not a `_target_` config.*model/loss=<ce\|focal>"):
         Classifier("test_resnet", SPEC, loss="dice")
-    with pytest.raises(ValueError, match="model.class_weights='inverse'.*none, balanced"):
+    with pytest.raises(ValueError, match=r"model.class_weights='inverse'.*model/class_weights=<balanced>"):
         Classifier("test_resnet", SPEC, class_weights="inverse")
 
 
@@ -151,8 +153,8 @@ def test_multi_head_mixup_marginalises_soft_targets():
     model = Classifier(
         "test_resnet",
         SPEC,
-        head="multi",
-        loss="focal",
+        head=MultiTaskHead,
+        loss=FocalLoss,
         label_smoothing=0.1,
         mixup={"mixup_alpha": 0.4, "cutmix_alpha": 0.0, "prob": 1.0},
     )
@@ -166,7 +168,7 @@ def test_multi_head_mixup_marginalises_soft_targets():
 
 def test_multi_head_overfits_a_handful_of_images():
     torch.manual_seed(0)
-    model = Classifier("test_resnet", SPEC, head="multi")
+    model = Classifier("test_resnet", SPEC, head=MultiTaskHead)
     batch = model.on_after_batch_transfer(_batch(8), 0)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     losses = []
@@ -235,9 +237,9 @@ def fitted(tmp_path_factory):
     model = Classifier(
         "test_resnet",
         SPEC,
-        head="multi",
-        loss="focal",
-        class_weights="balanced",
+        head=MultiTaskHead,
+        loss=FocalLoss,
+        class_weights=balanced_weights,
         label_smoothing=0.1,
         mixup={"mixup_alpha": 0.4, "prob": 1.0},
     )
@@ -281,31 +283,31 @@ def test_balanced_weights_come_from_the_datamodule_per_task(fitted):
     grid = counts.reshape(3, 2, 3)
     expected = [grid.sum((1, 2)), grid.sum((0, 2)), grid.sum((0, 1))]
     assert expected[2].tolist() == [6, 12, 18]
-    for criterion, c in zip(fitted.model.criteria, expected):
+    for criterion, c in zip(fitted.model.head.criteria, expected):
         torch.testing.assert_close(criterion.weight, balanced_weights(c))
-    assert fitted.model.criteria[2].weight.tolist() == pytest.approx([2.0, 1.0, 2 / 3])
+    assert fitted.model.head.criteria[2].weight.tolist() == pytest.approx([2.0, 1.0, 2 / 3])
 
 
 def test_balanced_weights_single_head_and_missing_counts(caplog):
-    model = Classifier("test_resnet", SPEC, class_weights="balanced")
+    model = Classifier("test_resnet", SPEC, class_weights=balanced_weights)
     model._trainer = SimpleNamespace(datamodule=_CountingData(), training=False)
     model.setup("fit")
     counts = torch.tensor([1 + c % 3 for c in range(18)], dtype=torch.float32)
-    torch.testing.assert_close(model.criteria[0].weight, 36 / (18 * counts))
+    torch.testing.assert_close(model.head.criteria[0].weight, 36 / (18 * counts))
     batch = model.on_after_batch_transfer(_batch(), 0)
     loss, _, _ = model._shared_step(batch)
     expected = F.cross_entropy(model(batch["image"]), batch["target"], weight=36 / (18 * counts))
     torch.testing.assert_close(loss, expected)
 
-    plain = Classifier("test_resnet", SPEC, class_weights="balanced")
+    plain = Classifier("test_resnet", SPEC, class_weights=balanced_weights)
     plain._trainer = SimpleNamespace(datamodule=_TinyData(), training=False)  # no train_class_counts()
     with caplog.at_level(logging.WARNING):
         plain.setup("fit")
-    assert "train_class_counts" in caplog.text and plain.criteria[0].weight is None
+    assert "train_class_counts" in caplog.text and plain.head.criteria[0].weight is None
 
 
 def test_validation_outputs_are_combined_classes():
-    model = Classifier("test_resnet", SPEC, head="multi").eval()
+    model = Classifier("test_resnet", SPEC, head=MultiTaskHead).eval()
     batch = model.on_after_batch_transfer(_batch(6), 0)
     with torch.no_grad():
         out = model.validation_step(batch, 0)
@@ -315,7 +317,7 @@ def test_validation_outputs_are_combined_classes():
 
 
 # ---- test-time augmentation ------------------------------------------------------------------------------
-@pytest.mark.parametrize("head", ["single", "multi"])
+@pytest.mark.parametrize("head", [SingleHead, MultiTaskHead])
 def test_hflip_tta_averages_image_and_mirror(head):
     torch.manual_seed(0)
     model = Classifier("test_resnet", SPEC, head=head).eval()
@@ -347,7 +349,10 @@ def test_unknown_tta_lists_the_supported_ones():
 def test_multi_head_checkpoint_reloads_with_identical_predictions(fitted):
     model = fitted.model.eval()
     loaded = load_classifier(fitted.ckpt)
-    assert (loaded.head, loaded.hparams.loss, loaded.hparams.class_weights) == ("multi", "focal", "balanced")
+    assert isinstance(loaded.head, MultiTaskHead) and isinstance(loaded.head.criteria[0], FocalLoss)
+    assert loaded.hparams.loss == {"_target_": "imgcls.models.losses.FocalLoss", "_partial_": True}
+    assert loaded.hparams.class_weights["_target_"] == "imgcls.models.losses.balanced_weights"
+    assert loaded.class_weights is not None  # rebuilt from the record (used again when training resumes)
     assert loaded.model.get_classifier().out_features == 8
     batch = model.on_after_batch_transfer(_batch(5, seed=3), 0)
     with torch.no_grad():
@@ -363,7 +368,32 @@ def test_checkpoint_without_new_hparams_loads_with_defaults(tmp_path):
         tmp_path / "old.ckpt",
     )
     loaded = load_classifier(tmp_path / "old.ckpt")
-    assert (loaded.head, loaded.hparams.loss, loaded.hparams.class_weights) == ("single", "ce", "none")
+    assert isinstance(loaded.head, SingleHead) and type(loaded.head.criteria[0]).__name__ == "CrossEntropy"
+    assert loaded.class_weights is None
     batch = model.on_after_batch_transfer(_batch(2), 0)
     with torch.no_grad():
         torch.testing.assert_close(loaded(batch["image"]), model(batch["image"]))
+
+
+def test_checkpoint_with_string_switches_loads_as_target_configs(tmp_path):
+    """Checkpoints from before `_target_` heads/losses named them by string (`head: multi`, `loss: focal`)."""
+    model = Classifier("test_resnet", SPEC, head=MultiTaskHead, loss=functools.partial(FocalLoss, gamma=3.0)).eval()
+    old = {**model.hparams, "head": "multi", "loss": "focal", "focal_gamma": 3.0, "class_weights": "none"}
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": old}, tmp_path / "v1.ckpt")
+    loaded = load_classifier(tmp_path / "v1.ckpt")
+    assert isinstance(loaded.head, MultiTaskHead) and loaded.class_weights is None
+    assert [c.gamma for c in loaded.head.criteria] == [3.0, 3.0, 3.0]
+
+
+def test_hparams_are_one_plain_record_that_rebuilds_the_model():
+    """Every constructor argument is recorded once, factories as `_target_` configs (weights_only-loadable)."""
+    import inspect
+
+    model = Classifier(
+        "test_resnet", SPEC, loss=functools.partial(FocalLoss, gamma=1.5), class_weights=balanced_weights
+    )
+    assert set(model.hparams) == set(inspect.signature(Classifier).parameters)
+    assert model.hparams.loss == {"_target_": "imgcls.models.losses.FocalLoss", "_partial_": True, "gamma": 1.5}
+    rebuilt = Classifier(**model.hparams)
+    assert isinstance(rebuilt.head.criteria[0], FocalLoss) and rebuilt.head.criteria[0].gamma == 1.5
+    assert rebuilt.class_weights is not None

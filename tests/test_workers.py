@@ -12,7 +12,10 @@ from imgcls.data import ImageDataModule, ImageDataset
 from imgcls.data.transforms import build_train_transform
 from imgcls.feeding.loaders import make_loader
 
-RANDOM_AUG = {"affine": {"p": 1.0, "rotate": 45, "translate": 0.2}, "color_jitter": {"p": 1.0, "brightness": 0.5}}
+RANDOM_AUG = {
+    "affine": {"_target_": "albumentations.Affine", "p": 1.0, "rotate": [-45, 45], "translate_percent": [-0.2, 0.2]},
+    "color_jitter": {"_target_": "albumentations.ColorJitter", "p": 1.0, "brightness": 0.5},
+}
 
 
 def _repeated_dataset(image_tree, n=8) -> ImageDataset:

@@ -43,9 +43,12 @@ class RunPictures(Callback):
     """`augmented_samples.png` once at the start; at the end, from the best validation epoch (by `monitor`):
     `confusion_matrix.png`, `per_class.csv` (precision/recall/F1/support) and `worst_misclassified.png`."""
 
-    def __init__(self, output_dir: str, monitor: str = "val/f1", samples: int = 32, worst: int = 24) -> None:
+    def __init__(
+        self, output_dir: str, monitor: str = "val/f1", mode: str = "max", samples: int = 32, worst: int = 24
+    ) -> None:
         self.output_dir = Path(output_dir)
         self.monitor, self.samples, self.worst = monitor, samples, worst
+        self.sign = {"max": 1.0, "min": -1.0}[mode]  # scores are compared as sign * value: higher is better
         self._outputs: list[dict[str, torch.Tensor]] = []
         self._best_score = -float("inf")
         self._best: dict[str, Any] | None = None
@@ -94,7 +97,7 @@ class RunPictures(Callback):
             {k: torch.cat([o[k] for o in self._outputs]) for k in ("preds", "conf", "target", "index")},
         )
         score = trainer.callback_metrics.get(self.monitor)
-        score = float(score) if score is not None else -float("inf")
+        score = self.sign * float(score) if score is not None else -float("inf")
         if trainer.is_global_zero and score > self._best_score:
             # Each image once, whatever the sampler did (a padding sampler repeats some across ranks).
             _, first = np.unique(gathered["index"].numpy(), return_index=True)
@@ -125,7 +128,8 @@ class RunPictures(Callback):
         k = len(names)
         preds, target = torch.as_tensor(best["preds"]), torch.as_tensor(best["target"])
         matrix = multiclass_confusion_matrix(preds, target, k).numpy()
-        title = f"Validation confusion matrix, best epoch {best['epoch']} ({self.monitor}={self._best_score:.4f})"
+        score = self.sign * self._best_score
+        title = f"Validation confusion matrix, best epoch {best['epoch']} ({self.monitor}={score:.4f})"
         self._publish(
             trainer,
             save_figure(confusion_figure(matrix, names, title), self.output_dir / "confusion_matrix.png"),

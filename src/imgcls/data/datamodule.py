@@ -6,23 +6,24 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import hydra
 import lightning as L
-from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 import numpy as np
 import pandas as pd
 import torch
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader
 
-from imgcls.feeding.cache import build_cache, cache_key, describe_cache, files_key
-from imgcls.feeding.checks import CHECK_VERSION, bad_list_path
 from imgcls.data.bad_images import check_policy, drop_unreadable, find_unreadable
 from imgcls.data.dataset import ImageDataset
-from imgcls.feeding.image_io import DEFAULT_MAX_IMAGE_PIXELS, BadImageError, set_max_image_pixels
-from imgcls.feeding.loaders import make_loader, resolve_num_workers
-from imgcls.resume.sampler import EpochSampler, balanced_weights
 from imgcls.data.sources import DataConfigError, Discovered
 from imgcls.data.split import assign_splits
 from imgcls.data.transforms import as_hw, build_eval_transform, build_train_transform
+from imgcls.feeding.cache import build_cache, cache_key, describe_cache, files_key
+from imgcls.feeding.checks import CHECK_VERSION, bad_list_path
+from imgcls.feeding.image_io import DEFAULT_MAX_IMAGE_PIXELS, set_max_image_pixels
+from imgcls.feeding.loaders import make_loader, resolve_num_workers
+from imgcls.resume.sampler import EpochSampler, balanced_weights
 from imgcls.utils.config import to_plain
 from imgcls.utils.io import atomic_write_text
 from imgcls.utils.logging import get_logger
@@ -37,18 +38,35 @@ class ImageDataModule(L.LightningDataModule):
     once, as `spec`, and stored in the checkpoint so predict rebuilds the same pre-processing.
     """
 
-    def __init__(self, source: Any, root: str | None = None, image_size: int | Sequence[int] = 224, channels: int = 3,
-                 crop: Mapping[str, Any] | None = None, val_fraction: float = 0.1, test_fraction: float = 0.0,
-                 split_seed: int = 0, n_folds: int | None = None, fold: int = 0, sampler: str = "random",
-                 draw_seed: int = 0,
-                 flips: Sequence[str] = ("horizontal",),
-                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                 augment: Mapping[str, Any] | None = None, loader: Mapping[str, Any] | None = None,
-                 cache: bool = True, cache_dir: str | None = None, cache_size: int | Sequence[int] | None = None,
-                 output_dir: str | None = None, on_bad_image: str = "skip",
-                 max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> None:
+    def __init__(
+        self,
+        source: Any,
+        root: str | None = None,
+        image_size: int | Sequence[int] = 224,
+        channels: int = 3,
+        crop: Mapping[str, Any] | None = None,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.0,
+        split_seed: int = 0,
+        n_folds: int | None = None,
+        fold: int = 0,
+        sampler: str = "random",
+        draw_seed: int = 0,
+        flips: Sequence[str] = ("horizontal",),
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        augment: Mapping[str, Any] | None = None,
+        loader: Mapping[str, Any] | None = None,
+        cache: bool = True,
+        cache_dir: str | None = None,
+        cache_size: int | Sequence[int] | None = None,
+        output_dir: str | None = None,
+        on_bad_image: str = "skip",
+        max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+    ) -> None:
         super().__init__()
-        self.source = source
+        # A `_target_` config (from Hydra, which leaves nested configs to this class) or a source object.
+        self.source = hydra.utils.instantiate(source) if isinstance(source, Mapping) else source
         self.root = root  # informational: the sources read it from the config
         self.image_size = as_hw(to_plain(image_size))
         self.channels = int(channels)
@@ -87,7 +105,7 @@ class ImageDataModule(L.LightningDataModule):
         self.bad_images()
 
     def cache_file(self) -> Path:
-        """The pre-processing cache for this dataset + pre-processing, built now if missing (see data/cache.py).
+        """The pre-processing cache for this dataset + pre-processing, built now if missing (see feeding/cache.py).
 
         Remembered per instance: the key stats every file, and prepare_data and setup both ask for it.
         """
@@ -98,11 +116,20 @@ class ImageDataModule(L.LightningDataModule):
         path = self.cache_dir / f"{self._dataset_name}_{self.cache_size[0]}x{self.cache_size[1]}_{key}.npy"
         if not path.exists():
             set_max_image_pixels(self.max_image_pixels)  # this may be a DDP rank unpickled from the parent
-            decode = ImageDataset(table, build_eval_transform(self.cache_size), self.channels, self.crop,
-                                  decode_size=self.cache_size)
+            decode = ImageDataset(
+                table, build_eval_transform(self.cache_size), self.channels, self.crop, decode_size=self.cache_size
+            )
             build_cache(decode, path, num_workers=resolve_num_workers(self.loader.get("num_workers")))
-            describe_cache(path, {"root": self.root, "images": len(table), "channels": self.channels,
-                                  "crop": self.crop, "size": self.cache_size})
+            describe_cache(
+                path,
+                {
+                    "root": self.root,
+                    "images": len(table),
+                    "channels": self.channels,
+                    "crop": self.crop,
+                    "size": self.cache_size,
+                },
+            )
         self._cache_file = path
         return path
 
@@ -111,7 +138,7 @@ class ImageDataModule(L.LightningDataModule):
         return Path(str(self.root or "data")).name
 
     def bad_images(self) -> pd.DataFrame:
-        """`row,path,reason` of the discovered files that cannot be decoded, in discovery order (see checks.py).
+        """`row,path,reason` of the discovered files that cannot be decoded, in discovery order (see feeding/checks.py).
 
         Found once per dataset and settings (by the cache build, or a cheap pass when the cache is off) and
         remembered in the cache folder, so every DDP rank and every later run reads the same list.
@@ -122,8 +149,11 @@ class ImageDataModule(L.LightningDataModule):
             if self.cache:
                 record = bad_list_path(self.cache_file())
             elif self.cache_dir is not None:
-                key = files_key(table, self.crop, {"check": CHECK_VERSION, "channels": self.channels,
-                                                   "max_pixels": self.max_image_pixels})
+                key = files_key(
+                    table,
+                    self.crop,
+                    {"check": CHECK_VERSION, "channels": self.channels, "max_pixels": self.max_image_pixels},
+                )
                 record = self.cache_dir / f"{self._dataset_name}_check_{key}.bad.csv"
             else:
                 record = None  # nowhere to remember it: every process checks (the result is a pure function)
@@ -171,8 +201,15 @@ class ImageDataModule(L.LightningDataModule):
     @property
     def spec(self) -> dict[str, Any]:
         """What the model and predict need to agree with this data; plain types only."""
-        return {"class_names": self.class_names, "channels": self.channels, "image_size": list(self.image_size),
-                "crop": self.crop, "mean": self.mean, "std": self.std, "tasks": self.discovered.tasks}
+        return {
+            "class_names": self.class_names,
+            "channels": self.channels,
+            "image_size": list(self.image_size),
+            "crop": self.crop,
+            "mean": self.mean,
+            "std": self.std,
+            "tasks": self.discovered.tasks,
+        }
 
     # ---- split and datasets ------------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
@@ -192,8 +229,9 @@ class ImageDataModule(L.LightningDataModule):
 
         def dataset(name: str, transform: Any) -> ImageDataset:
             rows = table[table["split"] == name].reset_index(drop=True)
-            return ImageDataset(rows, transform, self.channels, self.crop, decode_size=self.image_size,
-                                cache_file=cache)
+            return ImageDataset(
+                rows, transform, self.channels, self.crop, decode_size=self.image_size, cache_file=cache
+            )
 
         self.train_set = dataset("train", train_tf)
         self.val_set = dataset("val", eval_tf)
@@ -201,8 +239,9 @@ class ImageDataModule(L.LightningDataModule):
 
     def split(self, table: pd.DataFrame) -> pd.DataFrame:
         """`table` with `split` (and, for k-fold, `fold`) columns: a pure function of the data and the config."""
-        return table.join(assign_splits(table, self.val_fraction, self.test_fraction, self.split_seed,
-                                        self.n_folds, self.fold))
+        return table.join(
+            assign_splits(table, self.val_fraction, self.test_fraction, self.split_seed, self.n_folds, self.fold)
+        )
 
     def train_class_counts(self) -> np.ndarray:
         """Training images per class (for class-weighted losses), zeros included."""
@@ -237,15 +276,22 @@ class ImageDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         """Shuffle (or class-balanced draw) and per-image augmentation seeds from (`draw_seed`, epoch) only: the
-        same on every DDP rank before sharding, and replayed exactly by a resumed run (see samplers.py)."""
+        same on every DDP rank before sharding, and replayed exactly by a resumed run (see resume/sampler.py)."""
         world = self.trainer.world_size if self.trainer is not None else 1
         weights = balanced_weights(self.train_set.targets) if self.sampler == "weighted" else None
         sampler = EpochSampler(len(self.train_set), seed=self.draw_seed, weights=weights)
         start, self.train_start = self.train_start, None
         if start is not None:
             log.info(f"Resuming the training data at epoch {start[0]}, batch {start[1]}")
-        return make_loader(self.train_set, self.loader, train=True, on_cuda=self._on_cuda(), world_size=world,
-                           sampler=sampler, start=start)
+        return make_loader(
+            self.train_set,
+            self.loader,
+            train=True,
+            on_cuda=self._on_cuda(),
+            world_size=world,
+            sampler=sampler,
+            start=start,
+        )
 
     def _eval_loader(self, dataset: ImageDataset) -> DataLoader:
         """Under DDP each rank evaluates a disjoint share, unpadded (Lightning's default sampler pads with
@@ -253,10 +299,13 @@ class ImageDataModule(L.LightningDataModule):
         sampler = None
         if self.trainer is not None and self.trainer.world_size > 1:
             if len(dataset) < self.trainer.world_size:  # a rank without a batch would hang the others
-                raise DataConfigError(f"{len(dataset)} evaluation images for {self.trainer.world_size} DDP processes: "
-                                      "raise data.val_fraction / data.test_fraction or use fewer devices")
-            sampler = UnrepeatedDistributedSampler(dataset, num_replicas=self.trainer.world_size,
-                                                   rank=self.trainer.global_rank, shuffle=False)
+                raise DataConfigError(
+                    f"{len(dataset)} evaluation images for {self.trainer.world_size} DDP processes: "
+                    "raise data.val_fraction / data.test_fraction or use fewer devices"
+                )
+            sampler = UnrepeatedDistributedSampler(
+                dataset, num_replicas=self.trainer.world_size, rank=self.trainer.global_rank, shuffle=False
+            )
         return make_loader(dataset, self.loader, train=False, on_cuda=self._on_cuda(), sampler=sampler)
 
     def val_dataloader(self) -> DataLoader:

@@ -12,7 +12,6 @@ from typing import Any
 import albumentations as A
 import numpy as np
 import pandas as pd
-import torch
 from torch.utils.data import Dataset
 
 from imgcls.feeding.cache import CacheReader
@@ -29,9 +28,15 @@ class ImageDataset(Dataset):
     otherwise it is decoded and cropped from the file, at reduced JPEG scale when `decode_size` allows.
     """
 
-    def __init__(self, table: pd.DataFrame, transform: A.Compose, channels: int = 3,
-                 crop: dict[str, Any] | None = None, decode_size: Sequence[int] | None = None,
-                 cache_file: str | None = None) -> None:
+    def __init__(
+        self,
+        table: pd.DataFrame,
+        transform: A.Compose,
+        channels: int = 3,
+        crop: dict[str, Any] | None = None,
+        decode_size: Sequence[int] | None = None,
+        cache_file: str | None = None,
+    ) -> None:
         self.paths = table["path"].tolist()
         self.targets = table["label"].to_numpy(np.int64) if "label" in table else np.full(len(table), -1, np.int64)
         self.rows = table["row"].to_numpy(np.int64) if "row" in table else np.arange(len(table))

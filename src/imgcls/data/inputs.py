@@ -7,12 +7,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from imgcls.feeding.image_io import is_image_file
 from imgcls.data.sources import DataConfigError, list_images
 
 
-def read_inputs(source: str, class_names: list[str], split: str | None = None, path_column: str = "path",
-                bbox_columns: list[str] | None = None) -> pd.DataFrame:
+def read_inputs(
+    source: str,
+    class_names: list[str],
+    split: str | None = None,
+    path_column: str = "path",
+    bbox_columns: list[str] | None = None,
+) -> pd.DataFrame:
     """Columns `path` (+ `label` when the CSV carries known labels, so predict can report accuracy), plus the
     bbox columns a `crop.mode=bbox` checkpoint needs (only a CSV can carry them).
 
@@ -22,8 +26,10 @@ def read_inputs(source: str, class_names: list[str], split: str | None = None, p
     if not path.exists():
         raise DataConfigError(f"input='{source}' does not exist: give an image, a folder or a CSV")
     if bbox_columns and (path.is_dir() or path.suffix.lower() != ".csv"):
-        raise DataConfigError(f"the checkpoint crops each image to its box (data.crop.mode=bbox): give input= a CSV "
-                              f"with columns path,{','.join(bbox_columns)}")
+        raise DataConfigError(
+            f"the checkpoint crops each image to its box (data.crop.mode=bbox): give input= a CSV "
+            f"with columns path,{','.join(bbox_columns)}"
+        )
     if path.is_dir():
         files = [str(p) for p in list_images(path)]
         if not files:
@@ -52,7 +58,8 @@ def read_inputs(source: str, class_names: list[str], split: str | None = None, p
         index = {n: i for i, n in enumerate(class_names)}
         unknown = sorted(set(names) - set(index))
         if unknown:
-            raise DataConfigError(f"input CSV '{path}' has labels {unknown[:5]} the checkpoint does not know "
-                                  f"(its classes: {class_names})")
+            raise DataConfigError(
+                f"input CSV '{path}' has labels {unknown[:5]} the checkpoint does not know (its classes: {class_names})"
+            )
         table["label"] = names.map(index).astype(int).values
     return table

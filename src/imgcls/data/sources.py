@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 
 from imgcls.feeding.image_io import is_image_file
-from imgcls.utils.io import file_lock
 from imgcls.utils.errors import ConfigError
+from imgcls.utils.io import file_lock
 from imgcls.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -97,9 +97,16 @@ class FolderSource:
 class CsvSource:
     """A manifest CSV with columns `path,label` (+ optional `group` and bbox columns); paths relative to `root`."""
 
-    def __init__(self, root: str | None, csv: str | None = None, class_names: Sequence[str] | None = None,
-                 path_column: str = "path", label_column: str = "label", group_column: str | None = "group",
-                 bbox_columns: Sequence[str] | None = None) -> None:
+    def __init__(
+        self,
+        root: str | None,
+        csv: str | None = None,
+        class_names: Sequence[str] | None = None,
+        path_column: str = "path",
+        label_column: str = "label",
+        group_column: str | None = "group",
+        bbox_columns: Sequence[str] | None = None,
+    ) -> None:
         self.root, self.csv = root, csv
         self.class_names = list(class_names) if class_names else None
         self.path_column, self.label_column, self.group_column = path_column, label_column, group_column
@@ -113,20 +120,26 @@ class CsvSource:
         csv_path = Path(self.csv or "labels.csv").expanduser()
         csv_path = csv_path if csv_path.is_absolute() else root / csv_path  # relative to data.root, never the cwd
         if not csv_path.is_file():
-            raise DataConfigError(f"data.source.csv='{csv_path}' not found: set data.source.csv to your manifest "
-                                  "(columns path,label; relative to data.root)")
+            raise DataConfigError(
+                f"data.source.csv='{csv_path}' not found: set data.source.csv to your manifest "
+                "(columns path,label; relative to data.root)"
+            )
         df = pd.read_csv(csv_path, dtype={self.path_column: str, self.label_column: str})
         missing = [c for c in (self.path_column, self.label_column, *(self.bbox_columns or [])) if c not in df.columns]
         if missing:
-            raise DataConfigError(f"{csv_path}: missing column(s) {missing}; found {list(df.columns)} "
-                                  "(set data.source.path_column / data.source.label_column / data.crop.columns)")
+            raise DataConfigError(
+                f"{csv_path}: missing column(s) {missing}; found {list(df.columns)} "
+                "(set data.source.path_column / data.source.label_column / data.crop.columns)"
+            )
         names = self.class_names or _sorted_names(df[self.label_column].dropna())
         index = {n: i for i, n in enumerate(names)}
         bad = df[~df[self.label_column].astype(str).isin(index)]
         if len(bad):
             row = bad.index[0]
-            raise DataConfigError(f"{csv_path}: row {row + 2} has label '{bad.iloc[0][self.label_column]}' not in "
-                                  f"data.source.class_names={names} ({len(bad)} such rows): fix the CSV or the class list")
+            raise DataConfigError(
+                f"{csv_path}: row {row + 2} has label '{bad.iloc[0][self.label_column]}' not in "
+                f"data.source.class_names={names} ({len(bad)} such rows): fix the CSV or the class list"
+            )
         paths = [str(p if os.path.isabs(p) else root / p) for p in df[self.path_column]]
         table = pd.DataFrame({"path": paths, "label": df[self.label_column].astype(str).map(index).astype(int)})
         if self.group_column and self.group_column in df.columns:
@@ -135,8 +148,10 @@ class CsvSource:
             table[col] = df[col].astype(float).values
         absent = [p for p in table["path"] if not os.path.lexists(p)]
         if absent:
-            raise DataConfigError(f"{csv_path}: {len(absent)} listed file(s) do not exist, first: '{absent[0]}' "
-                                  f"(paths are relative to data.root='{root}')")
+            raise DataConfigError(
+                f"{csv_path}: {len(absent)} listed file(s) do not exist, first: '{absent[0]}' "
+                f"(paths are relative to data.root='{root}')"
+            )
         return Discovered(table, names)
 
 

@@ -19,8 +19,10 @@ def _check_counts(labels: np.ndarray, key: str) -> None:
     counts = np.bincount(labels)
     rare = [c for c, n in enumerate(counts) if 0 < n < 2]
     if rare:
-        raise DataConfigError(f"classes {rare} have fewer than 2 images: a stratified {key} split needs at least "
-                              "2 per class; add images or remove those classes")
+        raise DataConfigError(
+            f"classes {rare} have fewer than 2 images: a stratified {key} split needs at least "
+            "2 per class; add images or remove those classes"
+        )
 
 
 def _folds(labels: np.ndarray, groups: np.ndarray | None, n_splits: int, seed: int, key: str) -> list[np.ndarray]:
@@ -29,35 +31,47 @@ def _folds(labels: np.ndarray, groups: np.ndarray | None, n_splits: int, seed: i
     if groups is None:
         smallest = int(np.bincount(labels)[np.bincount(labels) > 0].min())
         if smallest < n_splits:
-            raise DataConfigError(f"{key} cuts every class into {n_splits} parts, but a class has only {smallest} "
-                                  f"images: {fix}, or add images")
+            raise DataConfigError(
+                f"{key} cuts every class into {n_splits} parts, but a class has only {smallest} "
+                f"images: {fix}, or add images"
+            )
         folds = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed).split(labels, labels)
     else:
         if len(np.unique(groups)) < n_splits:
-            raise DataConfigError(f"{key} needs at least {n_splits} groups, found {len(np.unique(groups))}: "
-                                  f"{fix}, or add data")
+            raise DataConfigError(
+                f"{key} needs at least {n_splits} groups, found {len(np.unique(groups))}: {fix}, or add data"
+            )
         folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed).split(labels, labels, groups)
     return [held for _, held in folds]
 
 
-def _holdout(index: np.ndarray, labels: np.ndarray, groups: np.ndarray | None, fraction: float,
-             seed: int, key: str) -> tuple[np.ndarray, np.ndarray]:
+def _holdout(
+    index: np.ndarray, labels: np.ndarray, groups: np.ndarray | None, fraction: float, seed: int, key: str
+) -> tuple[np.ndarray, np.ndarray]:
     """Split `index` into (keep, held_out) with ~`fraction` held out, stratified (and grouped if `groups`)."""
     _check_counts(labels, key)
     if groups is None:
         classes, held_out = len(np.unique(labels)), math.ceil(fraction * len(labels))  # as scikit-learn counts
         if held_out < classes or len(labels) - held_out < classes:
-            raise DataConfigError(f"{key} holds out {held_out} of {len(labels)} images, but a "
-                                  f"stratified split needs at least one per class ({classes}) on each side: "
-                                  "change the fraction or add images")
+            raise DataConfigError(
+                f"{key} holds out {held_out} of {len(labels)} images, but a "
+                f"stratified split needs at least one per class ({classes}) on each side: "
+                "change the fraction or add images"
+            )
         keep, held = train_test_split(index, test_size=fraction, stratify=labels, random_state=seed, shuffle=True)
         return np.sort(keep), np.sort(held)
     held = _folds(labels, groups, max(2, round(1.0 / fraction)), seed, key)[0]
     return np.setdiff1d(index, index[held]), index[held]
 
 
-def assign_splits(table: pd.DataFrame, val_fraction: float, test_fraction: float = 0.0, seed: int = 0,
-                  n_folds: int | None = None, fold: int = 0) -> pd.DataFrame:
+def assign_splits(
+    table: pd.DataFrame,
+    val_fraction: float,
+    test_fraction: float = 0.0,
+    seed: int = 0,
+    n_folds: int | None = None,
+    fold: int = 0,
+) -> pd.DataFrame:
     """Columns `split` ("train" / "val" / "test") and, for k-fold, `fold` (the fold a row validates in).
 
     With `n_folds`, what the test split leaves is cut into `n_folds` stratified (grouped) folds and fold `fold`
@@ -71,8 +85,10 @@ def assign_splits(table: pd.DataFrame, val_fraction: float, test_fraction: float
     elif not 0.0 < val_fraction < 1.0:
         raise DataConfigError(f"data.val_fraction={val_fraction} must be between 0 and 1 (e.g. 0.1)")
     if not 0.0 <= test_fraction < 1.0 or (n_folds is None and val_fraction + test_fraction >= 1.0):
-        raise DataConfigError(f"data.test_fraction={test_fraction} must be >= 0 and leave room for training "
-                              f"(val_fraction + test_fraction < 1)")
+        raise DataConfigError(
+            f"data.test_fraction={test_fraction} must be >= 0 and leave room for training "
+            f"(val_fraction + test_fraction < 1)"
+        )
     labels = table["label"].to_numpy()
     groups = table["group"].to_numpy() if "group" in table else None
     out = pd.DataFrame({"split": np.full(len(table), "train", dtype=object)}, index=table.index)
@@ -90,7 +106,8 @@ def assign_splits(table: pd.DataFrame, val_fraction: float, test_fraction: float
         out.loc[out["fold"] == int(fold), "split"] = "val"
         return out
     # The val fraction is of the whole table, not of what the test split left.
-    _, val = _holdout(rest, labels[rest], rest_groups, val_fraction / (1.0 - test_fraction), seed,
-                      f"data.val_fraction={val_fraction}")
+    _, val = _holdout(
+        rest, labels[rest], rest_groups, val_fraction / (1.0 - test_fraction), seed, f"data.val_fraction={val_fraction}"
+    )
     out.iloc[val, 0] = "val"
     return out

@@ -1,6 +1,7 @@
 """Albumentations pipelines built from the `augment` config group.
 
-One builder serves every preset: `augment/none|basic|strong.yaml` only differ in which keys are set.
+One builder serves every preset: `augment/none|basic|strong.yaml` only differ in which ops they list, and every
+op is an albumentations transform named by `_target_`, so any albumentations op can be added from YAML.
 Rules that keep the CPU fast: every pipeline first brings the image to the target size (random-resized-crop or
 resize), so rotation, colour and noise run on the small image; everything stays uint8 (normalisation happens on
 the device, see `imgcls.models.classifier`).
@@ -8,12 +9,15 @@ the device, see `imgcls.models.classifier`).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import albumentations as A
 import cv2
+import hydra
 
+from imgcls.utils.errors import ConfigError
 from imgcls.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -40,57 +44,64 @@ def build_eval_transform(image_size: int | Sequence[int]) -> A.Compose:
     return A.Compose([A.Resize(h, w, **_EVAL_RESIZE)])
 
 
-def _range(value: float | Sequence[float]) -> tuple[float, float]:
-    return (-float(value), float(value)) if isinstance(value, (int, float)) else (float(value[0]), float(value[1]))
+# Keys of the augment group that are not ops: the preset's name and mixup (batch-level, on the device).
+NOT_OPS = ("name", "mixup")
+_MIRRORS = {A.HorizontalFlip: "horizontal", A.VerticalFlip: "vertical"}
+# Albumentations' modules whose ops change the image size: after the first step they are slow, and wrong.
+_SIZE_MODULES = (".crops.", ".geometric.resize", ".geometric.pad")
 
 
-def build_train_transform(image_size: int | Sequence[int], augment: Mapping[str, Any] | None,
-                          flips: Sequence[str] = ("horizontal",)) -> A.Compose:
-    """Training pipeline from the `augment` group; `flips` are the mirrorings that keep labels (from `data.flips`)."""
+def build_op(key: str, spec: Any, **fixed: Any) -> A.BasicTransform:
+    """One albumentations op from its `_target_` config (`augment.<key>`); `fixed` are arguments the builder owns
+    (the output size). Albumentations only warns about an argument it does not take: here that is an error."""
+    if not isinstance(spec, Mapping) or "_target_" not in spec:
+        raise ConfigError(
+            f"{key}={spec!r} is not an augmentation op: an op is a `_target_` config, e.g. "
+            f"{key}={{_target_: albumentations.ColorJitter, p: 0.5}} (a preset's op is changed with {key}.p=..., "
+            "see configs/augment/)"
+        )
+    op_class = hydra.utils.get_class(spec["_target_"])
+    accepted = inspect.signature(op_class).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in accepted.values()):
+        unknown = sorted(set(spec) - set(accepted) - {"_target_", "_partial_", "_convert_", "_args_"})
+        if unknown:
+            raise ConfigError(
+                f"{key}.{unknown[0]} is not an argument of {spec['_target_']}: use one of "
+                f"{', '.join(k for k in accepted if k not in fixed)}"
+            )
+    return hydra.utils.instantiate(spec, **fixed)
+
+
+def build_train_transform(
+    image_size: int | Sequence[int], augment: Mapping[str, Any] | None, flips: Sequence[str] = ("horizontal",)
+) -> A.Compose:
+    """Training pipeline from the `augment` group; `flips` are the mirrorings that keep labels (from `data.flips`).
+
+    The first step brings the image to `image_size`: `augment.random_resized_crop` (an op whose size the builder
+    sets) or a plain resize. Every other key with a `_target_` is an albumentations op, applied in the order the
+    config lists it (`+augment.sharpen={_target_: albumentations.Sharpen, p: 0.2}` appends one); null switches one
+    off, as does p=0. A mirror that `data.flips` says changes the label is left out, with a warning.
+    """
     aug = dict(augment or {})
     h, w = as_hw(image_size)
-    ops: list[A.BasicTransform] = []
-
-    rrc = aug.get("random_resized_crop")
-    if rrc:
-        ops.append(A.RandomResizedCrop((h, w), scale=tuple(rrc.get("scale", (0.08, 1.0))),
-                                       ratio=tuple(rrc.get("ratio", (3 / 4, 4 / 3))), **_TRAIN_RESIZE))
-    else:
-        ops.append(A.Resize(h, w, **_TRAIN_RESIZE))
-
-    for key, axis, op in (("hflip", "horizontal", A.HorizontalFlip), ("vflip", "vertical", A.VerticalFlip)):
-        p = float(aug.get(key) or 0.0)
-        if p <= 0:
+    crop = aug.pop("random_resized_crop", None)
+    first = build_op("augment.random_resized_crop", crop, size=(h, w), **_TRAIN_RESIZE) if crop else None
+    ops: list[A.BasicTransform] = [first or A.Resize(h, w, **_TRAIN_RESIZE)]
+    for key, spec in aug.items():
+        if key in NOT_OPS or spec is None:
             continue
-        if axis not in flips:
-            log.warning(f"augment.{key}={p} ignored: data.flips={list(flips)} says a {axis} mirror changes the label")
+        op = build_op(f"augment.{key}", spec)
+        if float(getattr(op, "p", 1.0)) <= 0:
             continue
-        ops.append(op(p=p))
-
-    affine = aug.get("affine")
-    if affine and affine.get("p", 0) > 0:
-        ops.append(A.Affine(rotate=_range(affine.get("rotate", 0)), translate_percent=_range(affine.get("translate", 0)),
-                            scale=tuple(affine.get("scale", (1.0, 1.0))), shear=_range(affine.get("shear", 0)),
-                            border_mode=cv2.BORDER_CONSTANT, fill=0, p=float(affine["p"])))
-
-    jitter = aug.get("color_jitter")
-    if jitter and jitter.get("p", 0) > 0:
-        ops.append(A.ColorJitter(brightness=jitter.get("brightness", 0.0), contrast=jitter.get("contrast", 0.0),
-                                 saturation=jitter.get("saturation", 0.0), hue=jitter.get("hue", 0.0),
-                                 p=float(jitter["p"])))
-
-    blur = aug.get("blur")
-    if blur and blur.get("p", 0) > 0:
-        ops.append(A.GaussianBlur(blur_limit=tuple(blur.get("kernel", (3, 5))), p=float(blur["p"])))
-
-    noise = aug.get("noise")
-    if noise and noise.get("p", 0) > 0:
-        ops.append(A.GaussNoise(std_range=tuple(noise.get("std", (0.02, 0.08))), p=float(noise["p"])))
-
-    dropout = aug.get("coarse_dropout")
-    if dropout and dropout.get("p", 0) > 0:
-        ops.append(A.CoarseDropout(num_holes_range=tuple(dropout.get("holes", (1, 4))),
-                                   hole_height_range=tuple(dropout.get("size", (0.05, 0.2))),
-                                   hole_width_range=tuple(dropout.get("size", (0.05, 0.2))),
-                                   fill=0, p=float(dropout["p"])))
+        axis = _MIRRORS.get(type(op))
+        if axis is not None and axis not in flips:
+            log.warning(f"augment.{key} ignored: data.flips={list(flips)} says a {axis} mirror changes the label")
+            continue
+        if any(part in type(op).__module__ for part in _SIZE_MODULES):
+            log.warning(
+                f"augment.{key} ({type(op).__name__}) changes the size after the first step brought the image to "
+                "data.image_size: slower (ops should run on the small image), and batches need that size; resize "
+                "or crop in augment.random_resized_crop instead"
+            )
+        ops.append(op)
     return A.Compose(ops)

@@ -146,8 +146,8 @@ class SweepSummary(Callback):
     def __init__(
         self,
         filename: str = "summary.csv",
-        monitor_key: str = "callbacks.model_checkpoint.monitor",
-        mode_key: str = "callbacks.model_checkpoint.mode",
+        monitor_key: str = "monitor",
+        mode_key: str = "monitor_mode",
     ) -> None:
         self.filename, self.monitor_key, self.mode_key = filename, monitor_key, mode_key
         self._path: Path | None = None

@@ -5,7 +5,7 @@ dataset + pre-processing, named by a hash of the file list (paths, sizes, mtimes
 config, so any change builds a new file and an unchanged dataset is reused. A build writes to a temp name and
 renames at the end (a killed build leaves no half cache) under a file lock (concurrent jobs build it once).
 The build decodes every image anyway, so it is also the check for unreadable ones: their rows stay black and
-they are listed beside the cache (`<cache>.bad.csv`, see data/checks.py).
+they are listed beside the cache (`<cache>.bad.csv`, see feeding/checks.py).
 """
 
 from __future__ import annotations

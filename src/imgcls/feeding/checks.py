@@ -1,6 +1,6 @@
 """Unreadable images are found once per dataset, before the split, never half-way through an epoch.
 
-With the cache on, its build decodes every image anyway and lists the failures (data/cache.py); with it off, a
+With the cache on, its build decodes every image anyway and lists the failures (feeding/cache.py); with it off, a
 cheap pass decodes every file at reduced size (JPEGs at 1/8 scale: libjpeg still reads the whole file, so a
 truncated one fails). Either way the result is a CSV (`row,path,reason`) in the cache folder, named by a hash of
 the files and settings: every DDP rank reads the same list, and a later run on unchanged files does not check

@@ -2,13 +2,16 @@
 
 from imgcls.models.classifier import Classifier
 from imgcls.models.factory import ModelConfigError, check_model_name, create_classifier, read_state_dict
-from imgcls.models.heads import TaskLayout
-from imgcls.models.losses import ClassificationLoss, balanced_weights, focal_loss
+from imgcls.models.heads import MultiTaskHead, SingleHead, TaskLayout
+from imgcls.models.losses import CrossEntropy, FocalLoss, balanced_weights, focal_loss
 
 __all__ = [
     "Classifier",
-    "ClassificationLoss",
+    "CrossEntropy",
+    "FocalLoss",
     "ModelConfigError",
+    "MultiTaskHead",
+    "SingleHead",
     "TaskLayout",
     "balanced_weights",
     "check_model_name",

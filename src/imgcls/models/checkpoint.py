@@ -32,22 +32,11 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 def load_classifier(path: str | os.PathLike) -> Classifier:
     """A `Classifier` in eval mode with the checkpoint's weights; its `hparams.data_spec` drives predict."""
     ckpt = read_checkpoint(path)
-    hp = dict(ckpt["hyper_parameters"])
-    # Keys added later (head, loss, ...) fall back to the defaults older checkpoints were trained with.
+    # The module's own hyper-parameter record rebuilds it; weights come from the file, never from a hub.
+    hp = {**upgrade_hparams(ckpt["hyper_parameters"]), "pretrained": False, "pretrained_path": None}
     try:
-        model = Classifier(
-            name=hp["name"],
-            data_spec=hp["data_spec"],
-            drop_rate=hp.get("drop_rate", 0.0),
-            model_kwargs=hp.get("model_kwargs"),
-            label_smoothing=hp.get("label_smoothing", 0.0),
-            channels_last=hp.get("channels_last", False),
-            head=hp.get("head", "single"),
-            loss=hp.get("loss", "ce"),
-            focal_gamma=hp.get("focal_gamma", 2.0),
-            class_weights=hp.get("class_weights", "none"),
-        )
-    except ValueError as exc:  # ModelConfigError too: e.g. a model name this timm version does not have
+        model = Classifier(**hp)
+    except (ValueError, TypeError) as exc:  # ModelConfigError too: e.g. a model name this timm version does not have
         raise ModelConfigError(
             f"ckpt_path='{path}' cannot be rebuilt here ({exc}): predict with the timm and "
             "imgcls versions it was trained with"
@@ -61,6 +50,28 @@ def load_classifier(path: str | os.PathLike) -> Classifier:
         )
     model.load_state_dict(ckpt["state_dict"])
     return model.eval()
+
+
+# Checkpoints written before loss/head/class weights became `_target_` configs named them by string.
+_LEGACY = {
+    "head": {"single": "imgcls.models.heads.SingleHead", "multi": "imgcls.models.heads.MultiTaskHead"},
+    "loss": {"ce": "imgcls.models.losses.CrossEntropy", "focal": "imgcls.models.losses.FocalLoss"},
+    "class_weights": {"balanced": "imgcls.models.losses.balanced_weights"},
+}
+
+
+def upgrade_hparams(hparams: Mapping[str, Any]) -> dict[str, Any]:
+    """A checkpoint's hyper-parameters in today's form: string switches -> `_target_` configs, keys no longer
+    taken dropped (an old checkpoint has no optimizer record: predict does not need one)."""
+    hp = dict(hparams)
+    gamma = hp.pop("focal_gamma", None)
+    for key, targets in _LEGACY.items():
+        value = hp.get(key)
+        if isinstance(value, str):
+            hp[key] = {"_target_": targets[value], "_partial_": True} if value in targets else None
+    if gamma is not None and isinstance(hp.get("loss"), dict) and hp["loss"]["_target_"].endswith("FocalLoss"):
+        hp["loss"]["gamma"] = gamma
+    return hp
 
 
 def weights_mismatch(own: Mapping[str, torch.Tensor], found: Mapping[str, Any]) -> str:

@@ -1,7 +1,7 @@
 """The LightningModule: any timm classifier, uint8 batches normalised on the device, macro-F1 tracked.
 
 With sub-tasks in the data (`data_spec["tasks"]`, e.g. mask x gender x age) it can also train one head per task
-(`head=multi`); predictions, probabilities and metrics are always over the combined classes.
+(`model/head=multi`); predictions, probabilities and metrics are always over the combined classes.
 """
 
 from __future__ import annotations
@@ -13,19 +13,28 @@ import lightning as L
 import torch
 from timm.data import resolve_model_data_config
 from timm.optim import param_groups_weight_decay
-from torch import nn
 from torchmetrics import MaxMetric, MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 from torchmetrics.wrappers import MultitaskWrapper
 
+from imgcls import CONFIG_DIR
 from imgcls.models.factory import create_classifier
-from imgcls.models.heads import HEADS, TaskLayout
-from imgcls.models.losses import CLASS_WEIGHTS, ClassificationLoss, balanced_weights
+from imgcls.models.heads import SingleHead, TaskLayout
+from imgcls.models.losses import CrossEntropy
 from imgcls.models.mixup import build_mixup
-from imgcls.utils.config import to_plain
+from imgcls.utils.config import as_config, factory, to_plain
 from imgcls.utils.logging import get_logger
 
 log = get_logger(__name__)
+
+Factory = Callable[..., Any] | Mapping[str, Any]  # a callable, or its `_target_` config
+
+
+def _choices(group: str) -> str:
+    """The built-in options of `configs/model/<group>/`, for errors about that setting."""
+    names = sorted(p.stem for p in (CONFIG_DIR / "model" / group).glob("*.yaml"))
+    return f"pick one with model/{group}=<{'|'.join(names)}>, or give model.{group}._target_"
+
 
 # Test-time augmentations on the normalised NCHW batch; predict averages the class probabilities of all views.
 TTA: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"hflip": lambda x: x.flip(-1)}
@@ -45,7 +54,7 @@ class Classifier(L.LightningModule):
 
     Batches arrive as uint8 `{"image", "target", "index"}` and are converted to normalised float on the device
     in `on_after_batch_transfer`: the CPU workers never do float work and the host->device copy is 4x smaller.
-    `head=multi` makes the network output one block of logits per sub-task and sums the per-task losses.
+    The head (`model/head`, models/heads.py) turns logits into class probabilities and the loss.
     """
 
     def __init__(
@@ -58,43 +67,31 @@ class Classifier(L.LightningModule):
         model_kwargs: Mapping[str, Any] | None = None,
         label_smoothing: float = 0.0,
         channels_last: bool = False,
-        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
-        scheduler: Callable[..., Any] | None = None,
+        optimizer: Factory | None = None,
+        scheduler: Factory | None = None,
         mixup: Mapping[str, Any] | None = None,
-        head: str = "single",
-        loss: str = "ce",
-        focal_gamma: float = 2.0,
-        class_weights: str | None = "none",
+        head: Factory = SingleHead,
+        loss: Factory = CrossEntropy,
+        class_weights: Factory | None = None,
     ) -> None:
+        """`optimizer`, `scheduler`, `head`, `loss` and `class_weights` are `_target_` configs (configs/model/) or
+        the callables themselves: `optimizer(params)`, `scheduler(optimizer, total_steps)`,
+        `head(data_spec, loss, label_smoothing)`, `loss(label_smoothing)`, `class_weights(counts) -> weights`."""
         super().__init__()
+        # The one record of this model: every argument, factories as their `_target_` configs. A checkpoint's
+        # hyper-parameters rebuild it exactly (models/checkpoint.py), with nothing typed a second time.
+        self.save_hyperparameters({k: as_config(v) for k, v in locals().items() if k not in ("self", "__class__")})
         data_spec, model_kwargs = to_plain(data_spec), to_plain(model_kwargs) or {}
-        class_weights = class_weights or "none"
-        # Everything predict needs to rebuild model + pre-processing goes into the checkpoint; callables don't.
-        self.save_hyperparameters(
-            {
-                "name": name,
-                "data_spec": data_spec,
-                "drop_rate": drop_rate,
-                "model_kwargs": model_kwargs,
-                "label_smoothing": label_smoothing,
-                "channels_last": channels_last,
-                "pretrained_path": pretrained_path,
-                "head": head,
-                "loss": loss,
-                "focal_gamma": focal_gamma,
-                "class_weights": class_weights,
-            }
-        )
         self.class_names = list(data_spec["class_names"])
         num_classes = len(self.class_names)
         self.layout = TaskLayout.from_spec(data_spec)
-        self.head, self.class_weights = head, class_weights
-        self._check_options()
+        loss_factory = factory(loss, "model.loss", _choices("loss"))
+        self.head = factory(head, "model.head", _choices("head"))(data_spec, loss_factory, label_smoothing)
+        self.class_weights = factory(class_weights, "model.class_weights", _choices("class_weights"))
         channels = int(data_spec.get("channels", 3))
-        outputs = self.layout.num_outputs if head == "multi" else num_classes
         self.model = create_classifier(
             name,
-            outputs,
+            self.head.num_outputs,
             channels,
             pretrained,
             pretrained_path,
@@ -109,14 +106,8 @@ class Classifier(L.LightningModule):
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1) * 255.0, persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1) * 255.0, persistent=False)
         self.channels_last = channels_last
-        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        # One loss per block of logits: the single head has one, the multi head one per sub-task.
-        self.criteria = nn.ModuleList(
-            [
-                ClassificationLoss(loss, focal_gamma, label_smoothing)
-                for _ in (self.layout.sizes if head == "multi" else [num_classes])
-            ]
-        )
+        self.optimizer_factory = factory(optimizer, "model.optimizer")
+        self.scheduler_factory = factory(scheduler, "model.scheduler")
         # Batch-level mixup/cutmix (augment.mixup): mixes on the device, targets become soft (smoothing included).
         self.mixup = build_mixup(to_plain(mixup), num_classes, label_smoothing)
         self._tta: list[str] = []
@@ -143,40 +134,25 @@ class Classifier(L.LightningModule):
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         self.val_f1_best, self.val_acc_best = MaxMetric(), MaxMetric()
 
-    def _check_options(self) -> None:
-        if self.head not in HEADS:
-            raise ValueError(f"model.head='{self.head}' is not supported; choose one of {', '.join(HEADS)}")
-        if self.head == "multi" and self.layout is None:
-            raise ValueError(
-                "model.head=multi needs sub-tasks, but the data has no sub-tasks (no data_spec "
-                "'tasks'): use a dataset that defines them (e.g. data=mask) or model.head=single"
-            )
-        if self.class_weights not in CLASS_WEIGHTS:
-            raise ValueError(
-                f"model.class_weights='{self.class_weights}' is not supported; choose one of {', '.join(CLASS_WEIGHTS)}"
-            )
-
     def setup(self, stage: str) -> None:
-        """`class_weights=balanced`: weights from the training split's label counts (per task for head=multi)."""
-        if self.class_weights == "none" or stage == "predict":
+        """`model/class_weights=balanced`: weights from the training split's label counts (per task for the multi
+        head), given to each of the head's losses."""
+        if self.class_weights is None or stage == "predict":
             return
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
         counts_fn = getattr(datamodule, "train_class_counts", None)
         if counts_fn is None:
             log.warning(
-                "model.class_weights=balanced needs a DataModule with train_class_counts(); "
-                "training without class weights"
+                "model.class_weights needs a DataModule with train_class_counts(); training without class weights"
             )
             return
         counts = torch.as_tensor(counts_fn(), dtype=torch.float64).reshape(1, -1)
         if counts.shape[1] != len(self.class_names):
             raise ValueError(f"train_class_counts() gave {counts.shape[1]} counts for {len(self.class_names)} classes")
-        per_block = self.layout.marginal(counts) if self.head == "multi" else [counts]
-        for criterion, block in zip(self.criteria, per_block):
-            criterion.weight = balanced_weights(block[0]).to(self.device)
+        for criterion, block in zip(self.head.criteria, self.head.blocks(counts)):
+            criterion.weight = torch.as_tensor(self.class_weights(block[0]), dtype=torch.float32).to(self.device)
         log.info(
-            "Balanced class weights: "
-            + "; ".join(" ".join(f"{w:.2f}" for w in c.weight.tolist()) for c in self.criteria)
+            "Class weights: " + "; ".join(" ".join(f"{w:.2f}" for w in c.weight.tolist()) for c in self.head.criteria)
         )
 
     @property
@@ -211,16 +187,11 @@ class Classifier(L.LightningModule):
     # ---- heads: loss and combined-class probabilities -------------------------------------------------------
     def log_probs(self, logits: torch.Tensor) -> torch.Tensor:
         """(N, num_classes) log-probabilities of the combined classes, whatever the head."""
-        if self.head == "multi":
-            return self.layout.class_log_probs(self.layout.split(logits))
-        return logits.float().log_softmax(dim=1)
+        return self.head.log_probs(logits)
 
     def compute_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Class indices (N,) or soft targets (N, C); the multi head sums the per-task losses."""
-        if self.head == "single":
-            return self.criteria[0](logits, target)
-        parts = self.layout.decompose(target) if target.dim() == 1 else self.layout.marginal(target)
-        return sum(crit(block, part) for crit, block, part in zip(self.criteria, self.layout.split(logits), parts))
+        """Class indices (N,) or soft targets (N, C) (mixup), through the head's loss(es)."""
+        return self.head.compute_loss(logits, target)
 
     # ---- steps -------------------------------------------------------------------------------------------
     def _shared_step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

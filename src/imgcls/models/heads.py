@@ -1,4 +1,9 @@
-"""Combined classes made of sub-tasks (mask x gender x age): index arithmetic and the multi-head probabilities.
+"""Heads: how the network's logits become class probabilities and a loss (`model/head=single|multi`, by `_target_`).
+
+A head is an nn.Module built as `head(data_spec, loss, label_smoothing)`, with `num_outputs` (logits the network
+must produce), `log_probs(logits)` (N, num_classes), `compute_loss(logits, target)` and `criteria` (its losses, each
+fed with the class-count block `blocks(counts)` gives it). Combined classes made of sub-tasks (mask x gender x age)
+use the index arithmetic and the multi-head probabilities of `TaskLayout`.
 
 A class index is a mixed-radix number over the sub-tasks, the first task most significant
 (`class = mask*6 + gender*3 + age` for sizes 3, 2, 3), so one layout serves labels, logits, targets and counts.
@@ -7,13 +12,14 @@ A class index is a mixed-radix number over the sub-tasks, the first task most si
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch import nn
 
-HEADS = ("single", "multi")
+from imgcls.utils.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -83,3 +89,55 @@ class TaskLayout:
         grid = values.reshape(values.shape[0], *self.sizes)
         axes = range(1, len(self.sizes) + 1)
         return [grid.sum(dim=[a for a in axes if a != keep]) if len(self.sizes) > 1 else grid for keep in axes]
+
+
+class SingleHead(nn.Module):
+    """One N-way classifier over all (combined) classes, one loss."""
+
+    def __init__(
+        self, data_spec: Mapping[str, Any], loss: Callable[..., nn.Module], label_smoothing: float = 0.0
+    ) -> None:
+        super().__init__()
+        self.num_outputs = len(data_spec["class_names"])
+        self.criteria = nn.ModuleList([loss(label_smoothing=label_smoothing)])
+
+    def log_probs(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits.float().log_softmax(dim=1)
+
+    def compute_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Class indices (N,) or soft targets (N, C)."""
+        return self.criteria[0](logits, target)
+
+    def blocks(self, counts: torch.Tensor) -> list[torch.Tensor]:
+        """(1, num_classes) counts -> one block per criterion (for class weights)."""
+        return [counts]
+
+
+class MultiTaskHead(nn.Module):
+    """One head per sub-task of the data (mask 3, gender 2, age 3 for data=mask): the network outputs the per-task
+    logits side by side, the per-task losses are summed, the combined-class probabilities multiplied."""
+
+    def __init__(
+        self, data_spec: Mapping[str, Any], loss: Callable[..., nn.Module], label_smoothing: float = 0.0
+    ) -> None:
+        super().__init__()
+        layout = TaskLayout.from_spec(data_spec)
+        if layout is None:
+            raise ConfigError(
+                "model/head=multi needs sub-tasks, but the data has no sub-tasks (no data_spec 'tasks'): use a "
+                "dataset that defines them (e.g. data=mask) or model/head=single"
+            )
+        self.layout = layout
+        self.num_outputs = layout.num_outputs
+        self.criteria = nn.ModuleList([loss(label_smoothing=label_smoothing) for _ in layout.sizes])
+
+    def log_probs(self, logits: torch.Tensor) -> torch.Tensor:
+        return self.layout.class_log_probs(self.layout.split(logits))
+
+    def compute_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Combined class indices (N,) or soft targets (N, C), split into the per-task targets."""
+        parts = self.layout.decompose(target) if target.dim() == 1 else self.layout.marginal(target)
+        return sum(crit(block, part) for crit, block, part in zip(self.criteria, self.layout.split(logits), parts))
+
+    def blocks(self, counts: torch.Tensor) -> list[torch.Tensor]:
+        return self.layout.marginal(counts)

@@ -1,5 +1,7 @@
 """Classification losses: cross-entropy or focal, with class weights, label smoothing and soft (mixup) targets.
 
+Chosen by `_target_` (configs/model/loss/); any nn.Module factory taking `label_smoothing` works.
+
 Both follow `F.cross_entropy`'s conventions exactly (weighted mean over hard targets, plain mean over soft ones),
 so focal with gamma=0 *is* cross-entropy and switching `model.loss` changes nothing but the focusing term.
 """
@@ -12,9 +14,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-LOSSES = ("ce", "focal")
-CLASS_WEIGHTS = ("none", "balanced")
 
 
 def focal_loss(
@@ -50,25 +49,39 @@ def balanced_weights(counts: Sequence[int] | np.ndarray | torch.Tensor) -> torch
     return (counts.sum() / (len(counts) * counts.clamp(min=1))).float()
 
 
-class ClassificationLoss(nn.Module):
-    """`model.loss` for one set of logits; `weight` (per-class, or None) is filled in by the module's setup.
+class CrossEntropy(nn.Module):
+    """Cross-entropy over index targets (N,) or soft targets (N, C) (mixup); `model/loss=ce`.
 
-    Label smoothing applies to index targets; soft targets are used as given (timm's Mixup has smoothed them).
+    Every loss here is built by the head as `loss(label_smoothing=...)` (once per block of logits) and gets its
+    per-class `weight` (or None) from the module's setup (`model/class_weights`). Label smoothing applies to
+    index targets; soft targets are used as given (timm's Mixup has smoothed them).
     """
 
-    def __init__(self, kind: str = "ce", gamma: float = 2.0, label_smoothing: float = 0.0) -> None:
+    def __init__(self, label_smoothing: float = 0.0) -> None:
         super().__init__()
-        if kind not in LOSSES:
-            raise ValueError(f"model.loss='{kind}' is not supported; choose one of {', '.join(LOSSES)}")
-        self.kind, self.gamma, self.label_smoothing = kind, float(gamma), float(label_smoothing)
+        self.label_smoothing = float(label_smoothing)
         # Not persistent: recomputed from the training data each run, and old checkpoints have no such key.
         self.register_buffer("weight", None, persistent=False)
 
+    def smoothing(self, target: torch.Tensor) -> float:
+        return self.label_smoothing if target.dim() == 1 else 0.0
+
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        smoothing = self.label_smoothing if target.dim() == 1 else 0.0
-        if self.kind == "focal":
-            return focal_loss(logits, target, self.gamma, self.weight, smoothing)
-        return F.cross_entropy(logits.float(), target, weight=self.weight, label_smoothing=smoothing)
+        return F.cross_entropy(logits.float(), target, weight=self.weight, label_smoothing=self.smoothing(target))
 
     def extra_repr(self) -> str:
-        return f"kind={self.kind}, gamma={self.gamma}, label_smoothing={self.label_smoothing}"
+        return f"label_smoothing={self.label_smoothing}"
+
+
+class FocalLoss(CrossEntropy):
+    """Focal loss (`model/loss=focal`): down-weights easy examples by (1 - p)^gamma; gamma=0 is cross-entropy."""
+
+    def __init__(self, gamma: float = 2.0, label_smoothing: float = 0.0) -> None:
+        super().__init__(label_smoothing)
+        self.gamma = float(gamma)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return focal_loss(logits, target, self.gamma, self.weight, self.smoothing(target))
+
+    def extra_repr(self) -> str:
+        return f"gamma={self.gamma}, label_smoothing={self.label_smoothing}"

@@ -22,7 +22,7 @@ def hydra_entry(
     """`main()` for `configs/<config_name>.yaml` running `task` ("module:function", imported lazily so
     `--help` and `--cfg` answer without importing torch); `result` maps the task's return value to what
     Hydra returns (e.g. the metric a sweeper optimises). `resumable`: `ckpt_path=last|<run dir>` is turned
-    into that run's checkpoint and run dir before Hydra starts (see utils/resume.py)."""
+    into that run's checkpoint and run dir before Hydra starts (see resume/runs.py)."""
     register_resolvers()
 
     @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name=config_name)

@@ -83,6 +83,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     final = _scalars(trainer.callback_metrics)
     progress = FitProgress.read(trainer)  # epochs, global_step, best_score (also under ddp_spawn)
+    if progress["best_score"] is not None:  # `<monitor>_best` (what sweeps optimise) for any monitor; the model
+        final.setdefault(f"{cfg.monitor}_best", progress["best_score"])  # logs val/f1_best, val/acc_best itself
 
     best_path = best_checkpoint.best_model_path if best_checkpoint is not None else ""
     tested: dict[str, float] = {}
