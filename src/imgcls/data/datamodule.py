@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 import numpy as np
 import pandas as pd
 import torch
@@ -23,6 +22,7 @@ from imgcls.resume.sampler import EpochSampler, balanced_weights
 from imgcls.data.sources import DataConfigError, Discovered
 from imgcls.data.split import assign_splits
 from imgcls.data.transforms import as_hw, build_eval_transform, build_train_transform
+from imgcls.utils.compat import unrepeated_distributed_sampler
 from imgcls.utils.config import to_plain
 from imgcls.utils.io import atomic_write_text
 from imgcls.utils.logging import get_logger
@@ -255,8 +255,8 @@ class ImageDataModule(L.LightningDataModule):
             if len(dataset) < self.trainer.world_size:  # a rank without a batch would hang the others
                 raise DataConfigError(f"{len(dataset)} evaluation images for {self.trainer.world_size} DDP processes: "
                                       "raise data.val_fraction / data.test_fraction or use fewer devices")
-            sampler = UnrepeatedDistributedSampler(dataset, num_replicas=self.trainer.world_size,
-                                                   rank=self.trainer.global_rank, shuffle=False)
+            sampler = unrepeated_distributed_sampler(dataset, num_replicas=self.trainer.world_size,
+                                                     rank=self.trainer.global_rank, shuffle=False)
         return make_loader(dataset, self.loader, train=False, on_cuda=self._on_cuda(), sampler=sampler)
 
     def val_dataloader(self) -> DataLoader:
