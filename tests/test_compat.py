@@ -118,11 +118,10 @@ def tiny_fit(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 def test_batches_done_counts_the_epochs_finished_batches(tiny_fit):
-    trainer = tiny_fit["trainer"]
-    _needs(trainer, "fit_loop", "Lightning", "batches_done")
-    _needs(trainer.fit_loop, "epoch_loop", "Lightning", "batches_done")
-    _needs(trainer.fit_loop.epoch_loop, "batch_progress", "Lightning", "batches_done")
-    _needs(trainer.fit_loop.epoch_loop.batch_progress.current, "processed", "Lightning", "batches_done")
+    owner = tiny_fit["trainer"]
+    for name in ("fit_loop", "epoch_loop", "batch_progress", "current", "processed"):
+        _needs(owner, name, "Lightning", "batches_done")
+        owner = getattr(owner, name)
     done = [(kind, epoch, n) for kind, epoch, n, _ in tiny_fit["seen"]]
     expected = [
         (kind, epoch, n) for epoch in (0, 1) for kind, n in (("batch", 1), ("batch", 2), ("batch", 3), ("end", 3))

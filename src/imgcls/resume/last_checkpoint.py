@@ -35,7 +35,7 @@ class LastCheckpoint(ModelCheckpoint):
         )
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, *args: Any, **kwargs: Any) -> None:
-        if epoch_last_batch_reached(trainer):  # validation to come
+        if epoch_last_batch_reached(trainer):  # the epoch's last batch: validation to come
             return
         super().on_train_batch_end(trainer, pl_module, *args, **kwargs)
 

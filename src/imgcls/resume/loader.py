@@ -27,7 +27,7 @@ class ResumableDataLoader(DataLoader):
         super().__init__(*args, **kwargs)
 
     @property
-    def _index_sampler(self) -> Any:  # torch's private name: its iterators draw indices from it (see compat)
+    def _index_sampler(self) -> Any:  # overrides torch's private property, the indices its iterators draw
         return _SkipFirst(index_sampler(self), self)
 
     # Lightning warns that a loader without these cannot resume mid-epoch. This one can: the position travels
