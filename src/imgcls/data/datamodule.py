@@ -11,7 +11,6 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import torch
-from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader
 
 from imgcls.data.bad_images import check_policy, drop_unreadable, find_unreadable
@@ -24,6 +23,7 @@ from imgcls.feeding.checks import CHECK_VERSION, bad_list_path
 from imgcls.feeding.image_io import DEFAULT_MAX_IMAGE_PIXELS, set_max_image_pixels
 from imgcls.feeding.loaders import make_loader, resolve_num_workers
 from imgcls.resume.sampler import EpochSampler, balanced_weights
+from imgcls.utils.compat import unrepeated_distributed_sampler
 from imgcls.utils.config import to_plain
 from imgcls.utils.io import atomic_write_text
 from imgcls.utils.logging import get_logger
@@ -303,7 +303,7 @@ class ImageDataModule(L.LightningDataModule):
                     f"{len(dataset)} evaluation images for {self.trainer.world_size} DDP processes: "
                     "raise data.val_fraction / data.test_fraction or use fewer devices"
                 )
-            sampler = UnrepeatedDistributedSampler(
+            sampler = unrepeated_distributed_sampler(
                 dataset, num_replicas=self.trainer.world_size, rank=self.trainer.global_rank, shuffle=False
             )
         return make_loader(dataset, self.loader, train=False, on_cuda=self._on_cuda(), sampler=sampler)

@@ -25,6 +25,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from imgcls.utils.compat import job_return_value
 from imgcls.utils.io import atomic_write_text, file_lock
 from imgcls.utils.logging import get_logger
 
@@ -177,8 +178,8 @@ class SweepSummary(Callback):
     def _row(self, config: DictConfig, job_return: JobReturn) -> dict[str, Any]:
         run_dir = Path(config.hydra.runtime.output_dir)
         ok = job_return.status == JobStatus.COMPLETED
-        # `return_value` re-raises a failed job's exception (and prints it again): read the stored value.
-        value = job_return._return_value
+        # A failed job's exception, not raised again (`return_value` would re-raise it and print it again).
+        value = job_return_value(job_return)
         metrics = _read_json(run_dir / "metrics.json") if ok else {}
         return {
             "job": int(config.hydra.job.num),

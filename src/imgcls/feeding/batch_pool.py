@@ -32,15 +32,16 @@ from typing import Any
 
 import torch
 
+from imgcls.utils.compat import new_shared_storage, storage_use_count
+
 # Main process: pool id -> (its flags, {(worker, slot): buffer}). Entries go when their BatchPool does.
 _REGISTRY: dict[str, tuple[torch.Tensor, dict[tuple[int, int], torch.UntypedStorage]]] = {}
 FREE, IN_FLIGHT, HANDED_OUT = 0, 1, 2
-_use_count = getattr(torch._C, "_storage_Use_Count", None)  # noqa: SLF001 (the only way to see external refs)
 
 
 def available() -> bool:
     """The pool needs torch's storage reference count; without it every batch takes the fresh path."""
-    return _use_count is not None
+    return storage_use_count(torch.UntypedStorage(0)) is not None
 
 
 class BatchPool:
@@ -70,7 +71,7 @@ class BatchPool:
                 continue
             buffer = self._buffers.get(slot)
             if buffer is None or buffer.nbytes() != nbytes:
-                buffer = self._buffers[slot] = torch.UntypedStorage._new_shared(nbytes)
+                buffer = self._buffers[slot] = new_shared_storage(nbytes)
                 self._sent.discard(slot)
             self.flags[worker_id, slot] = IN_FLIGHT
             return slot, buffer
@@ -115,7 +116,7 @@ def _rebuild(
         buffers[(worker_id, slot)] = buffer
     state = flags.numpy()
     for (w, s), held in buffers.items():
-        if state[w, s] == HANDED_OUT and _use_count(held._cdata) <= 1:  # noqa: SLF001 (only the registry's ref)
+        if state[w, s] == HANDED_OUT and storage_use_count(held) <= 1:  # only the registry's reference left
             state[w, s] = FREE
     if (worker_id, slot) not in buffers:
         raise RuntimeError(

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from imgcls.feeding.batch_pool import BatchPool
+from imgcls.utils.compat import new_shared_storage
 
 
 def collate_images(items: list[dict[str, Any]], pool: BatchPool | None = None) -> dict[str, Any]:
@@ -26,7 +27,7 @@ def collate_images(items: list[dict[str, Any]], pool: BatchPool | None = None) -
     if taken is not None:
         storage = taken[1]
     elif worker is not None:  # allocate straight in shared memory (as default_collate)
-        storage = torch.UntypedStorage._new_shared(nbytes)
+        storage = new_shared_storage(nbytes)
     else:
         storage = torch.UntypedStorage(nbytes)
     out = torch.empty(0, dtype=torch.uint8).set_(storage).view(shape)

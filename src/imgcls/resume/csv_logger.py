@@ -10,6 +10,7 @@ from typing import Any
 from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.loggers import CSVLogger as _LightningCSVLogger
 
+from imgcls.utils.compat import csv_writer, set_csv_header
 from imgcls.utils.io import atomic_write_text
 
 
@@ -46,8 +47,8 @@ class CSVLogger(_LightningCSVLogger):
     @property
     @rank_zero_experiment
     def experiment(self) -> Any:
-        if self._experiment is not None:
-            return self._experiment
+        if (created := csv_writer(self)) is not None:
+            return created
         path = Path(self.log_dir) / "metrics.csv"
         kept = rows_before(path, *self.resume_at) if self.resume_at is not None and path.is_file() else None
         writer = super().experiment  # Lightning's writer deletes an existing metrics.csv here
@@ -58,7 +59,7 @@ class CSVLogger(_LightningCSVLogger):
             table.writeheader()
             table.writerows(rows)
             atomic_write_text(path, out.getvalue())
-            writer.metrics_keys = list(header)
+            set_csv_header(writer, header)
         return writer
 
     def after_save_checkpoint(self, checkpoint_callback: Any) -> None:

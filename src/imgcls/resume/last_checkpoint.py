@@ -17,6 +17,8 @@ from typing import Any
 
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from imgcls.utils.compat import epoch_last_batch_reached, save_checkpoint_now
+
 
 class LastCheckpoint(ModelCheckpoint):
     def __init__(self, dirpath: str, every_n_train_steps: int | None = None, **kwargs: Any) -> None:
@@ -33,13 +35,12 @@ class LastCheckpoint(ModelCheckpoint):
         )
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, *args: Any, **kwargs: Any) -> None:
-        if trainer.fit_loop.epoch_loop._num_ready_batches_reached():  # the epoch's last batch: validation to come
+        if epoch_last_batch_reached(trainer):  # the epoch's last batch: validation to come
             return
         super().on_train_batch_end(trainer, pl_module, *args, **kwargs)
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
-        if not self._should_skip_saving_checkpoint(trainer):
-            self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
+        save_checkpoint_now(self, trainer)
 
     def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
         pass  # mid-epoch or every few epochs: not a resumable point (see the module docstring)

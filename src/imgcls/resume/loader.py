@@ -14,6 +14,8 @@ from typing import Any
 
 from torch.utils.data import DataLoader
 
+from imgcls.utils.compat import index_sampler
+
 
 class ResumableDataLoader(DataLoader):
     """A subclass (not a wrapper) so Lightning can still re-create it with a DistributedSampler under DDP (it
@@ -25,8 +27,8 @@ class ResumableDataLoader(DataLoader):
         super().__init__(*args, **kwargs)
 
     @property
-    def _index_sampler(self) -> Any:  # what DataLoader iterators draw (batches of) indices from
-        return _SkipFirst(super()._index_sampler, self)
+    def _index_sampler(self) -> Any:  # overrides torch's private property, the indices its iterators draw
+        return _SkipFirst(index_sampler(self), self)
 
     # Lightning warns that a loader without these cannot resume mid-epoch. This one can: the position travels
     # in the checkpoint (see imgcls.resume.state) and comes back as `start`; nothing to keep here.

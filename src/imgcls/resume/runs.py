@@ -21,6 +21,7 @@ from pathlib import Path
 
 import yaml
 
+from imgcls.utils.compat import register_hydra_resolvers
 from imgcls.utils.errors import ConfigError
 from imgcls.utils.io import atomic_write_text
 
@@ -47,9 +48,8 @@ def _run_overrides(run_dir: Path) -> list[str]:
 def _runs_root(config_dir: str, config_name: str, overrides: list[str]) -> Path:
     """The folder `hydra.run.dir` puts runs in (its parent), as this command's config resolves it."""
     from hydra import compose, initialize_config_dir
-    from hydra.core.utils import setup_globals
 
-    setup_globals()  # Hydra's `now` resolver
+    register_hydra_resolvers()  # Hydra's `now`, for the run dir
     with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
         cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
     return Path(str(cfg.hydra.run.dir)).parent

@@ -21,6 +21,8 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torchmetrics import MaxMetric, Metric, MinMetric
 
+from imgcls.utils.compat import batches_done, drop_lr_lambda_state, restore_metric_state
+
 POSITION, BESTS, EPOCH_METRICS = "train_position", "best_so_far", "epoch_train_metrics"
 
 
@@ -28,7 +30,7 @@ def data_position(trainer: L.Trainer) -> dict[str, int]:
     """Where training stands in the data now: the epoch (not yet counted as done at its end), batches done, of."""
     return {
         "epoch": int(trainer.current_epoch),
-        "batches": int(trainer.fit_loop.epoch_loop.batch_progress.current.processed),
+        "batches": batches_done(trainer),
         "of": int(trainer.num_training_batches),
     }
 
@@ -65,7 +67,7 @@ class ResumeState(Callback):
         done, total = checkpoint[POSITION]["batches"], checkpoint[POSITION]["of"]
         if trainer.world_size == 1 and 0 < done < total:
             checkpoint[EPOCH_METRICS] = {
-                name: (m._update_count, {k: _copy(v) for k, v in m.metric_state.items()})
+                name: (m.update_count, {k: _copy(v) for k, v in m.metric_state.items()})
                 for name, m in _train_metrics(pl_module).items()
             }
 
@@ -75,14 +77,11 @@ class ResumeState(Callback):
             if bests.get(name) is not None:
                 metric.update(torch.tensor(bests[name]))
         for scheduler in checkpoint.get("lr_schedulers") or []:
-            if isinstance(scheduler.get("lr_lambdas"), list):
-                scheduler["lr_lambdas"] = [None] * len(scheduler["lr_lambdas"])
+            drop_lr_lambda_state(scheduler)
         saved = checkpoint.get(EPOCH_METRICS) or {}
         for name, metric in _train_metrics(pl_module).items():
             if name in saved:
-                metric._update_count, states = saved[name]
-                for key, value in states.items():
-                    setattr(metric, key, value)
+                restore_metric_state(metric, *saved[name])
         datamodule = getattr(trainer, "datamodule", None)
         if trainer.state.fn == "fit" and datamodule is not None and hasattr(datamodule, "train_start"):
             datamodule.train_start = saved_position(checkpoint)

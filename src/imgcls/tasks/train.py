@@ -17,6 +17,7 @@ from imgcls.models.checkpoint import read_checkpoint
 from imgcls.resume import AtomicCheckpointIO, ResumeState, StepSeeds, continue_logs
 from imgcls.tasks.wrapper import task_wrapper
 from imgcls.utils import get_logger, write_json_atomic
+from imgcls.utils.compat import wandb_logger_offline
 from imgcls.utils.env_report import write_env_report
 from imgcls.utils.instantiators import instantiate_group
 from imgcls.utils.rich_utils import print_config_tree
@@ -123,7 +124,7 @@ def _report(output_dir: Path, best_path: str, loggers: list) -> None:
         if path and Path(path).exists():
             log.info(f"  {name:16s} {path}")
     for lg in loggers:
-        if isinstance(lg, WandbLogger) and lg._offline and lg.experiment is not None:
+        if isinstance(lg, WandbLogger) and wandb_logger_offline(lg) and lg.experiment is not None:
             run = Path(lg.experiment.dir).parent  # .../wandb/offline-run-<time>-<id>; a resumed run has one per part
             parts = sorted(run.parent.glob(f"offline-run-*-{lg.experiment.id}"))
             target = run if len(parts) <= 1 else run.parent / f"offline-run-*-{lg.experiment.id}"
