@@ -35,6 +35,10 @@ def hydra_entry(
     def main() -> Any:
         if "--help" in sys.argv[1:] or "-h" in sys.argv[1:]:  # Hydra's own lists non-choices, slowly (tasks/help.py)
             return print_help(str(CONFIG_DIR), config_name, [a for a in sys.argv[1:] if not a.startswith("-")])
+        # Lightning gives its loggers their own console handler at import only while the root logger has none:
+        # imported after Hydra set up logging, each of its messages would print twice.
+        import lightning  # noqa: F401
+
         if resumable:
             try:
                 sys.argv[1:] = resolve_resume(sys.argv[1:], str(CONFIG_DIR), config_name)
