@@ -1,7 +1,9 @@
 """Likely mistakes end in one line that names the key, its value and the fix: `<key>=<value> ...: <fix>`.
 
-Unit tests where the check lives in one function; the CLI (slow) where what matters is what the user reads.
-Covered elsewhere: unknown model.name and data.val_fraction out of range (test_train_cli, test_model, test_split).
+Unit tests where the check lives in one function (our checks, and `user_error`, which turns what Hydra,
+omegaconf, torch and Lightning raise into that line); the CLI (slow) where what matters is what the user reads:
+one line, exit status 2, no traceback on the console (it is in the run's log file), and a traceback for a bug.
+Covered elsewhere: data.val_fraction out of range (test_split).
 """
 
 from __future__ import annotations
@@ -11,16 +13,22 @@ import re
 import shutil
 from pathlib import Path
 
+import hydra
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from helpers import CLASSES, FAST, ROOT, run_cli
+from helpers import CLASSES, FAST, ROOT, compose, run_cli
+from omegaconf import OmegaConf
 
 from imgcls.data.sources import DataConfigError
 from imgcls.data.split import assign_splits
+from imgcls.data.transforms import as_hw
+from imgcls.feeding.loaders import check_loader_settings, make_loader
 from imgcls.models import Classifier, ModelConfigError, create_classifier
 from imgcls.models.checkpoint import load_classifier, read_checkpoint
+from imgcls.tasks.user_errors import user_error
+from imgcls.utils.errors import ConfigError
 
 SPEC = {
     "class_names": list(CLASSES),
@@ -38,7 +46,163 @@ def error_line(proc) -> str:
     out = proc.stdout + proc.stderr
     found = re.findall(r"ConfigError: (.+)$", out, flags=re.M)
     assert proc.returncode == 2 and len(found) == 1 and "Traceback" not in out, out[-3000:]
+    assert "HYDRA_FULL_ERROR" not in out and "Error executing job" not in out, out[-3000:]  # nothing of Hydra's
     return found[-1]
+
+
+def raised(call, *args, **kwargs) -> BaseException:
+    """The exception `call(*args, **kwargs)` raises, as the task wrapper would catch it."""
+    with pytest.raises(Exception) as caught:
+        call(*args, **kwargs)
+    return caught.value
+
+
+def translated(exc: BaseException, cfg=None) -> str:
+    error = user_error(exc, cfg)
+    assert isinstance(error, ConfigError), exc
+    message = str(error)
+    assert "\n" not in message, message
+    return message
+
+
+# ---- user_error: what Hydra, omegaconf, torch and Lightning raise, as one line ----------------------------
+def test_a_config_error_raised_inside_instantiate_is_ours_unchanged():
+    cfg = OmegaConf.create({"data": {"_target_": "imgcls.data.transforms.as_hw", "image_size": [10]}})
+    exc = raised(hydra.utils.instantiate, cfg.data)
+    assert type(exc).__name__ == "InstantiationException"
+    assert user_error(exc, cfg) is exc.__cause__
+    assert str(exc.__cause__).startswith("data.image_size=[10] is not a size: use an int")
+
+
+@pytest.mark.parametrize("value", [[10], [0, 32], "big", [32, 32, 3]])
+def test_image_size_that_is_not_a_size(value):
+    with pytest.raises(ConfigError, match=rf"^data\.image_size={re.escape(repr(value))} is not a size"):
+        as_hw(value)
+
+
+def test_unknown_key_of_an_instantiated_group_names_the_closest_setting():
+    cfg = OmegaConf.create({"trainer": {"_target_": "lightning.pytorch.Trainer", "max_epoch": 3}})
+    message = translated(raised(hydra.utils.instantiate, cfg.trainer), cfg)
+    assert message.startswith(
+        "trainer.max_epoch is not a setting of lightning.pytorch.Trainer: did you mean trainer.max_epochs? "
+        "its settings are accelerator, strategy, devices,"
+    ), message
+
+
+def test_unknown_key_of_a_partial_found_when_it_is_called():
+    cfg = OmegaConf.create({"model": {"optimizer": {"_target_": "torch.optim.AdamW", "_partial_": True, "lrr": 1}}})
+    optimizer = hydra.utils.instantiate(cfg.model.optimizer)
+    message = translated(raised(optimizer, [torch.zeros(1, requires_grad=True)]), cfg)
+    assert message.startswith(
+        "model.optimizer.lrr is not a setting of torch.optim.AdamW: did you mean model.optimizer.lr?"
+    )
+
+
+def test_invalid_learning_rate_names_the_optimizer_key():
+    cfg = OmegaConf.create({"model": {"optimizer": {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": -1}}})
+    optimizer = hydra.utils.instantiate(cfg.model.optimizer)
+    assert translated(raised(optimizer, [torch.zeros(1, requires_grad=True)]), cfg) == (
+        "model.optimizer.lr=-1 is refused by torch.optim.AdamW (Invalid learning rate: -1): use a positive value, "
+        "e.g. 1e-3"
+    )
+
+
+@pytest.mark.parametrize("key,value", [("batch_size", 0), ("eval_batch_size", -4)])
+def test_batch_size_torch_refuses_names_the_loader_key(key, value):
+    cfg = compose("train", [f"loader.{key}={value}", "loader.num_workers=0"])
+    exc = raised(make_loader, list(range(10)), cfg.loader, train=key == "batch_size")
+    assert translated(exc, cfg).startswith(f"loader.{key}={value} is refused by torch's DataLoader (batch_size should")
+
+
+@pytest.mark.parametrize(
+    "config,read,expected",
+    [
+        ({"ckpt_path": "???"}, "ckpt_path", "ckpt_path must be set (it is ??? in the config): add ckpt_path=<value>"),
+        (
+            {"data": {"root": "???", "source": {"root": "${data.root}"}}},
+            "data.source.root",
+            "data.root must be set (it is ??? in the config, needed by data.source.root): add data.root=<value>",
+        ),
+        ({"model": {"lr": "${nowhere}"}}, "model.lr", "model.lr: Interpolation key 'nowhere' not found"),
+    ],
+)
+def test_omegaconf_errors_name_the_key(config, read, expected):
+    cfg = OmegaConf.create(config)
+    assert translated(raised(OmegaConf.select, cfg, read, throw_on_missing=True), cfg).startswith(expected)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_gpu_trainer_without_a_gpu_points_to_trainer_cpu(tmp_path):
+    cfg = compose("train", ["trainer=gpu", f"paths.output_dir={tmp_path}"])
+    exc = raised(hydra.utils.instantiate, cfg.trainer)
+    assert translated(exc, cfg) == (
+        "trainer.accelerator='gpu' needs a GPU and torch finds none on this machine: use trainer=cpu "
+        "(or trainer.accelerator=auto: a GPU when there is one)"
+    )
+
+
+def test_a_target_that_cannot_be_imported():
+    cfg = OmegaConf.create({"callbacks": {"mine": {"_target_": "my_callbacks.Mine"}}})
+    assert translated(raised(hydra.utils.instantiate, cfg.callbacks.mine), cfg).startswith(
+        "callbacks.mine._target_='my_callbacks.Mine' cannot be imported (ImportError:"
+    )
+
+
+def takes_a(a):
+    return a
+
+
+def bug_unknown_keyword():
+    return takes_a(b=1)  # the code's own mistake: no config key is named `b`
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: (_ for _ in ()).throw(RuntimeError("boom")),
+        lambda: {}["key"],
+        lambda: OmegaConf.create({"a": 1}, flags={"struct": True}).b,  # code reading a key the config lacks
+        lambda: OmegaConf.create({"a": 1}).a.nope,
+        lambda: int("x"),  # a ValueError outside instantiate, not from torch
+        lambda: open(ROOT / "no such file"),
+        lambda: sorted([1, "a"]),
+        bug_unknown_keyword,
+    ],
+)
+def test_bugs_are_not_settings(call):
+    cfg = OmegaConf.create({"trainer": {"_target_": "lightning.pytorch.Trainer"}, "loader": {"batch_size": 2}})
+    assert user_error(raised(call), cfg) is None
+
+
+def test_sweep_summary_lists_the_one_line_not_the_library_error():
+    from imgcls.extras.sweep_summary import _first_line
+
+    cfg = OmegaConf.create({"trainer": {"_target_": "lightning.pytorch.Trainer", "max_epoch": 3}})
+    error = user_error(raised(hydra.utils.instantiate, cfg.trainer), cfg)
+    assert _first_line(error) == f"ConfigError: {error}" and isinstance(error.__cause__, Exception)
+
+
+def test_bug_inside_instantiate_is_not_a_setting():
+    cfg = OmegaConf.create({"callbacks": {"boom": {"_target_": "boom.Boom"}}})
+    assert user_error(raised(hydra.utils.instantiate, cfg.callbacks.boom), cfg) is None
+
+
+# ---- a loader key that nothing reads -----------------------------------------------------------------------
+def test_loader_key_nothing_reads_names_the_closest_setting():
+    with pytest.raises(ConfigError) as caught:
+        check_loader_settings({"batch_size": 8, "num_worker": 2})
+    assert str(caught.value).startswith(
+        "loader.num_worker is not a loader setting (nothing reads it): did you mean loader.num_workers=2? the "
+        "settings are batch_size, eval_batch_size, num_workers,"
+    )
+
+
+def test_every_documented_loader_key_is_accepted():
+    loader = compose("train", ["loader.num_workers=0"]).loader  # configs/loader/default.yaml, as composed
+    check_loader_settings(loader)
+    assert len(make_loader(list(range(10)), loader, train=False)) == 1
+    with pytest.raises(ConfigError, match=r"^loader\.workers is not a loader setting"):
+        make_loader(list(range(10)), {**loader, "workers": 2}, train=False)
 
 
 # ---- data.image_size the model cannot take ---------------------------------------------------------------
@@ -257,3 +421,72 @@ def test_predict_refuses_a_checkpoint_that_would_run_code(image_tree, tmp_path):
     )
     assert error_line(proc).startswith(f"ckpt_path='{ckpt}' holds pickled code")
     assert not (tmp_path / "pwned").exists()
+
+
+# ---- every mistake is one line, exit status 2 (the issue's list, and more) --------------------------------
+TESTS_ON_PATH = {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "tests"), os.environ.get("PYTHONPATH")]))}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "override,expected",
+    [
+        ("model.name=not_a_timm_model", "model.name='not_a_timm_model' is not a timm model; "),
+        ("data.image_size=[10]", "data.image_size=[10] is not a size: use an int (square, e.g. 224) or [height,"),
+        ("data.sampler=weighed", "data.sampler='weighed' is not an option: use random or weighted"),
+        ("+loader.num_worker=2", "loader.num_worker is not a loader setting (nothing reads it): did you mean "),
+        ("+trainer.max_epoch=2", "trainer.max_epoch is not a setting of lightning.pytorch.Trainer: did you mean "),
+        ("model.optimizer.lr=-1", "model.optimizer.lr=-1 is refused by torch.optim.AdamW (Invalid learning rate"),
+        ("loader.batch_size=0", "loader.batch_size=0 is refused by torch's DataLoader (batch_size should be a "),
+        pytest.param(
+            "trainer=gpu",
+            "trainer.accelerator='gpu' needs a GPU and torch finds none on this machine: use trainer=cpu",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU"),
+        ),
+    ],
+    ids=lambda value: value if "=" in value and " " not in value else "",
+)
+def test_a_wrong_setting_ends_in_one_line_naming_the_key(image_tree, tmp_path, override, expected):
+    proc = run_cli(
+        "train.py", *FAST, "data=folder", f"data.root={image_tree}", override, f"hydra.run.dir={tmp_path}", check=False
+    )
+    assert error_line(proc).startswith(expected)
+    log = (tmp_path / "train.log").read_text()
+    assert "Traceback (most recent call last)" in log and expected in log  # the details stay in the run's log
+
+
+@pytest.mark.slow
+def test_folder_data_without_its_root(tmp_path):
+    proc = run_cli("train.py", *FAST, "print_config=true", "data=folder", f"hydra.run.dir={tmp_path}", check=False)
+    assert error_line(proc) == (
+        "data.root must be set (it is ??? in the config, needed by data.source.root): add data.root=<value> to the "
+        "command line"
+    )
+
+
+@pytest.mark.slow
+def test_predict_without_a_checkpoint(tmp_path):
+    proc = run_cli("predict.py", f"hydra.run.dir={tmp_path}", check=False)
+    assert (
+        error_line(proc) == "ckpt_path must be set (it is ??? in the config): add ckpt_path=<value> to the command line"
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("when", ["init", "fit"])
+def test_a_bug_still_shows_its_traceback(image_tree, tmp_path, when):
+    proc = run_cli(
+        "train.py",
+        *FAST,
+        "data=folder",
+        f"data.root={image_tree}",
+        "+callbacks.boom._target_=boom.Boom",
+        f"+callbacks.boom.when={when}",
+        f"hydra.run.dir={tmp_path}",
+        check=False,
+        env=TESTS_ON_PATH,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode not in (0, 2) and "Traceback (most recent call last)" in out, out[-3000:]
+    assert re.search(r"RuntimeError: boom (while building the callback|when training starts)", out), out[-3000:]
+    assert "ConfigError" not in out

@@ -21,7 +21,7 @@ from imgcls.data.transforms import as_hw, build_eval_transform, build_train_tran
 from imgcls.feeding.cache import build_cache, cache_key, describe_cache, files_key
 from imgcls.feeding.checks import CHECK_VERSION, bad_list_path
 from imgcls.feeding.image_io import DEFAULT_MAX_IMAGE_PIXELS, set_max_image_pixels
-from imgcls.feeding.loaders import make_loader, resolve_num_workers
+from imgcls.feeding.loaders import check_loader_settings, make_loader, resolve_num_workers
 from imgcls.resume.sampler import EpochSampler, balanced_weights
 from imgcls.utils.compat import unrepeated_distributed_sampler
 from imgcls.utils.config import to_plain
@@ -83,6 +83,7 @@ class ImageDataModule(L.LightningDataModule):
         self.mean, self.std = to_plain(mean), to_plain(std)
         self.augment = to_plain(augment) or {}
         self.loader = to_plain(loader) or {}
+        check_loader_settings(self.loader)  # here too, so a misspelt key stops the run before the model is built
         self.cache = bool(cache) and cache_dir is not None
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.cache_size = as_hw(to_plain(cache_size), "data.cache_size") if cache_size else self.image_size

@@ -10,6 +10,7 @@ the device, see `imgcls.models.classifier`).
 from __future__ import annotations
 
 import inspect
+import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -31,11 +32,11 @@ _TRAIN_RESIZE = dict(interpolation=cv2.INTER_LINEAR)
 
 def as_hw(image_size: int | Sequence[int], key: str = "data.image_size") -> tuple[int, int]:
     """`data.image_size` (or `key`) may be an int (square) or [height, width]."""
-    if isinstance(image_size, int):
-        return image_size, image_size
-    if len(image_size) != 2:
-        raise ValueError(f"{key} must be an int or [height, width], got {list(image_size)}")
-    return int(image_size[0]), int(image_size[1])
+    hw = [image_size, image_size] if isinstance(image_size, numbers.Integral) else image_size
+    if isinstance(hw, str) or len(hw) != 2 or not all(isinstance(v, numbers.Integral) and v > 0 for v in hw):
+        shown = list(image_size) if isinstance(image_size, Sequence) and not isinstance(image_size, str) else image_size
+        raise ConfigError(f"{key}={shown!r} is not a size: use an int (square, e.g. 224) or [height, width]")
+    return int(hw[0]), int(hw[1])
 
 
 def build_eval_transform(image_size: int | Sequence[int]) -> A.Compose:

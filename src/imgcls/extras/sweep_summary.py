@@ -26,6 +26,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from imgcls.utils.compat import job_return_value
+from imgcls.utils.errors import ConfigError
 from imgcls.utils.io import atomic_write_text, file_lock
 from imgcls.utils.logging import get_logger
 
@@ -227,8 +228,9 @@ def _blank(value: Any) -> str:
 
 
 def _first_line(error: Any) -> str:
-    """`Type: first line` of the root cause (Hydra wraps instantiation errors: the cause names the problem)."""
-    while isinstance(error, BaseException) and error.__cause__ is not None:
+    """`Type: first line` of the root cause (Hydra wraps instantiation errors: the cause names the problem), or of
+    the first ConfigError on the way (the task wrapper's one line for a setting, caused by what a library raised)."""
+    while isinstance(error, BaseException) and not isinstance(error, ConfigError) and error.__cause__ is not None:
         error = error.__cause__
     lines = str(error).strip().splitlines()
     return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__

@@ -31,8 +31,11 @@ def collate_images(items: list[dict[str, Any]], pool: BatchPool | None = None) -
     else:
         storage = torch.UntypedStorage(nbytes)
     out = torch.empty(0, dtype=torch.uint8).set_(storage).view(shape)
+    # Copied through a numpy view of the batch: the image may be read-only (PIL's arrays, an unaugmented
+    # memory map), which numpy reads as is, while torch.from_numpy would warn that it is not writable.
+    batch = out.numpy()
     for i, item in enumerate(items):
-        out[i] = torch.from_numpy(item["image"])
+        batch[i] = item["image"]
     image = out.permute(0, 3, 1, 2)
     if taken is not None:
         image = pool.handle(worker.id, taken[0], tuple(image.shape), image.stride())

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import difflib
+import functools
 import math
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from imgcls import CONFIG_DIR
 from imgcls.feeding import batch_pool
 from imgcls.feeding.collate import PooledCollate, collate_images
 from imgcls.feeding.workers import seed_worker
@@ -31,6 +35,25 @@ def resolve_pin_memory(wanted: Any, on_cuda: bool) -> bool:
     if wanted is False:
         return False
     raise ConfigError(f"loader.pin_memory={wanted!r} is not an option: use auto, true or false")
+
+
+@functools.cache
+def loader_settings() -> tuple[str, ...]:
+    """The `loader` keys make_loader reads: those documented in configs/loader/default.yaml (one list)."""
+    return tuple(OmegaConf.load(CONFIG_DIR / "loader" / "default.yaml"))
+
+
+def check_loader_settings(loader: Mapping[str, Any]) -> None:
+    """A `loader` key that nothing reads (e.g. `+loader.num_worker=2`) is an error naming the closest real one."""
+    known = loader_settings()
+    for key in loader:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f"did you mean loader.{close[0]}={loader[key]}? " if close else ""
+            raise ConfigError(
+                f"loader.{key} is not a loader setting (nothing reads it): {hint}the settings are {', '.join(known)}"
+                " (configs/loader/default.yaml)"
+            )
 
 
 class TimedDataLoader(ResumableDataLoader):
@@ -76,6 +99,7 @@ def make_loader(
     Under DDP each rank sees ceil(N / world_size) samples: `drop_last` is kept only while that is more than
     one batch, so a small dataset never silently trains on zero batches.
     """
+    check_loader_settings(loader)
     workers = resolve_num_workers(loader.get("num_workers"))
     batch_size = int(loader.get("batch_size", 64))
     if not train:

@@ -91,13 +91,14 @@ def eda(cfg: DictConfig) -> dict[str, Any]:
     out = Path(cfg.paths.output_dir)
     log.info(f"Instantiating datamodule <{cfg.data._target_}>")
     dm = hydra.utils.instantiate(cfg.data, cache=False)
-    table, names = dm.discovered.table.copy(), dm.class_names
+    dm.setup()  # training's own split of the files it keeps (data.on_bad_image); also writes split.csv
+    table, names = dm.table.copy(), dm.class_names
     table["label_name"] = [names[i] for i in table["label"]]
-    table = dm.split(table)
 
     info, mean, std = scan(table, dm.channels, int(cfg.eda.stats_size))
     info = table.merge(info, on="path")
-    bad = info[info["error"].notna()] if "error" in info else info.iloc[:0]
+    failed = info.loc[info["error"].notna(), "path"].tolist() if "error" in info else []
+    unreadable = dm.bad_images()["path"].tolist() + failed  # dropped by training + any the scan could not read
 
     counts = table["label_name"].value_counts().reindex(names, fill_value=0)
     imbalance = float(counts.max() / max(counts.min(), 1))
@@ -129,7 +130,7 @@ def eda(cfg: DictConfig) -> dict[str, Any]:
         "imbalance_ratio": imbalance,
         "modes": dict(Counter(good["mode"])),
         "formats": dict(Counter(good["format"])),
-        "unreadable": bad["path"].tolist(),
+        "unreadable": unreadable,
         "width": good["width"].describe().round(1).to_dict(),
         "height": good["height"].describe().round(1).to_dict(),
         "mean": mean.round(4).tolist(),
@@ -199,5 +200,12 @@ def _markdown(s: dict[str, Any], cfg: DictConfig) -> str:
             "",
         ]
     if s["unreadable"]:
-        lines += ["## Unreadable files", "", *[f"- {p}" for p in s["unreadable"]], ""]
+        lines += [
+            "## Unreadable files",
+            "",
+            "Training leaves these out (see bad_images.csv):",
+            "",
+            *[f"- {p}" for p in s["unreadable"]],
+            "",
+        ]
     return "\n".join(lines)

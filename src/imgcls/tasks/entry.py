@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 
 from imgcls import CONFIG_DIR
 from imgcls.resume.runs import resolve_resume
+from imgcls.tasks.help import print_help
 from imgcls.utils.errors import ConfigError
 from imgcls.utils.resolvers import register_resolvers
 
@@ -32,6 +33,12 @@ def hydra_entry(
         return result(cfg, value) if result else value
 
     def main() -> Any:
+        if "--help" in sys.argv[1:] or "-h" in sys.argv[1:]:  # Hydra's own lists non-choices, slowly (tasks/help.py)
+            return print_help(str(CONFIG_DIR), config_name, [a for a in sys.argv[1:] if not a.startswith("-")])
+        # Lightning gives its loggers their own console handler at import only while the root logger has none:
+        # imported after Hydra set up logging, each of its messages would print twice.
+        import lightning  # noqa: F401
+
         if resumable:
             try:
                 sys.argv[1:] = resolve_resume(sys.argv[1:], str(CONFIG_DIR), config_name)

@@ -3,39 +3,57 @@
 from __future__ import annotations
 
 import functools
+import logging
 import warnings
 from collections.abc import Callable
 from typing import Any
 
 from omegaconf import DictConfig
 
-from imgcls.utils.errors import ConfigError
+from imgcls.tasks.user_errors import user_error
 from imgcls.utils.logging import get_logger
 
 log = get_logger(__name__)
 
 
 def task_wrapper(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
-    """Log the failure, always close W&B (so the next multirun job gets its own run), print the output dir."""
+    """Log the failure, always close W&B (so the next multirun job gets its own run), print the output dir.
+
+    A failure caused by a setting (see tasks/user_errors.py) is one line on the console, naming the key and the
+    fix, and exit status 2; its traceback goes to the run's log file only. In a multirun it fails that job only
+    (the sweep summary lists its line). Anything else is a bug: its traceback is shown.
+    """
 
     @functools.wraps(task)
     def wrapped(cfg: DictConfig) -> Any:
         silence_known_warnings()
         try:
             return task(cfg)
-        except ConfigError as exc:  # a setting to fix: one line, no traceback (a multirun lists it per job)
-            log.error(f"{type(exc).__name__}: {exc}")
+        except Exception as exc:
+            error = user_error(exc, cfg)
+            if error is None:
+                log.exception(f"Task '{cfg.get('task_name', task.__name__)}' failed")
+                raise
+            log.error(f"{type(error).__name__}: {error}")
+            _to_log_files(f"The traceback of the error above ({type(exc).__name__})", exc)
             if _single_run():
                 raise SystemExit(2) from None
-            raise
-        except Exception:
-            log.exception(f"Task '{cfg.get('task_name', task.__name__)}' failed")
-            raise
+            raise error from error.__cause__  # the ConfigError raised; or one caused by what a library raised
         finally:
             log.info(f"Output dir: {cfg.paths.output_dir}")
             _finish_wandb()
 
     return wrapped
+
+
+def _to_log_files(message: str, exc: BaseException) -> None:
+    """`message` and the traceback of `exc` into the log files only (Hydra's file handler: <run dir>/<task>.log)."""
+    record = logging.LogRecord(
+        log.logger.name, logging.ERROR, __file__, 0, message, None, (type(exc), exc, exc.__traceback__)
+    )
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
 
 
 def _single_run() -> bool:
@@ -53,6 +71,17 @@ def silence_known_warnings() -> None:
     warnings.filterwarnings("ignore", message=r".*overridden `on_after_batch_transfer`.*")
     # Lightning 2.6 calls a torch pytree API that torch 2.14 deprecates; nothing for users to do.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
+    # Our CSVLogger writes metrics.csv into the run dir, which Hydra has already filled (.hydra/, <task>.log) before
+    # any logger exists, so Lightning warns for every new run; the one file it means (metrics.csv) our logger
+    # handles itself (a resumed run keeps its rows: resume/csv_logger.py).
+    warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
+    # Lightning's adverts (litlogger, litmodels) and its note that a ModelSummary is configured (ours, in
+    # callbacks/default.yaml) come as info messages that no setting turns off.
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_not_an_advert)  # added once
+
+
+def _not_an_advert(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith(("💡 Tip:", "Trainer already configured with model summary callbacks"))
 
 
 def _finish_wandb() -> None:
