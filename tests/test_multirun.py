@@ -81,7 +81,9 @@ def test_grid_sweep_runs_every_job_and_summarises_them(image_tree, tmp_path):
         assert row["run_dir"] == str(tmp_path / row["job"])
         assert row["monitor"] == "val/loss" and row["mode"] == "min"
         assert float(row["best"]) == pytest.approx(metrics["best_score"])
-        assert float(row["optimized_metric"]) == pytest.approx(metrics["final"]["val/f1_best"])
+        # optimized_metric follows the monitor: `${monitor}_best`, the run's best val/loss (the best checkpoint's)
+        assert float(row["optimized_metric"]) == pytest.approx(metrics["final"]["val/loss_best"])
+        assert float(row["optimized_metric"]) == pytest.approx(metrics["best_score"])
         assert int(row["epochs"]) == metrics["epochs"] == 1 and float(row["wall_time_s"]) > 0
         overrides = row["overrides"].split()
         assert f"data.root={image_tree}" in overrides

@@ -82,6 +82,8 @@ class ImageDataModule(L.LightningDataModule):
         self.flips = list(to_plain(flips) or [])
         self.mean, self.std = to_plain(mean), to_plain(std)
         self.augment = to_plain(augment) or {}
+        # Built now, not in setup: a wrong augment op stops the run before the data is read or the model built.
+        self.train_transform = build_train_transform(self.image_size, self.augment, self.flips)
         self.loader = to_plain(loader) or {}
         check_loader_settings(self.loader)  # here too, so a misspelt key stops the run before the model is built
         self.cache = bool(cache) and cache_dir is not None
@@ -222,8 +224,7 @@ class ImageDataModule(L.LightningDataModule):
         folds = f", fold {self.fold} of {self.n_folds}" if self.n_folds else ""
         log.info(f"Split (seed {self.split_seed}{folds}): " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
         self._write_split()
-        train_tf = build_train_transform(self.image_size, self.augment, self.flips)
-        eval_tf = build_eval_transform(self.image_size)
+        train_tf, eval_tf = self.train_transform, build_eval_transform(self.image_size)
         cache = str(self.cache_file()) if self.cache else None
         if cache:
             log.info(f"Reading pre-processed images from the cache {cache}")

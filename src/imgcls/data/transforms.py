@@ -58,7 +58,7 @@ def build_op(key: str, spec: Any, **fixed: Any) -> A.BasicTransform:
     if not isinstance(spec, Mapping) or "_target_" not in spec:
         raise ConfigError(
             f"{key}={spec!r} is not an augmentation op: an op is a `_target_` config, e.g. "
-            f"{key}={{_target_: albumentations.ColorJitter, p: 0.5}} (a preset's op is changed with {key}.p=..., "
+            f"{key}={{_target_: albumentations.<Op>, p: 0.5}} (a preset's op is changed with {key}.p=..., "
             "see configs/augment/)"
         )
     op_class = hydra.utils.get_class(spec["_target_"])
