@@ -3,7 +3,7 @@
 from typing import Any
 
 import imgcls  # noqa: F401  (sets offline defaults before any other import)
-from imgcls.tasks.entry import hydra_entry
+from imgcls.cli.entry import hydra_entry
 
 
 def optimized_metric(cfg: Any, metrics: dict[str, Any]) -> float | None:

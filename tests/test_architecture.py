@@ -19,6 +19,7 @@ LAYERS = {
     "models": 3,
     "callbacks": 4,
     "extras": 5,
+    "cli": 5,  # the entry factory and task wrapper: used by tasks, never importing them (tasks load by name)
     "tasks": 6,
     "bench": 7,  # the `python -m imgcls.bench|eda` entry modules
     "eda": 7,

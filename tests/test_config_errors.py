@@ -21,13 +21,13 @@ import torch
 from helpers import CLASSES, FAST, ROOT, compose, run_cli
 from omegaconf import OmegaConf
 
+from imgcls.cli.user_errors import user_error
 from imgcls.data.sources import DataConfigError
 from imgcls.data.split import assign_splits
 from imgcls.data.transforms import as_hw
 from imgcls.feeding.loaders import check_loader_settings, make_loader
 from imgcls.models import Classifier, ModelConfigError, create_classifier
 from imgcls.models.checkpoint import load_classifier, read_checkpoint
-from imgcls.tasks.user_errors import user_error
 from imgcls.utils.errors import ConfigError
 
 SPEC = {

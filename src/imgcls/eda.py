@@ -1,7 +1,7 @@
 """`python -m imgcls.eda [data=...]`: an EDA report of a dataset (configs/eda.yaml)."""
 
 import imgcls  # noqa: F401  (offline defaults)
-from imgcls.tasks.entry import hydra_entry
+from imgcls.cli.entry import hydra_entry
 
 main = hydra_entry("eda", "imgcls.tasks.eda:eda")
 

@@ -18,11 +18,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
+from imgcls.cli.wrapper import task_wrapper
 from imgcls.extras.benchmark import report
 from imgcls.extras.benchmark.baselines import BASELINES
 from imgcls.extras.benchmark.timing import bare_rate, ddp_loader_rates, loader_rate, model_rate
 from imgcls.feeding.loaders import available_cpus, make_loader
-from imgcls.tasks.wrapper import task_wrapper
 from imgcls.utils import get_logger
 
 log = get_logger(__name__)

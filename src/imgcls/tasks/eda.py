@@ -20,8 +20,8 @@ from omegaconf import DictConfig
 from PIL import Image
 from rich.progress import track
 
+from imgcls.cli.wrapper import task_wrapper
 from imgcls.feeding.image_io import BadImageError, load_image
-from imgcls.tasks.wrapper import task_wrapper
 from imgcls.utils import atomic_write_text, get_logger, write_json_atomic
 from imgcls.utils.plots import bar_chart, image_grid, save_figure
 

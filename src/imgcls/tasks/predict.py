@@ -19,6 +19,7 @@ import pandas as pd
 from lightning.pytorch.callbacks import RichProgressBar
 from omegaconf import DictConfig, ListConfig
 
+from imgcls.cli.wrapper import task_wrapper
 from imgcls.data.bad_images import check_policy, drop_unreadable, find_unreadable
 from imgcls.data.dataset import ImageDataset
 from imgcls.data.inputs import read_inputs
@@ -29,7 +30,6 @@ from imgcls.extras.competition.mask import Submission
 from imgcls.feeding.loaders import make_loader, resolve_num_workers
 from imgcls.models.checkpoint import load_classifier
 from imgcls.models.factory import ModelConfigError
-from imgcls.tasks.wrapper import task_wrapper
 from imgcls.utils import atomic_write_text, get_logger, write_json_atomic
 
 log = get_logger(__name__)

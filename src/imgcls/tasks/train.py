@@ -11,11 +11,11 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
+from imgcls.cli.wrapper import task_wrapper
 from imgcls.distributed import fit_progress
 from imgcls.distributed.fit_progress import FitProgress
 from imgcls.models.checkpoint import read_checkpoint
 from imgcls.resume import AtomicCheckpointIO, ResumeState, StepSeeds, continue_logs
-from imgcls.tasks.wrapper import task_wrapper
 from imgcls.utils import get_logger, write_json_atomic
 from imgcls.utils.compat import wandb_logger_offline
 from imgcls.utils.env_report import write_env_report

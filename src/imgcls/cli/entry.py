@@ -11,8 +11,8 @@ import hydra
 from omegaconf import DictConfig
 
 from imgcls import CONFIG_DIR
+from imgcls.cli.help import print_help
 from imgcls.resume.runs import resolve_resume
-from imgcls.tasks.help import print_help
 from imgcls.utils.errors import ConfigError
 from imgcls.utils.resolvers import register_resolvers
 
@@ -33,7 +33,7 @@ def hydra_entry(
         return result(cfg, value) if result else value
 
     def main() -> Any:
-        if "--help" in sys.argv[1:] or "-h" in sys.argv[1:]:  # Hydra's own lists non-choices, slowly (tasks/help.py)
+        if "--help" in sys.argv[1:] or "-h" in sys.argv[1:]:  # Hydra's own lists non-choices, slowly (cli/help.py)
             return print_help(str(CONFIG_DIR), config_name, [a for a in sys.argv[1:] if not a.startswith("-")])
         # Lightning gives its loggers their own console handler at import only while the root logger has none:
         # imported after Hydra set up logging, each of its messages would print twice.

@@ -10,7 +10,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from imgcls.tasks.user_errors import user_error
+from imgcls.cli.user_errors import user_error
 from imgcls.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -19,7 +19,7 @@ log = get_logger(__name__)
 def task_wrapper(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
     """Log the failure, always close W&B (so the next multirun job gets its own run), print the output dir.
 
-    A failure caused by a setting (see tasks/user_errors.py) is one line on the console, naming the key and the
+    A failure caused by a setting (see cli/user_errors.py) is one line on the console, naming the key and the
     fix, and exit status 2; its traceback goes to the run's log file only. In a multirun it fails that job only
     (the sweep summary lists its line). Anything else is a bug: its traceback is shown.
     """
