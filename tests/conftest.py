@@ -1,8 +1,12 @@
-"""Shared fixtures. Every test is offline and writes only under pytest's tmp_path."""
+"""Shared fixtures. Every test is offline and writes only under pytest's tmp_path.
+
+Trained runs that several modules only read are session fixtures here: each trains once per session.
+"""
 
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -11,9 +15,26 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("WANDB_MODE", "disabled")
 
-from helpers import make_image_tree, make_manifest  # noqa: E402
+from helpers import FAST, make_image_tree, make_manifest, network_guard, run_cli, run_task  # noqa: E402
 
 import imgcls  # noqa: E402,F401  (offline environment defaults)
+
+# ---- how many Python interpreters the tests start (CLI runs): shown at the end of every session --------------
+_STARTS: list[str] = []
+_popen_init = subprocess.Popen.__init__
+
+
+def _counting_init(self, args, *rest, **kwargs):
+    if isinstance(args, (list, tuple)) and args and str(args[0]) == sys.executable:
+        _STARTS.append(" ".join(str(a) for a in args[1:3]))
+    _popen_init(self, args, *rest, **kwargs)
+
+
+subprocess.Popen.__init__ = _counting_init
+
+
+def pytest_terminal_summary(terminalreporter):
+    terminalreporter.write_line(f"{len(_STARTS)} Python interpreters started by the tests (real CLI runs)")
 
 
 @pytest.fixture(scope="session")
@@ -45,3 +66,59 @@ def mask_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_mask_dataset(
         tmp_path_factory.mktemp("mask") / "competition", people=40, eval_people=8, width=96, height=128, seed=0
     )
+
+
+# ---- trained runs shared by every test that only reads them --------------------------------------------------
+@pytest.fixture(scope="session")
+def folder_run(image_tree, tmp_path_factory) -> Path:
+    """One run trained in-process on the generated image folder (with a test split): read by test_train_cli
+    (what a run writes) and test_predict (the checkpoint round trip)."""
+    run_dir = tmp_path_factory.mktemp("folder_run")
+    run_task("train", "data=folder", f"data.root={image_tree}", "data.test_fraction=0.2", *FAST, run_dir=run_dir)
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def wandb_run(image_tree, tmp_path_factory):
+    """`python train.py logger=wandb` on the image folder, 2 epochs, with the network blocked (tests/helpers.py's
+    guard), no W&B credentials and WANDB_MODE unset: it must go offline on its own, not fail, hang or try the
+    network. Read by test_tracking (what W&B and the run recorded) and test_offline (no network attempt).
+    Returns (run dir, the finished process, the guard's attempts log)."""
+    root = tmp_path_factory.mktemp("wandb_run")
+    env, attempts_log = network_guard(root)
+    no_credentials = {
+        "WANDB_MODE": "",
+        "WANDB_API_KEY": "",
+        "NETRC": str(root / "no-netrc"),
+        **{k: str(root / "wandb-home") for k in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR")},
+    }
+    run_dir = root / "run"
+    proc = run_cli(
+        "train.py",
+        "logger=wandb",
+        "data=folder",
+        f"data.root={image_tree}",
+        *FAST,
+        "trainer.max_epochs=2",
+        f"hydra.run.dir={run_dir}",
+        env={**env, **no_credentials},
+    )
+    return run_dir, proc, attempts_log
+
+
+@pytest.fixture(scope="session")
+def default_run(mnist_root, tmp_path_factory):
+    """The default recipe (`make train`: MNIST digits, default loader workers) as `python train.py`, 2 epochs
+    instead of 10, with the network blocked. Returns (run dir, the guard's attempts log)."""
+    root = tmp_path_factory.mktemp("default_run")
+    env, attempts_log = network_guard(root)
+    run_cli(
+        "train.py",
+        "trainer.max_epochs=2",
+        f"paths.data_dir={mnist_root.parent}",
+        "callbacks.progress_bar=null",
+        f"hydra.run.dir={root / 'run'}",
+        env=env,
+        timeout=900,  # 2 epochs of 4,500 digits: minutes on a loaded 2-core machine
+    )
+    return root / "run", attempts_log

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import json
+import logging
 import os
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from omegaconf import DictConfig
@@ -119,3 +124,194 @@ FAST = (
     "callbacks.progress_bar=null",
     "print_config=false",
 )
+
+
+# ---- tasks in-process: the CLI's config and run dir, without a new interpreter --------------------------------
+TASKS = {
+    "train": "imgcls.tasks.train:train",
+    "predict": "imgcls.tasks.predict:predict",
+    "eda": "imgcls.tasks.eda:eda",
+    "bench": "imgcls.tasks.bench:bench",
+}
+
+
+@dataclass
+class TaskRun:
+    """What an in-process run left: its run dir, the task's return value and the run's log (what the console
+    showed: Hydra logs every record to both)."""
+
+    run_dir: Path
+    value: Any
+    log: str
+
+
+def run_task(config_name: str, *overrides: str, run_dir: Path, env: dict | None = None) -> TaskRun:
+    """`python <config_name>.py overrides... hydra.run.dir=<run_dir>` in this process: the config composed by
+    Hydra's compose API as the CLI composes it, the run dir, `.hydra/` and the log file made by Hydra's own
+    `run_job`, then the task function. A ConfigError reaches the caller as itself: the CLI's exit status 2 is
+    for single Hydra RUNs only (cli/wrapper.py), and a composed config is not one. Global state a run changes
+    (logging, warnings, RNGs, env vars, Lightning's rank, the PIL pixel limit, torch flags) is put back after."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra._internal.callbacks import Callbacks  # what Hydra.run gives run_job
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.utils import run_job
+    from hydra.types import HydraContext
+
+    from imgcls.utils.resolvers import register_resolvers
+
+    module, name = TASKS[config_name].split(":")
+    task = getattr(importlib.import_module(module), name)  # imported first: what importing changes stays
+    args = [*overrides, f"hydra.run.dir={run_dir}"]
+    with isolated_state(env):
+        register_resolvers()
+        if config_name == "train":  # train.py's `ckpt_path=last|<run dir>` step (cli/entry.py)
+            from imgcls.resume.runs import resolve_resume
+
+            args = resolve_resume(args, str(ROOT / "configs"), config_name)
+        with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+            cfg = hydra_compose(config_name=config_name, overrides=args, return_hydra_config=True)
+            callbacks = Callbacks(cfg)
+            context = HydraContext(config_loader=GlobalHydra.instance().config_loader(), callbacks=callbacks)
+            callbacks.on_run_start(config=cfg, config_name=config_name)
+            job = run_job(task, cfg, "hydra.run.dir", None, hydra_context=context, configure_logging=True)
+            callbacks.on_run_end(config=cfg, config_name=config_name, job_return=job)
+        log_file = Path(run_dir) / f"{cfg.task_name}.log"
+        log = log_file.read_text() if log_file.exists() else ""
+        return TaskRun(Path(run_dir), job.return_value, log)  # return_value raises the task's exception
+
+
+@contextlib.contextmanager
+def isolated_state(env: dict | None = None):
+    """Run a task as if in a fresh process, then restore what it changed in this one."""
+    import random
+    import warnings
+
+    import torch
+    from lightning.fabric.utilities import rank_zero as fabric_rank_zero
+    from lightning.pytorch.utilities import rank_zero as pl_rank_zero
+    from lightning_utilities.core import rank_zero as utils_rank_zero
+    from PIL import Image
+
+    from imgcls.feeding import image_io
+
+    saved_env = dict(os.environ)
+    cwd = os.getcwd()
+    ranks = [
+        (m.rank_zero_only, getattr(m.rank_zero_only, "rank", None))
+        for m in (fabric_rank_zero, pl_rank_zero, utils_rank_zero)
+    ]
+    loggers = {
+        name: (lg.level, list(lg.handlers), lg.propagate, lg.disabled)
+        for name, lg in [("", logging.getLogger()), *logging.Logger.manager.loggerDict.items()]
+        if isinstance(lg, logging.Logger)
+    }
+    rngs = torch.get_rng_state(), np.random.get_state(), random.getstate()
+    torch_flags = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.benchmark,
+        torch.get_num_threads(),
+        torch.get_float32_matmul_precision(),
+    )
+    pixels = Image.MAX_IMAGE_PIXELS, image_io._max_pixels
+    os.environ.update({"WANDB_MODE": "disabled", "IMGCLS_ROOT": _scratch(), **(env or {})})
+    try:
+        with warnings.catch_warnings():
+            yield
+    finally:
+        for name, (level, handlers, propagate, disabled) in loggers.items():
+            lg = logging.getLogger(name or None)
+            for handler in set(lg.handlers) - set(handlers):  # the run's own (its log file): flushed and closed
+                handler.close()
+            lg.setLevel(level)
+            lg.handlers[:] = handlers
+            lg.propagate, lg.disabled = propagate, disabled
+        torch.set_rng_state(rngs[0])
+        np.random.set_state(rngs[1])
+        random.setstate(rngs[2])
+        torch.use_deterministic_algorithms(torch_flags[0], warn_only=torch_flags[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = torch_flags[2:4]
+        torch.set_num_threads(torch_flags[4])
+        torch.set_float32_matmul_precision(torch_flags[5])
+        Image.MAX_IMAGE_PIXELS, image_io._max_pixels = pixels
+        for obj, rank in ranks:
+            if rank is not None:
+                obj.rank = rank
+        os.environ.clear()
+        os.environ.update(saved_env)
+        os.chdir(cwd)
+
+
+# ---- the network guard: a process that tries to reach beyond this machine fails, and the attempt is logged -----
+# A `sitecustomize.py` on PYTHONPATH (so it also loads in DataLoader workers and spawned processes): it refuses
+# every Python-level connection or name lookup beyond this machine and records the attempt, so an attempt that a
+# library catches and swallows (an update check, a hub retry) still fails the test. Loopback and AF_UNIX stay
+# open (multiprocessing, gloo). Code outside Python (e.g. W&B's `wandb-core` binary) is not covered.
+GUARD = '''
+"""Test-only network guard (tests/test_offline.py): non-local connections and lookups raise and are logged."""
+import ipaddress
+import os
+import socket
+
+
+class NetworkBlocked(OSError):
+    pass
+
+
+def _is_local(host):
+    if isinstance(host, bytes):
+        host = host.decode()
+    host = "" if host is None else str(host).split("%")[0].lower()
+    if host in ("", "localhost", "localhost.localdomain", "ip6-localhost"):
+        return True
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False  # any other name needs a DNS lookup
+    return ip.is_loopback or ip.is_unspecified
+
+
+def _block(what, target):
+    message = f"network guard: {what} to {target!r} blocked (pid {os.getpid()})"
+    with open(os.environ["NETWORK_GUARD_LOG"], "a") as log:
+        log.write(message + "\\n")
+    raise NetworkBlocked(message)
+
+
+def _guarded(method, what):
+    def guarded(self, address):
+        if self.family != getattr(socket, "AF_UNIX", None) and isinstance(address, tuple) and not _is_local(address[0]):
+            _block(what, address)
+        return method(self, address)
+    return guarded
+
+
+def _guarded_host(function, what):
+    def guarded(host, *args, **kwargs):
+        name = host[0] if isinstance(host, tuple) else host
+        if not _is_local(name):
+            _block(what, host)
+        return function(host, *args, **kwargs)
+    return guarded
+
+
+socket.socket.connect = _guarded(socket.socket.connect, "connect")
+socket.socket.connect_ex = _guarded(socket.socket.connect_ex, "connect_ex")
+socket.create_connection = _guarded_host(socket.create_connection, "create_connection")
+socket.getaddrinfo = _guarded_host(socket.getaddrinfo, "getaddrinfo")
+'''
+
+
+def network_guard(folder: Path) -> tuple[dict[str, str], Path]:
+    """(env for run_cli, the attempts log). The log exists only if something tried the network."""
+    (folder / "guard").mkdir(parents=True)
+    (folder / "guard" / "sitecustomize.py").write_text(GUARD)
+    log = folder / "network_attempts.log"
+    path = os.pathsep.join(p for p in (str(folder / "guard"), os.environ.get("PYTHONPATH")) if p)
+    return {"PYTHONPATH": path, "NETWORK_GUARD_LOG": str(log)}, log
+
+
+def network_attempts(log: Path) -> str:
+    return log.read_text() if os.path.exists(log) else ""

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import FAST, draw_shape, run_cli
+from helpers import FAST, draw_shape, run_cli, run_task
 from PIL import Image
 
 from imgcls.data import BadImageError, FolderSource, ImageDataModule, ImageDataset, load_image
@@ -336,50 +336,40 @@ def test_pixel_limit_is_configurable(tmp_path):
     assert load_image(path).shape == (40, 40, 3)
 
 
-def _cli_tree(tmp_path: Path) -> tuple[Path, list[Path]]:
-    """The tree for a subprocess (no monkeypatching there): as root the no-permission file is readable."""
-    files = make_tree(tmp_path / "tree")
-    bad = [p for p in files["bad"] if "no_permission" not in p.name or not _root_reads_anything(p)]
-    return tmp_path / "tree", bad
-
-
+# With the cache on, predict's policy is checked too, with one real `python predict.py`.
 @pytest.mark.slow
 @pytest.mark.parametrize("cache", [True, False])
-def test_cli_skips_and_lists_or_stops(tmp_path, cache):
-    root, bad = _cli_tree(tmp_path)
-    try:
-        common = ("data=folder", f"data.root={root}", f"data.cache={str(cache).lower()}", *FAST)
-        run = tmp_path / "run"
-        proc = run_cli("train.py", *common, f"hydra.run.dir={run}")
-        listed = pd.read_csv(run / "bad_images.csv")
-        assert listed["path"].tolist() == [str(p) for p in bad]
-        assert f"Skipped {len(bad)} unreadable images (see {run / 'bad_images.csv'})" in proc.stdout + proc.stderr
-        assert not set(pd.read_csv(run / "split.csv")["path"]) & {str(p) for p in bad}
+def test_training_skips_and_lists_or_stops(tree, tmp_path, cache):
+    """The whole train task (in-process: the no-permission file is refused even as root, see `tree`)."""
+    root, bad = tmp_path / "tree", tree["bad"]
+    common = ("data=folder", f"data.root={root}", f"data.cache={str(cache).lower()}", *FAST)
+    run = tmp_path / "run"
+    log = run_task("train", *common, run_dir=run).log
+    listed = pd.read_csv(run / "bad_images.csv")
+    assert listed["path"].tolist() == [str(p) for p in bad]
+    assert f"Skipped {len(bad)} unreadable images (see {run / 'bad_images.csv'})" in log
+    assert not set(pd.read_csv(run / "split.csv")["path"]) & {str(p) for p in bad}
 
-        proc = run_cli(
-            "train.py", *common, "data.on_bad_image=error", f"hydra.run.dir={tmp_path / 'stop'}", check=False
-        )
-        assert proc.returncode != 0
-        out = proc.stdout + proc.stderr
-        assert f"cannot read image '{bad[0]}': truncated" in out and "data.on_bad_image=skip" in out
-        assert not (tmp_path / "stop" / "checkpoints").exists()
-        if cache:  # predict applies the same policy to its inputs (the folder holds the same bad files)
-            _predict_skips_and_lists_or_stops(root, bad, run / "checkpoints" / "best.ckpt", tmp_path)
-    finally:
-        for path in root.rglob("*no_permission*"):
-            os.chmod(path, 0o644)
+    with pytest.raises(BadImageError) as caught:
+        run_task("train", *common, "data.on_bad_image=error", run_dir=tmp_path / "stop")
+    assert f"cannot read image '{bad[0]}': truncated" in str(caught.value)
+    assert "data.on_bad_image=skip" in str(caught.value)
+    assert not (tmp_path / "stop" / "checkpoints").exists()
+    if cache:  # predict applies the same policy to its inputs (the folder holds the same bad files)
+        _predict_skips_and_lists_or_stops(root, bad, run / "checkpoints" / "best.ckpt", tmp_path)
 
 
 def _predict_skips_and_lists_or_stops(root: Path, bad: list[Path], ckpt: Path, tmp_path: Path) -> None:
     out = tmp_path / "predict"
-    proc = run_cli("predict.py", f"ckpt_path={ckpt}", f"input={root}", "loader.num_workers=0", f"hydra.run.dir={out}")
+    log = run_task("predict", f"ckpt_path={ckpt}", f"input={root}", "loader.num_workers=0", run_dir=out).log
     predicted = set(pd.read_csv(out / "predictions.csv")["path"])
     everything = {str(p) for p in root.rglob("*") if p.is_file() or p.is_symlink()}
     assert predicted and not predicted & {str(p) for p in bad}
     assert set(pd.read_csv(out / "bad_images.csv")["path"]) == {str(p) for p in bad}
     assert predicted | {str(p) for p in bad} <= everything
-    assert f"Skipped {len(bad)} unreadable input images" in proc.stdout + proc.stderr
+    assert f"Skipped {len(bad)} unreadable input images" in log
 
+    # What the user sees when it stops: one line, exit status 2 (a real `python predict.py`).
     proc = run_cli(
         "predict.py",
         f"ckpt_path={ckpt}",

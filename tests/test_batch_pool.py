@@ -103,6 +103,7 @@ def _iterate_in_child(collate, queue) -> None:
     queue.put((ok, collate.pool is not None and collate.pool.owner == __import__("os").getpid()))
 
 
+@pytest.mark.slow  # a spawned interpreter imports torch: seconds on 2 cores
 def test_a_loader_pickled_into_another_process_gets_its_own_pool():
     import multiprocessing as mp
 

@@ -1,19 +1,20 @@
-"""`python -m imgcls.bench` writes a valid bench.json and bench.png (what it measures is not asserted here)."""
+"""`python -m imgcls.bench` writes a valid bench.json and bench.png (what it measures is not asserted here).
+The bench task in-process (tests/helpers.py's `run_task`); the multi-process bench as a real command."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
-from helpers import run_cli
+from helpers import run_cli, run_task
 from PIL import Image
 
 pytestmark = pytest.mark.slow
 
 
 def test_bench_writes_json_and_png(image_tree, tmp_path):
-    run_cli(
-        "imgcls.bench",
+    run_task(
+        "bench",
         "data=folder",
         f"data.root={image_tree}",
         "data.image_size=32",
@@ -26,7 +27,7 @@ def test_bench_writes_json_and_png(image_tree, tmp_path):
         "bench.warmup_batches=1",
         "bench.baselines=true",
         "bench.repeats=2",
-        f"hydra.run.dir={tmp_path}",
+        run_dir=tmp_path,
     )
     result = json.loads((tmp_path / "bench.json").read_text())
     assert result["model"]["images_per_sec"] > 0 and result["model"]["name"] == "test_resnet"

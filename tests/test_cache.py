@@ -10,6 +10,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 import torch
 
 from imgcls.data import FolderSource, ImageDataModule
@@ -71,6 +72,7 @@ build_cache(Slow(table, build_eval_transform(16)), Path(sys.argv[2]), batch_size
 """
 
 
+@pytest.mark.slow  # a real process, killed mid-build
 def test_killed_build_leaves_no_cache_and_next_build_works(image_tree, tmp_path):
     target = tmp_path / "cache" / "tree_16x16_x.npy"
     proc = subprocess.Popen([sys.executable, "-c", KILLED_BUILD, str(image_tree), str(target)])

@@ -1,6 +1,8 @@
 """Same seed, same run: `python train.py ... seed=7 trainer.deterministic=true` twice gives equal metrics, weights
 and split; another seed another split; two loader workers reproduce too. On the CPU "equal" is bit-for-bit: no
-float tolerance is needed.
+float tolerance is needed. Of each pair, the first run is in-process (tests/helpers.py's `run_task`, in the
+interpreter every earlier test ran in: nothing left behind there may change a run) and the second a fresh
+`python train.py` (its own hash seed and import order: nothing may depend on those either).
 
 The first run on new data builds the cache / bad-image list; that pass must not touch the seeded RNGs (it once
 did: a DataLoader draws its base seed from the global torch RNG), or the first run would train differently from
@@ -14,7 +16,7 @@ import random
 import numpy as np
 import pytest
 import torch
-from helpers import FAST, read_metrics, run_cli
+from helpers import FAST, read_metrics, run_cli, run_task
 
 # Wall-clock telemetry differs between any two runs by nature; everything else must be equal.
 TIMING = ("samples_per_sec", "step_time", "data_wait")
@@ -22,15 +24,15 @@ TIMING = ("samples_per_sec", "step_time", "data_wait")
 
 @pytest.fixture(scope="module")
 def train(image_tree, tmp_path_factory):
-    """`train(name, cache, *overrides)` -> the run dir; each named run happens once per module."""
+    """`train(name, cache, *overrides)` -> the run dir; each named run happens once per module, in-process, or
+    as a real command for names ending in `_again`."""
     root = tmp_path_factory.mktemp("determinism")
     done = {}
 
     def run(name: str, cache: str, *overrides: str):
         if name not in done:
             # callbacks.pictures=null: its ~3 s of matplotlib per run decide nothing that is compared here
-            run_cli(
-                "train.py",
+            args = (
                 "data=folder",
                 f"data.root={image_tree}",
                 *FAST,
@@ -38,8 +40,11 @@ def train(image_tree, tmp_path_factory):
                 "callbacks.pictures=null",
                 f"data.cache_dir={root / cache}",
                 *overrides,
-                f"hydra.run.dir={root / name}",
             )
+            if name.endswith("_again"):
+                run_cli("train.py", *args, f"hydra.run.dir={root / name}")
+            else:
+                run_task("train", *args, run_dir=root / name)
             done[name] = root / name
         return done[name]
 

@@ -1,10 +1,12 @@
-"""The competition workflow end to end: train on generated mask data, 5-fold multirun, ensemble submission."""
+"""The competition workflow end to end: train on generated mask data, 5-fold multirun, ensemble submission.
+The multirun is a real `python train.py -m`; training and predicting otherwise in-process (tests/helpers.py's
+`run_task`: the config as the CLI composes it)."""
 
 from __future__ import annotations
 
 import pandas as pd
 import pytest
-from helpers import read_metrics, run_cli
+from helpers import read_metrics, run_cli, run_task
 
 pytestmark = pytest.mark.slow
 
@@ -30,14 +32,14 @@ def people80(tmp_path_factory):
 
 def test_experiment_mask_learns_far_above_chance(people80, tmp_path):
     """18 classes: chance macro-F1 is ~0.06. The recipe (multi head, focal, balanced weights) must do far better."""
-    run_cli(
-        "train.py",
+    run_task(
+        "train",
         "experiment=mask",
         f"data.root={people80}",
         *SMALL,
         "trainer.max_epochs=8",
         f"paths.data_dir={tmp_path / 'data'}",
-        f"hydra.run.dir={tmp_path / 'run'}",
+        run_dir=tmp_path / "run",
     )
     final = read_metrics(tmp_path / "run")["final"]
     assert final["val/f1"] > 0.3, final
@@ -74,15 +76,15 @@ def test_five_fold_multirun_then_ensemble_submission(five_folds, mask_root, tmp_
     assert sum(len(v) for v in vals) == 280 and len(set().union(*vals)) == 280  # each image validates once
 
     out = tmp_path / "submission.csv"
-    run_cli(
-        "predict.py",
+    run_task(
+        "predict",
         f"ckpt_path={sweep}/*/checkpoints/best.ckpt",
         "data=mask",
         f"data.root={mask_root}",
         "tta=[hflip]",
         f"output={out}",
         "loader.num_workers=0",
-        f"hydra.run.dir={tmp_path / 'predict'}",
+        run_dir=tmp_path / "predict",
     )
     info = pd.read_csv(mask_root / "eval" / "info.csv", dtype=str)
     submission = pd.read_csv(out, dtype={"ImageID": str})
@@ -106,7 +108,7 @@ def test_ensemble_averages_the_members_probabilities(five_folds, mask_root, tmp_
     a, b = sorted(five_folds.glob("*/checkpoints/best.ckpt"))[:2]
     common = (f"input={mask_root / 'eval' / 'images'}", "top_k=18", "loader.num_workers=0")
     for name, ckpt in (("a", a), ("b", b), ("ab", f"[{a},{b}]")):
-        run_cli("predict.py", f"ckpt_path={ckpt}", *common, f"hydra.run.dir={tmp_path / name}")
+        run_task("predict", f"ckpt_path={ckpt}", *common, run_dir=tmp_path / name)
     pa, pb, pab = (_probs(pd.read_csv(tmp_path / n / "predictions.csv")) for n in ("a", "b", "ab"))
     assert ((pa + pb) / 2 - pab).abs().to_numpy().max() < 2e-6
     assert (pa - pb).abs().to_numpy().max() > 1e-3  # the members really differ
@@ -123,13 +125,13 @@ def test_submission_with_an_unreadable_eval_image_still_answers_every_row(five_f
     broken = root / "eval" / "images" / info["ImageID"].iloc[2]
     broken.write_bytes(b"not a jpeg")
     ckpt = sorted(five_folds.glob("*/checkpoints/best.ckpt"))[0]
-    run_cli(
-        "predict.py",
+    run_task(
+        "predict",
         f"ckpt_path={ckpt}",
         "data=mask",
         f"data.root={root}",
         "loader.num_workers=0",
-        f"hydra.run.dir={tmp_path / 'predict'}",
+        run_dir=tmp_path / "predict",
     )
     listed = pd.read_csv(tmp_path / "predict" / "bad_images.csv")
     assert listed["path"].tolist() == [str(broken)]

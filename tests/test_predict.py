@@ -1,16 +1,19 @@
-"""Predict round trip: the checkpoint alone rebuilds model and pre-processing; results match training."""
+"""Predict round trip: the checkpoint alone rebuilds model and pre-processing; results match training.
+
+`folder_run` is conftest.py's shared trained run. One real `python predict.py` run (the CLI smoke run) and the
+DDP one (spawned processes); the rest in-process (tests/helpers.py's `run_task`).
+"""
 
 from __future__ import annotations
 
 import pandas as pd
 import pytest
-from helpers import read_metrics, run_cli
-from test_train_cli import folder_run  # noqa: F401  (shared trained run)
-
-pytestmark = pytest.mark.slow
+from helpers import read_metrics, run_cli, run_task
 
 
-def test_predictions_on_val_agree_with_training(folder_run, tmp_path):  # noqa: F811
+@pytest.mark.slow
+def test_predictions_on_val_agree_with_training(folder_run, tmp_path):
+    """As `python predict.py` (the CLI smoke run for predict)."""
     out = tmp_path / "preds.csv"
     run_cli(
         "predict.py",
@@ -34,32 +37,22 @@ def test_predictions_on_val_agree_with_training(folder_run, tmp_path):  # noqa: 
     assert ((preds["prob"] >= preds["prob_2"]) & (preds["prob"] <= 1)).all()
 
 
-def test_predict_folder_and_single_image(folder_run, image_tree, tmp_path):  # noqa: F811
+@pytest.mark.slow
+def test_predict_folder_and_single_image(folder_run, image_tree, tmp_path):
     ckpt = folder_run / "checkpoints" / "best.ckpt"
-    run_cli(
-        "predict.py",
-        f"ckpt_path={ckpt}",
-        f"input={image_tree}",
-        f"hydra.run.dir={tmp_path / 'a'}",
-        "loader.num_workers=0",
-    )
+    run_task("predict", f"ckpt_path={ckpt}", f"input={image_tree}", "loader.num_workers=0", run_dir=tmp_path / "a")
     assert len(pd.read_csv(tmp_path / "a" / "predictions.csv")) == 60  # hidden `._` file skipped
     one = next((image_tree / "circle").glob("0*.png"))
-    run_cli("predict.py", f"ckpt_path={ckpt}", f"input={one}", f"hydra.run.dir={tmp_path / 'b'}")
+    run_task("predict", f"ckpt_path={ckpt}", f"input={one}", run_dir=tmp_path / "b")
     assert pd.read_csv(tmp_path / "b" / "predictions.csv")["pred_name"].isin(["bar", "circle", "square"]).all()
 
 
 def test_predict_missing_checkpoint_names_it(tmp_path):
-    proc = run_cli(
-        "predict.py",
-        f"ckpt_path={tmp_path / 'nope.ckpt'}",
-        f"input={tmp_path}",
-        f"hydra.run.dir={tmp_path / 'r'}",
-        check=False,
-    )
-    assert proc.returncode != 0 and "nope.ckpt' does not exist" in proc.stdout + proc.stderr
+    with pytest.raises(Exception, match="nope.ckpt' does not exist"):
+        run_task("predict", f"ckpt_path={tmp_path / 'nope.ckpt'}", f"input={tmp_path}", run_dir=tmp_path / "r")
 
 
+@pytest.mark.slow
 def test_bbox_crop_checkpoint_predicts_from_a_csv_with_boxes(tmp_path):
     """A model trained with crop.mode=bbox needs the boxes at predict time too: they come from the CSV."""
     from helpers import FAST, make_manifest
@@ -67,47 +60,34 @@ def test_bbox_crop_checkpoint_predicts_from_a_csv_with_boxes(tmp_path):
     csv = make_manifest(tmp_path / "data", per_class=6)
     boxed = pd.read_csv(csv).assign(x0=0, y0=0, x1=30, y1=30)
     boxed.to_csv(csv, index=False)
-    run_cli(
-        "train.py",
+    run_task(
+        "train",
         "data=csv",
         f"data.root={tmp_path / 'data'}",
         "data.crop.mode=bbox",
         "data.crop.columns=[x0,y0,x1,y1]",
         "data.val_fraction=0.5",
         *FAST,
-        f"hydra.run.dir={tmp_path / 'run'}",
+        run_dir=tmp_path / "run",
     )
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
-    run_cli("predict.py", f"ckpt_path={ckpt}", f"input={csv}", f"hydra.run.dir={tmp_path / 'pred'}")
+    run_task("predict", f"ckpt_path={ckpt}", f"input={csv}", run_dir=tmp_path / "pred")
     assert len(pd.read_csv(tmp_path / "pred" / "predictions.csv")) == 18
-    proc = run_cli(
-        "predict.py",
-        f"ckpt_path={ckpt}",
-        f"input={tmp_path / 'data' / 'images'}",
-        f"hydra.run.dir={tmp_path / 'pred2'}",
-        check=False,
-    )
-    assert proc.returncode != 0 and "data.crop.mode=bbox" in proc.stdout + proc.stderr
+    with pytest.raises(Exception, match="data.crop.mode=bbox"):
+        run_task("predict", f"ckpt_path={ckpt}", f"input={tmp_path / 'data' / 'images'}", run_dir=tmp_path / "pred2")
 
 
-def test_predict_with_two_ddp_processes_writes_every_row_once_in_order(folder_run, image_tree, tmp_path):  # noqa: F811
+@pytest.mark.slow
+def test_predict_with_two_ddp_processes_writes_every_row_once_in_order(folder_run, image_tree, tmp_path):
     """37 rows over 2 ranks (uneven shares): exactly 37 rows, input order, same probabilities as one process."""
     files = sorted(str(p) for p in image_tree.rglob("*.png") if not p.name.startswith("."))[:37]
     pd.DataFrame({"path": files[::-1]}).to_csv(tmp_path / "in.csv", index=False)  # not sorted: order must hold
     ckpt = folder_run / "checkpoints" / "best.ckpt"
+    common = (f"ckpt_path={ckpt}", f"input={tmp_path / 'in.csv'}", "top_k=3")
+    run_task("predict", *common, "loader.num_workers=0", run_dir=tmp_path / "one")
     # The DDP run uses loader workers too: each spawned rank must build its own batch-buffer pool.
-    for name, extra in (
-        ("one", ("loader.num_workers=0",)),
-        ("ddp", ("trainer=ddp_cpu", "loader.num_workers=1", "loader.persistent_workers=true")),
-    ):
-        run_cli(
-            "predict.py",
-            f"ckpt_path={ckpt}",
-            f"input={tmp_path / 'in.csv'}",
-            "top_k=3",
-            *extra,
-            f"hydra.run.dir={tmp_path / name}",
-        )
+    ddp = ("trainer=ddp_cpu", "loader.num_workers=1", "loader.persistent_workers=true")
+    run_cli("predict.py", *common, *ddp, f"hydra.run.dir={tmp_path / 'ddp'}")
     one, ddp = (pd.read_csv(tmp_path / n / "predictions.csv") for n in ("one", "ddp"))
     assert ddp["path"].tolist() == files[::-1]
     assert ddp[["pred", "pred_2", "pred_3"]].equals(one[["pred", "pred_2", "pred_3"]])

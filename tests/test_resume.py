@@ -3,7 +3,8 @@ metrics.json, weights and metrics.csv rows as the same run left alone, in its ow
 
 Why it holds (see src/imgcls/data/samplers.py, callbacks/step_seeds.py, ImageDataModule.state_dict): every
 random draw in training is a function of (seed, epoch, position), the checkpoint carries the position in the
-data, and the logs continue instead of restarting.
+data, and the logs continue instead of restarting. The uninterrupted reference runs in-process (tests/helpers.py's
+`run_task`); the killed and the resumed runs are real processes.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from helpers import ROOT, run_cli
+from helpers import ROOT, run_cli, run_task
 
 from imgcls.resume.csv_logger import rows_before
 from imgcls.resume.runs import ResumeError, find_run, resolve_resume, wandb_run_id
@@ -80,7 +81,7 @@ def uninterrupted(image_tree, tmp_path_factory):
 
     def run(*extra: str) -> Path:
         out = root / f"full{len(list(root.glob('full*')))}"
-        run_cli("train.py", *_overrides(image_tree, root / "cache", *extra), f"hydra.run.dir={out}", env=ENV)
+        run_task("train", *_overrides(image_tree, root / "cache", *extra), run_dir=out)  # in-process: nothing killed
         return out
 
     return root, run
@@ -191,6 +192,7 @@ def test_resume_errors_and_special_cases(tmp_path):
     assert resolve_resume(["seed=1"], configs, "train") == ["seed=1"]
 
 
+@pytest.mark.slow  # a real process: what the user sees is the exit status and one line
 def test_the_cli_refuses_an_unresolvable_last_in_one_line(tmp_path):
     proc = run_cli("train.py", "ckpt_path=last", f"paths.log_dir={tmp_path}", check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
