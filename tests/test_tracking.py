@@ -27,6 +27,7 @@ def test_wandb_offline_without_credentials(wandb_run):
     run_dir, proc, _ = wandb_run
     runs = _offline_runs(run_dir)
     assert len(runs) == 1
+    assert runs[0].parents[1] == run_dir / "wandb"  # in the run dir's own wandb/ folder
     data = runs[0].read_bytes()
     for key in ("val/f1", "val/acc", "train/samples_per_sec", "train/data_wait_frac", "lr-AdamW/pg1"):
         assert _logged(data, key), key
