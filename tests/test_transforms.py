@@ -92,6 +92,7 @@ def test_the_crop_gets_the_data_size_and_a_later_resize_is_warned_about(caplog):
     [
         ("hflip", 0.5, r"augment.hflip=0.5 is not an augmentation op.*augment.hflip.p="),
         ("color_jitter", {"p": 0.5}, r"augment.color_jitter=\{'p': 0.5\} is not an augmentation op.*_target_"),
+        ("x", {"_target_": "albumentations.Nope", "p": 0.5}, r"augment.x._target_='albumentations.Nope' cannot be"),
         (
             "blur",
             {"_target_": "albumentations.GaussianBlur", "kernel": [3, 5]},

@@ -9,6 +9,7 @@ the device, see `imgcls.models.classifier`).
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import numbers
 from collections.abc import Mapping, Sequence
@@ -61,7 +62,14 @@ def build_op(key: str, spec: Any, **fixed: Any) -> A.BasicTransform:
             f"{key}={{_target_: albumentations.<Op>, p: 0.5}} (a preset's op is changed with {key}.p=..., "
             "see configs/augment/)"
         )
-    op_class = hydra.utils.get_class(spec["_target_"])
+    module, _, name = str(spec["_target_"]).rpartition(".")
+    try:  # not hydra.utils.get_class: it logs its own multi-line error before raising
+        op_class = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigError(
+            f"{key}._target_='{spec['_target_']}' cannot be imported: name an op "
+            "by its full path, e.g. albumentations.ColorJitter"
+        ) from exc
     accepted = inspect.signature(op_class).parameters
     if not any(p.kind is p.VAR_KEYWORD for p in accepted.values()):
         unknown = sorted(set(spec) - set(accepted) - {"_target_", "_partial_", "_convert_", "_args_"})
