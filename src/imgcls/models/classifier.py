@@ -23,6 +23,7 @@ from imgcls.models.heads import SingleHead, TaskLayout
 from imgcls.models.losses import CrossEntropy
 from imgcls.models.mixup import build_mixup
 from imgcls.utils.config import as_config, factory, to_plain
+from imgcls.utils.errors import ConfigError
 from imgcls.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -30,10 +31,16 @@ log = get_logger(__name__)
 Factory = Callable[..., Any] | Mapping[str, Any]  # a callable, or its `_target_` config
 
 
-def _choices(group: str) -> str:
-    """The built-in options of `configs/model/<group>/`, for errors about that setting."""
-    names = sorted(p.stem for p in (CONFIG_DIR / "model" / group).glob("*.yaml"))
-    return f"pick one with model/{group}=<{'|'.join(names)}>, or give model.{group}._target_"
+def _part(value: Any, group: str) -> Callable[..., Any] | None:
+    """`factory` for a model part with a config group (configs/model/<group>/): its built-in options are listed
+    only when the value is wrong, so building a model does not read the config folder."""
+    try:
+        return factory(value, f"model.{group}")
+    except ConfigError as exc:
+        names = sorted(p.stem for p in (CONFIG_DIR / "model" / group).glob("*.yaml"))
+        raise ConfigError(
+            f"{exc}: pick one with model/{group}=<{'|'.join(names)}>, or give model.{group}._target_"
+        ) from None
 
 
 # Test-time augmentations on the normalised NCHW batch; predict averages the class probabilities of all views.
@@ -85,9 +92,9 @@ class Classifier(L.LightningModule):
         self.class_names = list(data_spec["class_names"])
         num_classes = len(self.class_names)
         self.layout = TaskLayout.from_spec(data_spec)
-        loss_factory = factory(loss, "model.loss", _choices("loss"))
-        self.head = factory(head, "model.head", _choices("head"))(data_spec, loss_factory, label_smoothing)
-        self.class_weights = factory(class_weights, "model.class_weights", _choices("class_weights"))
+        loss_factory = _part(loss, "loss")
+        self.head = _part(head, "head")(data_spec, loss_factory, label_smoothing)
+        self.class_weights = _part(class_weights, "class_weights")
         channels = int(data_spec.get("channels", 3))
         self.model = create_classifier(
             name,

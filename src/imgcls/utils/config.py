@@ -19,15 +19,15 @@ def to_plain(value: Any) -> Any:
     return value
 
 
-def factory(value: Any, key: str, hint: str = "") -> Callable[..., Any] | None:
+def factory(value: Any, key: str) -> Callable[..., Any] | None:
     """The extension point every pluggable part shares (optimizer, scheduler, loss, head, class weights): a
     `_target_` config (always built as a partial, so `_partial_: true` is optional) or a Python callable -> the
-    callable; None stays None. `key` and `hint` name the setting in the error for anything else."""
+    callable; None stays None. `key` names the setting in the error for anything else."""
     if value is None or callable(value):
         return value
     if isinstance(value, Mapping) and "_target_" in value:
         return hydra.utils.instantiate(value, _partial_=True)
-    raise ConfigError(f"{key}={to_plain(value)!r} is not a `_target_` config{': ' + hint if hint else ''}")
+    raise ConfigError(f"{key}={to_plain(value)!r} is not a `_target_` config")
 
 
 def _qualified(obj: Any) -> str:
