@@ -15,6 +15,7 @@ from imgcls.data.dataset import ImageDataset
 from imgcls.data.sources import DataConfigError
 from imgcls.feeding.checks import find_bad_images
 from imgcls.feeding.image_io import BadImageError
+from imgcls.utils.io import atomic_write_text
 from imgcls.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -62,3 +63,27 @@ def drop_unreadable(
     where = f"see {listed}" if listed else f"first: '{first_path}': {first_reason}"
     log.warning(f"Skipped {len(bad)} unreadable {what} ({where}){consequence}")
     return table.drop(index=table.index[bad["row"].to_numpy()])
+
+
+def readable_inputs(
+    table: pd.DataFrame, spec: dict[str, Any], policy: str, num_workers: int, output_dir: Path
+) -> pd.DataFrame:
+    """predict's inputs without their unreadable images (`on_bad_image=skip`, listed in <run dir>/bad_images.csv),
+    or the error naming the first one. Checked before predicting (a reduced-size decode), not found half-way."""
+    check_policy(policy, "on_bad_image")
+    bad = find_unreadable(
+        table.drop(columns="row", errors="ignore"), spec["channels"], spec.get("crop") or {}, None, num_workers
+    )
+    if bad.empty:
+        return table
+    listed = atomic_write_text(output_dir / "bad_images.csv", bad[["path", "reason"]].to_csv(index=False))
+    return drop_unreadable(
+        table,
+        bad,
+        policy,
+        key="on_bad_image",
+        source="input",
+        listed=listed,
+        what="input images",
+        consequence="; they get no prediction",
+    )

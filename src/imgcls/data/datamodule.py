@@ -18,8 +18,8 @@ from imgcls.data.dataset import ImageDataset
 from imgcls.data.sources import DataConfigError, Discovered
 from imgcls.data.split import assign_splits
 from imgcls.data.transforms import as_hw, build_eval_transform, build_train_transform
-from imgcls.feeding.cache import build_cache, cache_key, describe_cache, files_key
-from imgcls.feeding.checks import CHECK_VERSION, bad_list_path
+from imgcls.feeding.cache import build_cache, cache_path, check_list_path
+from imgcls.feeding.checks import bad_list_path
 from imgcls.feeding.image_io import DEFAULT_MAX_IMAGE_PIXELS, set_max_image_pixels
 from imgcls.feeding.loaders import check_loader_settings, make_loader, resolve_num_workers
 from imgcls.resume.sampler import EpochSampler, balanced_weights
@@ -112,29 +112,19 @@ class ImageDataModule(L.LightningDataModule):
 
         Remembered per instance: the key stats every file, and prepare_data and setup both ask for it.
         """
-        if self._cache_file is not None:
-            return self._cache_file
-        table = self.discovered.table
-        key = cache_key(table, self.channels, self.crop, self.cache_size, self.max_image_pixels)
-        path = self.cache_dir / f"{self._dataset_name}_{self.cache_size[0]}x{self.cache_size[1]}_{key}.npy"
-        if not path.exists():
-            set_max_image_pixels(self.max_image_pixels)  # this may be a DDP rank unpickled from the parent
-            decode = ImageDataset(
-                table, build_eval_transform(self.cache_size), self.channels, self.crop, decode_size=self.cache_size
+        if self._cache_file is None:
+            table, size = self.discovered.table, self.cache_size
+            path = cache_path(
+                self.cache_dir, self._dataset_name, table, self.channels, self.crop, size, self.max_image_pixels
             )
-            build_cache(decode, path, num_workers=resolve_num_workers(self.loader.get("num_workers")))
-            describe_cache(
-                path,
-                {
-                    "root": self.root,
-                    "images": len(table),
-                    "channels": self.channels,
-                    "crop": self.crop,
-                    "size": self.cache_size,
-                },
-            )
-        self._cache_file = path
-        return path
+            if not path.exists():
+                set_max_image_pixels(self.max_image_pixels)  # this may be a DDP rank unpickled from the parent
+                decode = ImageDataset(table, build_eval_transform(size), self.channels, self.crop, decode_size=size)
+                about = {"root": self.root, "images": len(table), "channels": self.channels, "crop": self.crop}
+                workers = resolve_num_workers(self.loader.get("num_workers"))
+                build_cache(decode, path, num_workers=workers, about={**about, "size": size})
+            self._cache_file = path
+        return self._cache_file
 
     @property
     def _dataset_name(self) -> str:
@@ -152,12 +142,8 @@ class ImageDataModule(L.LightningDataModule):
             if self.cache:
                 record = bad_list_path(self.cache_file())
             elif self.cache_dir is not None:
-                key = files_key(
-                    table,
-                    self.crop,
-                    {"check": CHECK_VERSION, "channels": self.channels, "max_pixels": self.max_image_pixels},
-                )
-                record = self.cache_dir / f"{self._dataset_name}_check_{key}.bad.csv"
+                name = self._dataset_name
+                record = check_list_path(self.cache_dir, name, table, self.channels, self.crop, self.max_image_pixels)
             else:
                 record = None  # nowhere to remember it: every process checks (the result is a pure function)
             workers = resolve_num_workers(self.loader.get("num_workers"))

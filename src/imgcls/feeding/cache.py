@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from imgcls.feeding.checks import bad_list_path, decode_all, write_bad_list
+from imgcls.feeding.checks import CHECK_VERSION, bad_list_path, decode_all, write_bad_list
 from imgcls.utils.io import atomic_write_text, file_lock
 from imgcls.utils.logging import get_logger
 
@@ -57,10 +57,35 @@ def cache_key(
     )
 
 
-def build_cache(dataset: Any, path: Path, num_workers: int = 0, batch_size: int = 64) -> Path:
+def cache_path(
+    cache_dir: Path,
+    name: str,
+    table: pd.DataFrame,
+    channels: int,
+    crop: dict[str, Any],
+    size: Sequence[int],
+    max_pixels: int | None,
+) -> Path:
+    """Where the cache of `table` with this pre-processing lives (see `cache_key`): `<name>_<h>x<w>_<key>.npy`."""
+    key = cache_key(table, channels, crop, size, max_pixels)
+    return Path(cache_dir) / f"{name}_{size[0]}x{size[1]}_{key}.npy"
+
+
+def check_list_path(
+    cache_dir: Path, name: str, table: pd.DataFrame, channels: int, crop: dict[str, Any], max_pixels: int | None
+) -> Path:
+    """Where the unreadable-image list of `table` lives when there is no cache (with one: `bad_list_path`)."""
+    key = files_key(table, crop, {"check": CHECK_VERSION, "channels": channels, "max_pixels": max_pixels})
+    return Path(cache_dir) / f"{name}_check_{key}.bad.csv"
+
+
+def build_cache(
+    dataset: Any, path: Path, num_workers: int = 0, batch_size: int = 64, about: dict[str, Any] | None = None
+) -> Path:
     """Fill `path` (N, H, W, C) uint8 from `dataset` (an eval-transform ImageDataset) in row order; atomic.
 
     Unreadable images leave their row black and are listed in `bad_list_path(path)`, written before the cache.
+    `about`: what the cache holds, written beside it (`<cache>.json`) for people cleaning up data/cache.
     """
     with file_lock(path.with_suffix(".lock")):
         if path.exists():  # built by another process while we waited
@@ -92,12 +117,9 @@ def build_cache(dataset: Any, path: Path, num_workers: int = 0, batch_size: int 
         finally:
             Path(tmp).unlink(missing_ok=True)
     log.info(f"Cached {len(dataset)} images to {path} ({path.stat().st_size / 2**20:.1f} MiB)")
+    if about is not None:
+        atomic_write_text(path.with_suffix(".json"), json.dumps(about, indent=2, default=str) + "\n")
     return path
-
-
-def describe_cache(path: Path, info: dict[str, Any]) -> None:
-    """A readable sidecar next to the cache: what it holds, for people cleaning up data/cache."""
-    atomic_write_text(path.with_suffix(".json"), json.dumps(info, indent=2, default=str) + "\n")
 
 
 class CacheReader:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import glob
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 
 from imgcls.models.classifier import Classifier
-from imgcls.models.factory import ModelConfigError, load_tensors
+from imgcls.models.weights import ModelConfigError, load_tensors
 
 _EXPECTED = "a .ckpt written by train.py (<run dir>/checkpoints/best.ckpt or last.ckpt)"
 
@@ -90,3 +91,35 @@ def weights_mismatch(own: Mapping[str, torch.Tensor], found: Mapping[str, Any]) 
             f"{len(reshaped)} of another shape, first {k} {list(found[k].shape)} in the file vs {list(own[k].shape)}"
         )
     return "; ".join(parts)
+
+
+def checkpoint_paths(value: Any) -> list[str]:
+    """`ckpt_path`: one file, a glob (e.g. every fold's best.ckpt) or a list of either; sorted, de-duplicated."""
+    patterns = [str(v) for v in value] if isinstance(value, Sequence) and not isinstance(value, str) else [str(value)]
+    paths: list[str] = []
+    for pattern in patterns:
+        found = sorted(glob.glob(os.path.expanduser(pattern))) if glob.has_magic(pattern) else [pattern]
+        if not found:
+            raise ModelConfigError(f"ckpt_path='{pattern}' matches no file: check the run dir or quote the glob")
+        paths += [p for p in found if p not in paths]
+    return paths
+
+
+def describe_classes(names: Sequence[Any]) -> str:
+    """`3 classes ['bar', 'circle', 'square']`, shortened after 4 names."""
+    names = [str(n) for n in names]
+    return f"{len(names)} classes {names if len(names) <= 4 else names[:3] + ['...']}"
+
+
+def load_ensemble(paths: Sequence[str]) -> list[Classifier]:
+    """One model per checkpoint; an ensemble's members must share their classes (their probabilities are averaged)."""
+    models = [load_classifier(path) for path in paths]
+    first = models[0].hparams.data_spec["class_names"]
+    for path, model in zip(paths, models):
+        names = model.hparams.data_spec["class_names"]
+        if names != first:
+            raise ModelConfigError(
+                f"ckpt_path='{path}' has {describe_classes(names)}, '{paths[0]}' {describe_classes(first)}: an "
+                "ensemble must share its classes; list only checkpoints trained on the same data"
+            )
+    return models

@@ -7,8 +7,6 @@ With `data=<a source that has a submission template>` (data=mask), the output is
 
 from __future__ import annotations
 
-import glob
-import os
 from pathlib import Path
 from typing import Any
 
@@ -17,19 +15,18 @@ import lightning as L
 import numpy as np
 import pandas as pd
 from lightning.pytorch.callbacks import RichProgressBar
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig
 
 from imgcls.cli.wrapper import task_wrapper
-from imgcls.data.bad_images import check_policy, drop_unreadable, find_unreadable
+from imgcls.data.bad_images import readable_inputs
 from imgcls.data.dataset import ImageDataset
 from imgcls.data.inputs import read_inputs
 from imgcls.data.sources import DataConfigError
 from imgcls.data.transforms import build_eval_transform
 from imgcls.distributed.prediction_writer import RankPredictionWriter
-from imgcls.extras.competition.mask import Submission
+from imgcls.extras.competition import Submission, load_submission
 from imgcls.feeding.loaders import make_loader, resolve_num_workers
-from imgcls.models.checkpoint import load_classifier
-from imgcls.models.factory import ModelConfigError
+from imgcls.models.checkpoint import checkpoint_paths, load_ensemble
 from imgcls.utils import atomic_write_text, get_logger, write_json_atomic
 
 log = get_logger(__name__)
@@ -48,38 +45,10 @@ def predictions_table(paths: list[str], probs: np.ndarray, class_names: list[str
     return out
 
 
-def checkpoint_paths(value: Any) -> list[str]:
-    """`ckpt_path`: one file, a glob (e.g. every fold's best.ckpt) or a list of either; sorted, de-duplicated."""
-    patterns = [str(v) for v in value] if isinstance(value, (list, tuple, ListConfig)) else [str(value)]
-    paths: list[str] = []
-    for pattern in patterns:
-        found = sorted(glob.glob(os.path.expanduser(pattern))) if glob.has_magic(pattern) else [pattern]
-        if not found:
-            raise ModelConfigError(f"ckpt_path='{pattern}' matches no file: check the run dir or quote the glob")
-        paths += [p for p in found if p not in paths]
-    return paths
-
-
-def _classes(names: list[str]) -> str:
-    """`3 classes ['bar', 'circle', 'square']`, shortened after 4 names."""
-    names = [str(n) for n in names]
-    return f"{len(names)} classes {names if len(names) <= 4 else names[:3] + ['...']}"
-
-
 def _inputs(cfg: DictConfig, spec: dict[str, Any], ckpt: str) -> tuple[pd.DataFrame, Submission | None]:
     """The rows to predict: `data=<competition source>` -> its submission template, else `input=`."""
     if cfg.get("data") is not None:
-        log.info(f"Instantiating data source <{cfg.data.source._target_}>")
-        source = hydra.utils.instantiate(cfg.data.source)
-        if not hasattr(source, "submission"):
-            raise DataConfigError(f"data={cfg.data.source._target_} has no submission template: use input= instead")
-        if list(source.class_names) != list(spec["class_names"]):
-            raise DataConfigError(
-                f"ckpt_path='{ckpt}' was trained on {_classes(spec['class_names'])}, but "
-                f"data.root='{cfg.data.get('root')}' has {_classes(source.class_names)}: predict "
-                "this data with a checkpoint trained on it, or pass input= instead of data="
-            )
-        submission = source.submission()
+        submission = load_submission(cfg.data, spec["class_names"], ckpt)
         return submission.table, submission
     if cfg.get("input") is None:
         raise DataConfigError(
@@ -93,29 +62,6 @@ def _inputs(cfg: DictConfig, spec: dict[str, Any], ckpt: str) -> tuple[pd.DataFr
         path_column=cfg.path_column,
         bbox_columns=list(crop.get("columns") or []) if crop.get("mode") == "bbox" else None,
     ), None
-
-
-def _readable(table: pd.DataFrame, spec: dict[str, Any], cfg: DictConfig, output_dir: Path) -> pd.DataFrame:
-    """The inputs without unreadable images (`on_bad_image=skip`, listed in <run dir>/bad_images.csv), or the
-    error naming the first one. Checked before predicting (a reduced-size decode), not found half-way."""
-    policy = check_policy(cfg.on_bad_image, "on_bad_image")
-    workers = resolve_num_workers(cfg.loader.get("num_workers"))
-    bad = find_unreadable(
-        table.drop(columns="row", errors="ignore"), spec["channels"], spec.get("crop") or {}, None, workers
-    )
-    if bad.empty:
-        return table
-    listed = atomic_write_text(output_dir / "bad_images.csv", bad[["path", "reason"]].to_csv(index=False))
-    return drop_unreadable(
-        table,
-        bad,
-        policy,
-        key="on_bad_image",
-        source="input",
-        listed=listed,
-        what="input images",
-        consequence="; they get no prediction",
-    )
 
 
 def _probabilities(
@@ -141,23 +87,19 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     output_dir = Path(cfg.paths.output_dir)
     ckpts = checkpoint_paths(cfg.ckpt_path)
     log.info(f"Loading {len(ckpts)} checkpoint(s): {ckpts}")
-    models = [load_classifier(path) for path in ckpts]
-    spec = models[0].hparams.data_spec
-    for path, model in zip(ckpts, models):
-        if model.hparams.data_spec["class_names"] != spec["class_names"]:
-            raise ModelConfigError(
-                f"ckpt_path='{path}' has {_classes(model.hparams.data_spec['class_names'])}, "
-                f"'{ckpts[0]}' {_classes(spec['class_names'])}: an ensemble must share its "
-                "classes; list only checkpoints trained on the same data"
-            )
+    models = load_ensemble(ckpts)
+    for model in models:
         model.tta = list(cfg.tta or [])
+    spec = models[0].hparams.data_spec
     log.info(
         f"Model {models[0].hparams.name}: {len(spec['class_names'])} classes, input {spec['image_size']}"
         + (f", TTA {list(cfg.tta)}" if cfg.tta else "")
     )
 
     table, submission = _inputs(cfg, spec, ckpts[0])
-    table = _readable(table.reset_index(drop=True), spec, cfg, output_dir)  # index = position in the inputs
+    workers = resolve_num_workers(cfg.loader.get("num_workers"))
+    # index = position in the inputs (the submission's row)
+    table = readable_inputs(table.reset_index(drop=True), spec, cfg.on_bad_image, workers, output_dir)
     log.info(
         f"Predicting {len(table)} images"
         + (f" from {cfg.input}" if submission is None else f" for the submission template {submission.source}")
@@ -179,15 +121,7 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     output = Path(cfg.output) if cfg.get("output") else output_dir / default
     if submission is not None:
         atomic_write_text(output_dir / "predictions.csv", result.to_csv(index=False))
-        answers = pd.Series(result["pred"].to_numpy(), index=table.index).reindex(range(len(submission.template)))
-        if answers.isna().any():  # a submission needs every row: skipped images get the most frequent answer
-            fallback = int(result["pred"].mode().iloc[0])
-            log.warning(
-                f"{int(answers.isna().sum())} submission rows had unreadable images: answered {fallback} "
-                "(the most frequent prediction); see bad_images.csv"
-            )
-            answers = answers.fillna(fallback)
-        filled = submission.template.assign(**{submission.column: answers.astype(int).to_numpy()})
+        filled = submission.fill(pd.Series(result["pred"].to_numpy(), index=table.index))
         atomic_write_text(output, filled.to_csv(index=False))
     else:
         atomic_write_text(output, result.to_csv(index=False))

@@ -13,7 +13,6 @@ anything else, from a YAML file (`configs/data/corrections/known.yaml` ships the
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,7 @@ import yaml
 
 from imgcls import CONFIG_DIR
 from imgcls.data.sources import DataConfigError, Discovered, _check_root
+from imgcls.extras.competition.submission import Submission
 from imgcls.feeding.image_io import is_image_file
 from imgcls.utils.logging import get_logger
 
@@ -31,16 +31,6 @@ MASK_STATES = ("wear", "incorrect", "normal")
 FILE_TO_MASK = {**{f"mask{i}": 0 for i in range(1, 6)}, "incorrect_mask": 1, "normal": 2}
 GENDERS = ("male", "female")
 CORRECTION_KEYS = ("gender_flip", "mask_swap")
-
-
-@dataclass
-class Submission:
-    """What predict fills in: `table.path` in the template's row order, answers go to `template[column]`."""
-
-    table: pd.DataFrame
-    template: pd.DataFrame
-    column: str
-    source: Path
 
 
 def age_band_names(edges: Sequence[int]) -> list[str]:
