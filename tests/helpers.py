@@ -150,7 +150,8 @@ def run_task(config_name: str, *overrides: str, run_dir: Path, env: dict | None 
     Hydra's compose API as the CLI composes it, the run dir, `.hydra/` and the log file made by Hydra's own
     `run_job`, then the task function. A ConfigError reaches the caller as itself: the CLI's exit status 2 is
     for single Hydra RUNs only (cli/wrapper.py), and a composed config is not one. Global state a run changes
-    (logging, warnings, RNGs, env vars, Lightning's rank, the PIL pixel limit, torch flags) is put back after."""
+    (logging, warnings, RNGs, env vars, Lightning's rank, the PIL pixel limit, torch flags, Hydra's run config)
+    is put back after."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra._internal.callbacks import Callbacks  # what Hydra.run gives run_job
@@ -181,6 +182,50 @@ def run_task(config_name: str, *overrides: str, run_dir: Path, env: dict | None 
         return TaskRun(Path(run_dir), job.return_value, log)  # return_value raises the task's exception
 
 
+@dataclass
+class Exit:
+    """What `python <script> ...` would have left: exit status and console output (as subprocess.run's)."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_main(script: str, *args: str, env: dict | None = None) -> Exit:
+    """`python <script> args...` in this process: the script's own `main()` with `sys.argv` set (Hydra's
+    argument parsing, our error translation and exit status, Hydra's logging set up by Hydra), the console
+    output captured. For what a command prints and its exit status; the tests that need a real process (the
+    exit status as the shell sees it, SIGKILL, DDP, launchers) use run_cli. An exception nothing caught is what
+    the interpreter would print: exit status 1 and its traceback on stderr."""
+    import io
+    import runpy
+    import traceback
+
+    from hydra.core.global_hydra import GlobalHydra
+
+    module = script[:-3] if script.endswith(".py") else script
+    path = ROOT / script if script.endswith(".py") else None
+    out, err = io.StringIO(), io.StringIO()
+    argv = sys.argv[:]
+    with isolated_state(env), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        sys.argv = [str(path or module), *args]
+        try:
+            entry = runpy.run_path(str(path)) if path else vars(importlib.import_module(module))
+            entry["main"]()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            if isinstance(exc.code, str):
+                err.write(exc.code + "\n")
+        except Exception:
+            traceback.print_exc(file=err)
+            code = 1
+        finally:
+            sys.argv = argv
+            GlobalHydra.instance().clear()
+    return Exit(code, out.getvalue(), err.getvalue())
+
+
 @contextlib.contextmanager
 def isolated_state(env: dict | None = None):
     """Run a task as if in a fresh process, then restore what it changed in this one."""
@@ -188,6 +233,7 @@ def isolated_state(env: dict | None = None):
     import warnings
 
     import torch
+    from hydra.core.hydra_config import HydraConfig
     from lightning.fabric.utilities import rank_zero as fabric_rank_zero
     from lightning.pytorch.utilities import rank_zero as pl_rank_zero
     from lightning_utilities.core import rank_zero as utils_rank_zero
@@ -216,6 +262,7 @@ def isolated_state(env: dict | None = None):
         torch.get_float32_matmul_precision(),
     )
     pixels = Image.MAX_IMAGE_PIXELS, image_io._max_pixels
+    hydra_config = HydraConfig.instance().cfg  # a run's (its mode decides how task_wrapper ends a failure)
     os.environ.update({"WANDB_MODE": "disabled", "IMGCLS_ROOT": _scratch(), **(env or {})})
     try:
         with warnings.catch_warnings():
@@ -236,6 +283,7 @@ def isolated_state(env: dict | None = None):
         torch.set_num_threads(torch_flags[4])
         torch.set_float32_matmul_precision(torch_flags[5])
         Image.MAX_IMAGE_PIXELS, image_io._max_pixels = pixels
+        HydraConfig.instance().cfg = hydra_config
         for obj, rank in ranks:
             if rank is not None:
                 obj.rank = rank

@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 
 from imgcls import CONFIG_DIR
 from imgcls.cli.help import print_help
+from imgcls.cli.preflight import check_command_line
 from imgcls.resume.runs import resolve_resume
 from imgcls.utils.errors import ConfigError
 from imgcls.utils.resolvers import register_resolvers
@@ -45,6 +46,11 @@ def hydra_entry(
             except ConfigError as exc:
                 print(f"Error: {exc}", file=sys.stderr)
                 raise SystemExit(2) from None
+        try:  # what Hydra could not compose (or a new top-level key), as one line: see cli/preflight.py
+            check_command_line(str(CONFIG_DIR), config_name, sys.argv[1:])
+        except ConfigError as exc:
+            print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
         return hydra_main()
 
     return main
