@@ -5,6 +5,9 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 ARGS   ?=
+# The tests run on every CPU (pytest-xdist; at most 4 workers: each holds its own torch). JOBS=0: one process.
+JOBS   ?= auto
+PYTEST := $(PY) -m pytest -n $(JOBS) --maxprocesses=4 --dist loadgroup
 
 .PHONY: install train test test-fast lint format clean help
 
@@ -25,10 +28,10 @@ train: $(STAMP)  ## train on the default data (MNIST digits); extra overrides vi
 	$(PY) train.py $(ARGS)
 
 test: $(STAMP)  ## run the whole test suite (slow end-to-end tests included)
-	$(PY) -m pytest $(ARGS)
+	$(PYTEST) $(ARGS)
 
 test-fast: $(STAMP)  ## skip the tests marked slow
-	$(PY) -m pytest -m "not slow" $(ARGS)
+	$(PYTEST) -m "not slow" $(ARGS)
 
 lint: $(STAMP)  ## ruff: lint + format check (what CI runs); `make format` fixes what it can
 	$(VENV)/bin/ruff check .

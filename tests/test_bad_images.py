@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import FAST, draw_shape, run_cli, run_task
+from helpers import FAST, draw_shape, run_main, run_task
 from PIL import Image
 
 from imgcls.data import BadImageError, FolderSource, ImageDataModule, ImageDataset, load_image
@@ -369,14 +369,13 @@ def _predict_skips_and_lists_or_stops(root: Path, bad: list[Path], ckpt: Path, t
     assert predicted | {str(p) for p in bad} <= everything
     assert f"Skipped {len(bad)} unreadable input images" in log
 
-    # What the user sees when it stops: one line, exit status 2 (a real `python predict.py`).
-    proc = run_cli(
+    # What the user sees when it stops: one line, exit status 2 (predict.py's main(), in-process).
+    proc = run_main(
         "predict.py",
         f"ckpt_path={ckpt}",
         f"input={root}",
         "on_bad_image=error",
         f"hydra.run.dir={tmp_path / 'predict_stop'}",
-        check=False,
     )
     text = proc.stdout + proc.stderr
     assert proc.returncode == 2 and "Traceback" not in text and "on_bad_image=skip" in text

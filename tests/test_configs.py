@@ -5,7 +5,7 @@ from __future__ import annotations
 import hydra
 import pytest
 import yaml
-from helpers import ROOT, compose, run_cli
+from helpers import ROOT, compose, run_main
 from omegaconf import OmegaConf
 
 GROUPS = [
@@ -105,10 +105,11 @@ def test_num_classes_is_never_typed():
             assert "num_classes" not in line.split("#")[0], f"{path}:{number}"
 
 
-@pytest.mark.slow
 def test_cfg_job_shows_every_group():
     """`python train.py --cfg job` prints the composed config (what the compose-based tests see), nothing else."""
-    out = run_cli("train.py", "--cfg", "job").stdout
+    proc = run_main("train.py", "--cfg", "job")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
     for key in ("data:", "augment:", "loader:", "model:", "callbacks:", "logger:", "trainer:", "paths:"):
         assert f"\n{key}" in f"\n{out}", key
     composed = OmegaConf.to_container(compose("train"), resolve=False)

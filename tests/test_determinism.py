@@ -22,7 +22,7 @@ from helpers import FAST, read_metrics, run_cli, run_task
 TIMING = ("samples_per_sec", "step_time", "data_wait")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # session: built once per worker even if its tests are not run in a row
 def train(image_tree, tmp_path_factory):
     """`train(name, cache, *overrides)` -> the run dir; each named run happens once per module, in-process, or
     as a real command for names ending in `_again`."""

@@ -3,8 +3,9 @@ metrics.json, weights and metrics.csv rows as the same run left alone, in its ow
 
 Why it holds (see src/imgcls/data/samplers.py, callbacks/step_seeds.py, ImageDataModule.state_dict): every
 random draw in training is a function of (seed, epoch, position), the checkpoint carries the position in the
-data, and the logs continue instead of restarting. The uninterrupted reference runs in-process (tests/helpers.py's
-`run_task`); the killed and the resumed runs are real processes.
+data, and the logs continue instead of restarting. The killed run is a real process (SIGKILLed); the uninterrupted
+reference (tests/helpers.py's `run_task`) and the resumed run (`run_main`: train.py's own main(), its
+`ckpt_path=last` lookup included) run in this process.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from helpers import ROOT, run_cli, run_task
+from helpers import ROOT, run_cli, run_main, run_task
 
 from imgcls.resume.csv_logger import rows_before
 from imgcls.resume.runs import ResumeError, find_run, resolve_resume, wandb_run_id
@@ -75,7 +76,7 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
     return torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # session: built once per worker even if its tests are not run in a row
 def uninterrupted(image_tree, tmp_path_factory):
     root = tmp_path_factory.mktemp("resume")
 
@@ -115,7 +116,8 @@ def test_killed_at_a_random_step_and_resumed_equals_the_uninterrupted_run(image_
     (run_dir,) = _runs(log_dir)
     assert not (run_dir / "metrics.json").exists()
 
-    resumed = run_cli("train.py", *overrides, "ckpt_path=last", env=ENV)
+    resumed = run_main("train.py", *overrides, "ckpt_path=last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"Resuming {run_dir} from checkpoints/last.ckpt" in resumed.stderr
     assert _runs(log_dir) == [run_dir]  # the same run dir, no new one
     assert _comparable_metrics(run_dir) == _comparable_metrics(reference), f"killed at step {kill_at}"
@@ -128,7 +130,8 @@ def test_killed_at_a_random_step_and_resumed_equals_the_uninterrupted_run(image_
 
     # A run dir resumes that run with its own overrides, here for one more epoch.
     longer = [a for a in overrides if not a.startswith("trainer.max_epochs")]
-    run_cli("train.py", f"ckpt_path={run_dir}", f"trainer.max_epochs={EPOCHS + 1}", env=ENV)
+    longer_run = run_main("train.py", f"ckpt_path={run_dir}", f"trainer.max_epochs={EPOCHS + 1}")
+    assert longer_run.returncode == 0, longer_run.stderr[-3000:]
     assert _runs(log_dir) == [run_dir]
     assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == EPOCHS + 1
     assert set(longer) <= set(yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text()))
@@ -192,9 +195,9 @@ def test_resume_errors_and_special_cases(tmp_path):
     assert resolve_resume(["seed=1"], configs, "train") == ["seed=1"]
 
 
-@pytest.mark.slow  # a real process: what the user sees is the exit status and one line
 def test_the_cli_refuses_an_unresolvable_last_in_one_line(tmp_path):
-    proc = run_cli("train.py", "ckpt_path=last", f"paths.log_dir={tmp_path}", check=False)
+    """What the user sees: the exit status and one line (train.py's main(), in-process)."""
+    proc = run_main("train.py", "ckpt_path=last", f"paths.log_dir={tmp_path}")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("Error: ckpt_path=last: no earlier run under")
 

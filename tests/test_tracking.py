@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import os
-
 import pandas as pd
 import pytest
-from helpers import FAST, run_cli
 from PIL import Image
 
 pytestmark = pytest.mark.slow
@@ -49,20 +46,11 @@ def test_run_pictures_and_reports(wandb_run):
         assert key in env, key
 
 
-def test_multirun_jobs_are_separate_wandb_runs(image_tree, tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    env["WANDB_MODE"] = "offline"
-    run_cli(
-        "train.py",
-        "-m",
-        "logger=wandb",
-        "seed=1,2",
-        "data=folder",
-        f"data.root={image_tree}",
-        *FAST,
-        f"hydra.sweep.dir={tmp_path}",
-        env=env,
-    )
-    runs = _offline_runs(tmp_path)
-    assert len(runs) == 2 and {r.relative_to(tmp_path).parts[0] for r in runs} == {"0", "1"}
+def test_multirun_jobs_are_separate_wandb_runs(wandb_run):
+    """conftest.py's `wandb_run` is a two-job multirun: each job its own offline W&B run, in its own run dir."""
+    run_dir, proc, _ = wandb_run
+    sweep = run_dir.parent
+    runs = _offline_runs(sweep)
+    assert len(runs) == 2 and {r.relative_to(sweep).parts[0] for r in runs} == {"0", "1"}
     assert all(_logged(r.read_bytes(), "val/f1") for r in runs)
+    assert (proc.stdout + proc.stderr).count("W&B ran offline (no credentials found)") == 2
