@@ -1,21 +1,21 @@
 """Predict round trip: the checkpoint alone rebuilds model and pre-processing; results match training.
 
-`folder_run` is conftest.py's shared trained run. One real `python predict.py` run (the CLI smoke run) and the
-DDP one (spawned processes); the rest in-process (tests/helpers.py's `run_task`).
+`folder_run` is conftest.py's shared trained run. The DDP run is a real `python predict.py` (spawned processes);
+the rest in-process: predict.py's own main() (tests/helpers.py's `run_main`) or the task (`run_task`).
 """
 
 from __future__ import annotations
 
 import pandas as pd
 import pytest
-from helpers import read_metrics, run_cli, run_task
+from helpers import read_metrics, run_cli, run_main, run_task
 
 
 @pytest.mark.slow
 def test_predictions_on_val_agree_with_training(folder_run, tmp_path):
-    """As `python predict.py` (the CLI smoke run for predict)."""
+    """As `python predict.py` would (its main(), in-process)."""
     out = tmp_path / "preds.csv"
-    run_cli(
+    proc = run_main(
         "predict.py",
         f"ckpt_path={folder_run / 'checkpoints' / 'best.ckpt'}",
         f"input={folder_run / 'split.csv'}",
@@ -25,6 +25,7 @@ def test_predictions_on_val_agree_with_training(folder_run, tmp_path):
         "loader.num_workers=0",
         f"hydra.run.dir={tmp_path / 'run'}",
     )
+    assert proc.returncode == 0, proc.stderr[-3000:]
     preds = pd.read_csv(out)
     split = pd.read_csv(folder_run / "split.csv")
     val = split[split["split"] == "val"].reset_index(drop=True)
