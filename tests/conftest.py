@@ -25,7 +25,8 @@ _popen_init = subprocess.Popen.__init__
 
 
 def _counting_init(self, args, *rest, **kwargs):
-    if isinstance(args, (list, tuple)) and args and str(args[0]) == sys.executable:
+    ours = isinstance(args, (list, tuple)) and args and str(args[0]) == sys.executable
+    if ours and list(map(str, args[1:3])) != ["-u", "-c"]:  # not pytest-xdist's own workers
         _STARTS.append(" ".join(str(a) for a in args[1:3]))
     _popen_init(self, args, *rest, **kwargs)
 
@@ -39,7 +40,8 @@ def pytest_sessionfinish(session):
         session.config.workeroutput["interpreters"] = len(_STARTS)
 
 
-def pytest_testnodedown(node, error):  # xdist's hook, on the controller
+@pytest.hookimpl(optionalhook=True)  # xdist's hook, on the controller; absent without xdist (-p no:xdist)
+def pytest_testnodedown(node, error):
     _WORKER_STARTS.append(getattr(node, "workeroutput", {}).get("interpreters", 0))
 
 
@@ -53,7 +55,13 @@ def pytest_terminal_summary(terminalreporter):
 # expensive one are kept on one worker: those using a session run below, and those sharing a fixture their
 # module defines (module- or session-scoped; the expensive ones are session-scoped, so that a worker running
 # their tests with others in between still builds them once).
-SHARED_RUNS = {"default_run": "mnist", "mnist_root": "mnist", "wandb_run": "wandb_run", "folder_run": "folder_run"}
+SHARED_RUNS = {
+    "default_run": "mnist",
+    "mnist_root": "mnist",
+    "wandb_run": "wandb_run",
+    "folder_run": "folder_run",
+    "mask_root": "mask",
+}
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the marks into the test ids

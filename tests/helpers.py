@@ -196,7 +196,9 @@ def run_main(script: str, *args: str, env: dict | None = None) -> Exit:
     argument parsing, our error translation and exit status, Hydra's logging set up by Hydra), the console
     output captured. For what a command prints and its exit status; the tests that need a real process (the
     exit status as the shell sees it, SIGKILL, DDP, launchers) use run_cli. An exception nothing caught is what
-    the interpreter would print: exit status 1 and its traceback on stderr."""
+    the interpreter would print: exit status 1 and its traceback on stderr. Unlike a fresh `python train.py`,
+    Lightning's loggers here print through the root logger (pytest had handlers when Lightning was imported),
+    so a line printed twice by the CLI is not seen twice here: tests/test_quiet_run.py is a real process."""
     import io
     import runpy
     import traceback
@@ -207,6 +209,20 @@ def run_main(script: str, *args: str, env: dict | None = None) -> Exit:
     path = ROOT / script if script.endswith(".py") else None
     out, err = io.StringIO(), io.StringIO()
     argv = sys.argv[:]
+    # Console handlers made before this run (e.g. Lightning's, at import) write to the streams they were given:
+    # pointed at the captured ones for the run, so what they print is seen too.
+    consoles = {
+        id(s): buf for s, buf in ((sys.stdout, out), (sys.stderr, err), (sys.__stdout__, out), (sys.__stderr__, err))
+    }
+    handlers = [
+        (h, h.stream)
+        for lg in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+        if isinstance(lg, logging.Logger)
+        for h in lg.handlers
+        if type(h) is logging.StreamHandler and id(h.stream) in consoles
+    ]
+    for handler, stream in handlers:
+        handler.setStream(consoles[id(stream)])
     with isolated_state(env), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         sys.argv = [str(path or module), *args]
         try:
@@ -223,6 +239,8 @@ def run_main(script: str, *args: str, env: dict | None = None) -> Exit:
         finally:
             sys.argv = argv
             GlobalHydra.instance().clear()
+            for handler, stream in handlers:
+                handler.setStream(stream)
     return Exit(code, out.getvalue(), err.getvalue())
 
 

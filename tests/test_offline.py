@@ -54,7 +54,8 @@ def test_the_guard_blocks_the_internet_but_not_this_machine(guard, tmp_path):
 
 
 def test_folder_training_with_wandb_never_touches_the_network(wandb_run):
-    """The folder run with logger=wandb and no credentials (conftest.py; test_tracking checks it went offline)."""
+    """The two-job folder multirun with logger=wandb and no credentials (conftest.py; test_tracking checks each
+    job went offline)."""
     run_dir, _, log = wandb_run
     assert network_attempts(log) == ""
     assert read_metrics(run_dir)["epochs"] == 2

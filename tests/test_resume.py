@@ -4,8 +4,8 @@ metrics.json, weights and metrics.csv rows as the same run left alone, in its ow
 Why it holds (see src/imgcls/data/samplers.py, callbacks/step_seeds.py, ImageDataModule.state_dict): every
 random draw in training is a function of (seed, epoch, position), the checkpoint carries the position in the
 data, and the logs continue instead of restarting. The killed run is a real process (SIGKILLed); the uninterrupted
-reference (tests/helpers.py's `run_task`) and the resumed run (`run_main`: train.py's own main(), its
-`ckpt_path=last` lookup included) run in this process.
+reference (tests/helpers.py's `run_task`) runs in this process, and so does the resumed run (`run_main`: train.py's
+own main(), its `ckpt_path=last` lookup included) except in one mode, where it is a fresh interpreter.
 """
 
 from __future__ import annotations
@@ -116,7 +116,12 @@ def test_killed_at_a_random_step_and_resumed_equals_the_uninterrupted_run(image_
     (run_dir,) = _runs(log_dir)
     assert not (run_dir / "metrics.json").exists()
 
-    resumed = run_main("train.py", *overrides, "ckpt_path=last")
+    # mid_epoch resumes in a fresh interpreter (as after a real crash): nothing of this process may help it.
+    resumed = (
+        run_cli("train.py", *overrides, "ckpt_path=last", env=ENV)
+        if mode == "mid_epoch"
+        else run_main("train.py", *overrides, "ckpt_path=last")
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"Resuming {run_dir} from checkpoints/last.ckpt" in resumed.stderr
     assert _runs(log_dir) == [run_dir]  # the same run dir, no new one

@@ -3,19 +3,26 @@
 Hydra reports a command line it cannot compose (an option a group lacks, a key the config lacks, an override it
 cannot parse) in several lines, ending in its HYDRA_FULL_ERROR advice, with exit status 1; and it accepts a new
 top-level key (`+foo=1`) that no code reads. For a single run the config is composed here first, with Hydra's
-Compose API (~0.3 s, no torch import): what Hydra would refuse becomes one `ConfigError` line naming the key and
-the fix (exit status 2), and a new top-level key is refused. A multirun's jobs are composed by Hydra, one by one.
+Compose API (~0.3 s, no torch import): what Hydra would refuse becomes one `OverrideConfigError` line naming the
+key and the fix (exit status 2), and a new top-level key is refused. Left to Hydra: multiruns (`-m`, or a config
+that sets `hydra.mode: MULTIRUN`, as hparams_search=optuna does; Hydra composes each job), other config names or
+dirs, shell completion, `HYDRA_FULL_ERROR=1`, and an option missing from a config file's own defaults list (a
+broken config, not a setting: Hydra's report names the file).
 """
 
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from hydra import compose, initialize_config_dir
-from hydra.errors import ConfigCompositionException, HydraException, OverrideParseException
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import ConfigCompositionException, HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -26,7 +33,10 @@ class OverrideConfigError(ConfigError):
     """An override Hydra cannot apply, or one that adds a setting nothing reads."""
 
 
-_LEFT_TO_HYDRA = ("-m", "--multirun", "-cn", "--config-name", "-cp", "--config-path", "-cd", "--config-dir")
+_LEFT_TO_HYDRA = (
+    *("-m", "--multirun", "-cn", "--config-name", "-cp", "--config-path", "-cd", "--config-dir"),
+    *("-sc", "--shell-completion"),
+)
 
 
 def overrides_of(args: Sequence[str]) -> list[str]:
@@ -36,32 +46,55 @@ def overrides_of(args: Sequence[str]) -> list[str]:
 
 def check_command_line(config_dir: str, config_name: str, args: Sequence[str]) -> None:
     """Raise OverrideConfigError if `python <config_name>.py args...` (a single run) cannot be composed, or adds a
-    top-level key. Multiruns and other config names/dirs (`-m`, `--config-name`, ...) are left to Hydra."""
-    if any(a.split("=")[0] in _LEFT_TO_HYDRA for a in args):
+    top-level key nothing reads."""
+    if os.environ.get("HYDRA_FULL_ERROR") == "1" or any(a.split("=")[0] in _LEFT_TO_HYDRA for a in args):
         return
     overrides = overrides_of(args)
-    groups = _groups(Path(config_dir))
-    try:
-        _compose(config_dir, config_name, overrides)
-    except OverrideParseException as exc:
-        raise OverrideConfigError(_parse_error(exc, overrides)) from exc
-    except (ConfigCompositionException, OmegaConfBaseException) as exc:
-        raise OverrideConfigError(_composition_error(exc, config_dir, config_name, overrides, groups)) from exc
-    added = _added(overrides, groups)
-    if added:  # which of them the config lacks: compose it without them
-        base = set(_compose(config_dir, config_name, [o for o in overrides if _top(o) not in added]))
-        unknown = sorted(added - base)
-        if unknown:
-            known = sorted(base)
-            raise OverrideConfigError(
-                f"{unknown[0]} is not a setting of {config_name}.py (nothing reads it): {_hint(unknown[0], known)}"
-                f"the top-level settings are {', '.join(known)} (add your own to configs/{config_name}.yaml)"
-            )
-
-
-def _compose(config_dir: str, config_name: str, overrides: list[str]) -> DictConfig:
+    sweeps = _sweeps(overrides)  # raises for an override that cannot be parsed
+    single = [o for o in overrides if o not in sweeps]
     with initialize_config_dir(config_dir=config_dir, version_base="1.3", job_name=config_name):
-        return compose(config_name=config_name, overrides=overrides)
+        try:
+            cfg = compose(config_name=config_name, overrides=single, return_hydra_config=True)
+        except (ConfigCompositionException, OmegaConfBaseException) as exc:
+            message = _composition_error(exc, config_name, single)
+            if message is None:
+                return
+            raise OverrideConfigError(message) from exc
+        if "MULTIRUN" in str(OmegaConf.select(cfg, "hydra.mode", default="")):
+            return  # e.g. hparams_search=optuna: a multirun without -m
+        if sweeps:
+            raise OverrideConfigError(
+                f"{sweeps[0]} gives several values (a sweep): add -m (--multirun) to run one job per value, or give one"
+            )
+        groups = _groups(Path(config_dir))
+        added = _added(overrides, groups)
+        if added:  # which of them the config lacks: compose it without them
+            base = compose(config_name=config_name, overrides=[o for o in overrides if _top(o) not in added])
+            known = sorted(base)
+            unknown = sorted(added - set(known))
+            if unknown:
+                raise OverrideConfigError(
+                    f"{unknown[0]} is not a setting of {config_name}.py (nothing reads it): "
+                    f"{_hint(unknown[0], known)}the top-level settings are {', '.join(known)} (add your own to "
+                    f"configs/{config_name}.yaml)"
+                )
+
+
+def _sweeps(overrides: Sequence[str]) -> list[str]:
+    """The overrides that give several values (`a=1,2`, `x=range(3)`); an unreadable one is one error line."""
+    parser = OverridesParser.create()
+    sweeps = []
+    for override in overrides:
+        try:
+            if parser.parse_override(override).is_sweep_override():
+                sweeps.append(override)
+        except HydraException as exc:
+            reason = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+            raise OverrideConfigError(
+                f"'{override}' cannot be read as an override ({reason}): close brackets and quotes, and quote a "
+                "value with spaces, e.g. 'key=[1,2]'"
+            ) from exc
+    return sweeps
 
 
 def _groups(config_dir: Path) -> set[str]:
@@ -84,37 +117,19 @@ def _hint(name: str, known: Sequence[str], prefix: str = "") -> str:
     return f"did you mean {prefix}{close[0]}? " if close else ""
 
 
-def _parse_error(exc: OverrideParseException, overrides: Sequence[str]) -> str:
-    """Hydra's grammar error (which does not say which override) -> one line naming the override."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    parser = OverridesParser.create()
-    wrong = next((o for o in overrides if not _parses(parser, o)), None)
-    reason = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
-    what = f"'{wrong}' cannot be read as an override" if wrong else "the command line cannot be read"
-    return f"{what} ({reason}): close brackets and quotes, and quote a value with spaces, e.g. 'key=[1,2]'"
-
-
-def _parses(parser, override: str) -> bool:
-    try:
-        parser.parse_override(override)
-        return True
-    except HydraException:
-        return False
-
-
-def _composition_error(
-    exc: Exception, config_dir: str, config_name: str, overrides: list[str], groups: set[str]
-) -> str:
+def _composition_error(exc: Exception, config_name: str, overrides: list[str]) -> str | None:
+    """One line for what Hydra could not compose; None when the fault is in a config file, not the command line."""
     message = str(exc)
     missing = re.search(r"Could not find '([^']+)'", message)
     if missing:  # `augment=extreme`: an option the group lacks
         group, _, option = missing.group(1).rpartition("/")
-        folder = Path(config_dir) / group
-        options = sorted(p.stem for p in folder.glob("*.yaml") if not p.stem.startswith("_"))
-        hint = _hint(option, options)
-        where = f"configs/{group}/" if folder.is_dir() else f"the config group {group}"
-        return f"{group}={option} is not an option: {hint}use one of {', '.join(options)} ({where})"
+        if f"{group}={option}" not in (o.lstrip("+") for o in overrides):
+            return None  # asked for by a config file's defaults list: Hydra's report names it
+        loader = GlobalHydra.instance().config_loader()  # every source: ours, Hydra's, its plugins'
+        options = sorted(o for o in loader.get_group_options(group) if not o.startswith("_"))
+        if not options:
+            return f"{group}={option} is not an option: the group has none (add configs/{group}/{option}.yaml)"
+        return f"{group}={option} is not an option: {_hint(option, options)}use one of {', '.join(options)}"
     twice = re.search(r"Multiple values for (\S+?)\.", message)
     if twice:  # `+experiment=mask`: the defaults list has a slot for that group already
         group = twice.group(1)
@@ -122,20 +137,29 @@ def _composition_error(
         return f"{given}: {group} already has a place in the defaults; pick its option with {given.lstrip('+')}"
     unknown = re.search(r"Could not override '([^']+)'", message)
     if unknown:  # `loader.num_worker=2`: a key the config lacks
-        key = unknown.group(1)
-        parent, _, leaf = key.rpartition(".")
-        rest = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != key]
-        try:
-            base = _compose(config_dir, config_name, rest)
-            node = OmegaConf.select(base, parent) if parent else base
-            known = sorted(node) if isinstance(node, DictConfig) else []
-        except Exception:  # noqa: BLE001  (the hint is optional; the error line is not)
-            known = []
-        hint = _hint(leaf, known, f"{parent}." if parent else "")
-        settings = f"the settings there are {', '.join(known)} " if known and not hint else ""
-        return (
-            f"{key} is not in the config (nothing reads it): {hint or settings or 'check the spelling '}"
-            f"(adding it with +{key}=... would only add a key nothing reads)"
-        )
+        return _unknown_key(unknown.group(1), config_name, overrides)
     lines = [line.strip() for line in message.splitlines() if line.strip()]
     return "; ".join(lines)[:400] + " (the command line: check the override it names)"
+
+
+def _unknown_key(key: str, config_name: str, overrides: list[str]) -> str:
+    parent, _, leaf = key.rpartition(".")
+    rest = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != key]
+    node: Any = None
+    try:  # the config without this override: what the key's parent holds
+        base = compose(config_name=config_name, overrides=rest)
+        node = OmegaConf.select(base, parent) if parent else base
+    except Exception:  # noqa: BLE001  (only the hint needs it; the error line does not)
+        pass
+    known = sorted(node) if isinstance(node, DictConfig) else []
+    hint = _hint(leaf, known, f"{parent}." if parent else "")
+    if hint:
+        return f"{key} is not in the config (nothing reads it): {hint.rstrip()}"
+    value = next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] == key), "...")
+    if isinstance(node, DictConfig) and "_target_" in node:  # an argument of what the config builds
+        return (
+            f"{key} is not in the config: {parent} builds {node._target_}, and {parent}.* are its arguments; "
+            f"to pass it {leaf}, add it: +{key}={value}"
+        )
+    settings = f"the settings there are {', '.join(known)}" if known else "check the spelling"
+    return f"{key} is not in the config (nothing reads it): {settings}"

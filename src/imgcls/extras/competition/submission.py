@@ -12,7 +12,6 @@ import hydra
 import pandas as pd
 
 from imgcls.data.sources import DataConfigError
-from imgcls.models.checkpoint import describe_classes
 from imgcls.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -43,6 +42,8 @@ class Submission:
 
 def load_submission(data: Mapping[str, Any], class_names: Sequence[str], ckpt: str) -> Submission:
     """The template of `data`'s source (the `data` config group), checked against the classes of `ckpt`."""
+    from imgcls.models.checkpoint import describe_classes  # here: `data=mask` itself needs no timm or Lightning
+
     log.info(f"Instantiating data source <{data['source']['_target_']}>")
     source = hydra.utils.instantiate(data["source"])
     if not hasattr(source, "submission"):
