@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -77,6 +78,28 @@ def pytest_collection_modifyitems(config, items):
             group = item.module.__name__
         if group:
             item.add_marker(pytest.mark.xdist_group(group))
+
+
+class _GroupCheck:
+    """After xdist's own hook (in each worker): did the groups reach the test ids its scheduler reads?"""
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, config, items):
+        if not getattr(config.option, "loadgroup", False):
+            return
+        lost = [i.nodeid for i in items if i.get_closest_marker("xdist_group") and "@" not in i.nodeid]
+        if lost:
+            warnings.warn(
+                pytest.PytestWarning(
+                    f"pytest-xdist ignored the xdist_group of {len(lost)} tests (e.g. {lost[0]}): their shared runs "
+                    "are built on every worker (pytest 9.2 with xdist 3.8: pytest-dev/pytest-xdist#1386)"
+                ),
+                stacklevel=1,
+            )
+
+
+def pytest_configure(config):
+    config.pluginmanager.register(_GroupCheck(), "imgcls-xdist-group-check")
 
 
 def _uses_a_module_fixture(item) -> bool:
