@@ -37,7 +37,7 @@ def test_experiment_mask_learns_far_above_chance(people80, tmp_path):
         "experiment=mask",
         f"data.root={people80}",
         *SMALL,
-        "trainer.max_epochs=8",
+        "trainer.max_epochs=6",  # val/f1 0.55-0.58, its weakest task 0.75 here (1 or 2 threads)
         f"paths.data_dir={tmp_path / 'data'}",
         run_dir=tmp_path / "run",
     )
