@@ -16,7 +16,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("WANDB_MODE", "disabled")
 
-from helpers import FAST, make_image_tree, make_manifest, network_guard, run_cli, run_task  # noqa: E402
+from helpers import FAST, FAST_WITH_PICTURES, make_image_tree, make_manifest, network_guard, run_cli, run_task  # noqa: E402
 
 import imgcls  # noqa: E402,F401  (offline environment defaults)
 
@@ -185,7 +185,7 @@ def wandb_run(image_tree, tmp_path_factory):
         "seed=1,2",
         "data=folder",
         f"data.root={image_tree}",
-        *FAST,
+        *FAST_WITH_PICTURES,  # test_tracking checks them
         "trainer.max_epochs=2",
         f"hydra.sweep.dir={root / 'sweep'}",
         env={**env, **no_credentials},

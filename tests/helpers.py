@@ -122,8 +122,10 @@ FAST = (
     "loader.batch_size=16",
     "loader.num_workers=0",
     "callbacks.progress_bar=null",
+    "callbacks.pictures=null",  # ~3 s of matplotlib per run; the runs whose pictures are checked use the next one
     "print_config=false",
 )
+FAST_WITH_PICTURES = tuple(o for o in FAST if o != "callbacks.pictures=null")
 
 
 # ---- tasks in-process: the CLI's config and run dir, without a new interpreter --------------------------------

@@ -31,13 +31,11 @@ def train(image_tree, tmp_path_factory):
 
     def run(name: str, cache: str, *overrides: str):
         if name not in done:
-            # callbacks.pictures=null: its ~3 s of matplotlib per run decide nothing that is compared here
             args = (
                 "data=folder",
                 f"data.root={image_tree}",
                 *FAST,
                 "trainer.deterministic=true",
-                "callbacks.pictures=null",
                 f"data.cache_dir={root / cache}",
                 *overrides,
             )

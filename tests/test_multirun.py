@@ -16,7 +16,6 @@ from imgcls.extras.sweep_summary import COLUMNS, read_summary, record_job, write
 SWEEP_FAST = (
     *[o for o in FAST if not o.startswith("model.name=")],
     "trainer.limit_train_batches=2",
-    "callbacks.pictures=null",
 )
 
 

@@ -4,7 +4,7 @@ cannot count, no NumPy "not writable" warning (data.cache=false, loader.num_work
 from __future__ import annotations
 
 import pytest
-from helpers import FAST, run_cli
+from helpers import FAST_WITH_PICTURES, run_cli
 
 NOISE = (
     "exists and is not empty",  # Lightning's CSV logger about the run dir Hydra just created
@@ -21,7 +21,7 @@ NOISE = (
 def test_a_training_run_prints_no_noise(image_tree, tmp_path):
     proc = run_cli(
         "train.py",
-        *FAST,
+        *FAST_WITH_PICTURES,  # a plain run: its pictures too
         "data=folder",
         f"data.root={image_tree}",
         "data.image_size=40",  # the images' own size: the eval resize hands the decoded (read-only) array on

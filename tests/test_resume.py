@@ -24,8 +24,8 @@ from helpers import ROOT, run_cli, run_main, run_task
 from imgcls.resume.csv_logger import rows_before
 from imgcls.resume.runs import ResumeError, find_run, resolve_resume, wandb_run_id
 
-# image_tree: 54 training images / 16 = 3 steps per epoch, 4 epochs; tests/ on the path for the kill callback.
-STEPS_PER_EPOCH, EPOCHS = 3, 4
+# image_tree: 54 training images / 16 = 3 steps per epoch, 3 epochs; tests/ on the path for the kill callback.
+STEPS_PER_EPOCH, EPOCHS = 3, 3
 TIMING = ("samples_per_sec", "step_time", "data_wait", "first_batch_wait")
 ENV = {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "tests"), os.environ.get("PYTHONPATH")]))}
 
