@@ -12,7 +12,6 @@ broken config, not a setting: Hydra's report names the file).
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 from collections.abc import Sequence
@@ -26,7 +25,7 @@ from hydra.errors import ConfigCompositionException, HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from imgcls.utils.errors import ConfigError
+from imgcls.utils.errors import ConfigError, did_you_mean
 
 
 class OverrideConfigError(ConfigError):
@@ -75,7 +74,7 @@ def check_command_line(config_dir: str, config_name: str, args: Sequence[str]) -
             if unknown:
                 raise OverrideConfigError(
                     f"{unknown[0]} is not a setting of {config_name}.py (nothing reads it): "
-                    f"{_hint(unknown[0], known)}the top-level settings are {', '.join(known)} (add your own to "
+                    f"{did_you_mean(unknown[0], known)}the top-level settings are {', '.join(known)} (add your own to "
                     f"configs/{config_name}.yaml)"
                 )
 
@@ -112,11 +111,6 @@ def _added(overrides: Sequence[str], groups: set[str]) -> set[str]:
     return {_top(o) for o in overrides if o.startswith("+")} - groups - {"hydra"}
 
 
-def _hint(name: str, known: Sequence[str], prefix: str = "") -> str:
-    close = difflib.get_close_matches(name, known, n=1)
-    return f"did you mean {prefix}{close[0]}? " if close else ""
-
-
 def _composition_error(exc: Exception, config_name: str, overrides: list[str]) -> str | None:
     """One line for what Hydra could not compose; None when the fault is in a config file, not the command line."""
     message = str(exc)
@@ -129,7 +123,7 @@ def _composition_error(exc: Exception, config_name: str, overrides: list[str]) -
         options = sorted(o for o in loader.get_group_options(group) if not o.startswith("_"))
         if not options:
             return f"{group}={option} is not an option: the group has none (add configs/{group}/{option}.yaml)"
-        return f"{group}={option} is not an option: {_hint(option, options)}use one of {', '.join(options)}"
+        return f"{group}={option} is not an option: {did_you_mean(option, options)}use one of {', '.join(options)}"
     twice = re.search(r"Multiple values for (\S+?)\.", message)
     if twice:  # `+experiment=mask`: the defaults list has a slot for that group already
         group = twice.group(1)
@@ -152,7 +146,7 @@ def _unknown_key(key: str, config_name: str, overrides: list[str]) -> str:
     except Exception:  # noqa: BLE001  (only the hint needs it; the error line does not)
         pass
     known = sorted(node) if isinstance(node, DictConfig) else []
-    hint = _hint(leaf, known, f"{parent}." if parent else "")
+    hint = did_you_mean(leaf, known, f"{parent}." if parent else "")
     if hint:
         return f"{key} is not in the config (nothing reads it): {hint.rstrip()}"
     value = next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] == key), "...")

@@ -9,7 +9,6 @@ not recognise is a bug and keeps its traceback.
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import inspect
 import re
@@ -28,7 +27,7 @@ from omegaconf.errors import (
     ValidationError,
 )
 
-from imgcls.utils.errors import ConfigError
+from imgcls.utils.errors import ConfigError, did_you_mean
 
 # torch.optim's `Invalid <what>: <value>` -> the optimizer argument and what to use instead.
 _OPTIMIZER_ARGS = {
@@ -122,8 +121,7 @@ def _unknown_setting(message: str, node: str, cfg: DictConfig | None) -> str | N
     if not settings:
         callee = re.match(r"([\w.]+)\(\)", message)
         return f"{path} is not accepted by {callee.group(1) if callee else target or 'the code'}: remove it"
-    close = difflib.get_close_matches(name, settings, n=1)
-    hint = f"did you mean {parent}.{close[0]}? " if close else ""
+    hint = did_you_mean(name, settings, f"{parent}.")
     return f"{path} is not a setting of {target}: {hint}its settings are {', '.join(settings)}"
 
 
