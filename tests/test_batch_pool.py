@@ -100,7 +100,9 @@ def _iterate_in_child(collate, queue) -> None:
     loader = make_loader(Stamped(40), {"batch_size": 4, "num_workers": 2, "persistent_workers": True}, train=False)
     loader.collate_fn = collate  # the parent's collate object, pickled into this process
     ok = all(_intact(b) for b in loader) and all(_intact(b) for b in loader)
-    queue.put((ok, collate.pool is not None and collate.pool.owner == __import__("os").getpid()))
+    own_pool = collate.pool is not None and collate.pool.owner == __import__("os").getpid()
+    context = loader.multiprocessing_context or __import__("multiprocessing")  # None: Python's default
+    queue.put((ok, own_pool, context.get_start_method()))
 
 
 @pytest.mark.slow  # a spawned interpreter imports torch: seconds on 2 cores
@@ -113,6 +115,9 @@ def test_a_loader_pickled_into_another_process_gets_its_own_pool():
     queue = ctx.Queue()
     child = ctx.Process(target=_iterate_in_child, args=(parent.collate_fn, queue))
     child.start()
-    ok, own_pool = queue.get(timeout=120)
+    ok, own_pool, start_method = queue.get(timeout=120)
     child.join()
     assert ok and own_pool
+    # Python's default in a spawned process is spawn; its loader workers still start the platform's way (fork on
+    # Linux) instead of each re-importing torch (loader.start_method: null)
+    assert start_method == mp.get_all_start_methods()[0]

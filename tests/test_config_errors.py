@@ -208,6 +208,11 @@ def test_every_documented_loader_key_is_accepted():
         make_loader(list(range(10)), {**loader, "workers": 2}, train=False)
 
 
+def test_a_start_method_this_platform_lacks_is_named():
+    with pytest.raises(ConfigError, match=r"^loader\.start_method='threads' is not available here: use null or one"):
+        make_loader(list(range(10)), {"num_workers": 1, "start_method": "threads"}, train=False)
+
+
 # ---- data.image_size the model cannot take ---------------------------------------------------------------
 def test_image_size_too_small_for_a_cnn_names_the_key_and_a_size_that_works():
     with pytest.raises(ModelConfigError) as caught:

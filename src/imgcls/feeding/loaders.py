@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import functools
 import math
+import multiprocessing
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -35,6 +36,20 @@ def resolve_pin_memory(wanted: Any, on_cuda: bool) -> bool:
     if wanted is False:
         return False
     raise ConfigError(f"loader.pin_memory={wanted!r} is not an option: use auto, true or false")
+
+
+def resolve_start_method(value: str | None) -> str:
+    """`loader.start_method`: how worker processes start. null = the platform's default (fork on Linux), also
+    inside a process that was itself spawned (a ddp_spawn rank, a bench process): there Python's default has
+    become spawn, and each spawned worker would re-import torch and this package (~10 s of CPU on 2 cores) and
+    unpickle the dataset, where a forked one starts at once, as it does under plain `ddp`."""
+    methods = multiprocessing.get_all_start_methods()  # the platform's default first
+    if value is None:
+        return methods[0]
+    if value not in methods:
+        choices = ", ".join(methods)
+        raise ConfigError(f"loader.start_method={value!r} is not available here: use null or one of {choices}")
+    return value
 
 
 @functools.cache
@@ -112,6 +127,7 @@ def make_loader(
             persistent_workers=persistent,
             prefetch_factor=int(loader.get("prefetch_factor", 2)),
             worker_init_fn=seed_worker,
+            multiprocessing_context=resolve_start_method(loader.get("start_method")),
         )
         slots = int(loader.get("reuse_buffers", 6) or 0)
         if slots and persistent and batch_pool.available():
