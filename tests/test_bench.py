@@ -1,12 +1,12 @@
 """`python -m imgcls.bench` writes a valid bench.json and bench.png (what it measures is not asserted here).
-The bench task in-process (tests/helpers.py's `run_task`); the multi-process bench as a real command."""
+The bench task in-process (tests/helpers.py's `run_task`); its DDP-like loaders are spawned processes."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
-from helpers import run_cli, run_task
+from helpers import run_task
 from PIL import Image
 
 pytestmark = pytest.mark.slow
@@ -45,8 +45,9 @@ def test_bench_writes_json_and_png(image_tree, tmp_path):
 
 
 def test_bench_reports_per_process_and_total_rates_under_ddp(image_tree, tmp_path):
-    run_cli(
-        "imgcls.bench",
+    """The processes=2 loaders are spawned processes; the bench itself runs in this one."""
+    run_task(
+        "bench",
         "data=folder",
         f"data.root={image_tree}",
         "data.image_size=32",
@@ -60,7 +61,7 @@ def test_bench_reports_per_process_and_total_rates_under_ddp(image_tree, tmp_pat
         "bench.min_batches=2",
         "bench.warmup_batches=1",
         "bench.repeats=1",
-        f"hydra.run.dir={tmp_path}",
+        run_dir=tmp_path,
     )
     rows = {r["processes"]: r for r in json.loads((tmp_path / "bench.json").read_text())["rows"]}
     assert set(rows) == {1, 2}

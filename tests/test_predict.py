@@ -1,14 +1,14 @@
 """Predict round trip: the checkpoint alone rebuilds model and pre-processing; results match training.
 
-`folder_run` is conftest.py's shared trained run. The DDP run is a real `python predict.py` (spawned processes);
-the rest in-process: predict.py's own main() (tests/helpers.py's `run_main`) or the task (`run_task`).
+`folder_run` is conftest.py's shared trained run. Everything runs in-process: predict.py's own main()
+(tests/helpers.py's `run_main`) or the task (`run_task`); the DDP run's two ranks are spawned processes.
 """
 
 from __future__ import annotations
 
 import pandas as pd
 import pytest
-from helpers import read_metrics, run_cli, run_main, run_task
+from helpers import read_metrics, run_main, run_task
 
 
 @pytest.mark.slow
@@ -81,14 +81,15 @@ def test_bbox_crop_checkpoint_predicts_from_a_csv_with_boxes(tmp_path):
 @pytest.mark.slow
 def test_predict_with_two_ddp_processes_writes_every_row_once_in_order(folder_run, image_tree, tmp_path):
     """37 rows over 2 ranks (uneven shares): exactly 37 rows, input order, same probabilities as one process."""
-    files = sorted(str(p) for p in image_tree.rglob("*.png") if not p.name.startswith("."))[:37]
+    files = sorted(str(p) for p in image_tree.rglob("[!.]*.*"))[:37]  # of 60 PNGs and JPEGs
     pd.DataFrame({"path": files[::-1]}).to_csv(tmp_path / "in.csv", index=False)  # not sorted: order must hold
     ckpt = folder_run / "checkpoints" / "best.ckpt"
     common = (f"ckpt_path={ckpt}", f"input={tmp_path / 'in.csv'}", "top_k=3")
     run_task("predict", *common, "loader.num_workers=0", run_dir=tmp_path / "one")
     # The DDP run uses loader workers too: each spawned rank must build its own batch-buffer pool.
     ddp = ("trainer=ddp_cpu", "loader.num_workers=1", "loader.persistent_workers=true")
-    run_cli("predict.py", *common, *ddp, f"hydra.run.dir={tmp_path / 'ddp'}")
+    ran = run_task("predict", *common, *ddp, run_dir=tmp_path / "ddp")  # the two ranks are spawned processes
+    assert "Gathered 37 rows predicted by 2 processes" in ran.log
     one, ddp = (pd.read_csv(tmp_path / n / "predictions.csv") for n in ("one", "ddp"))
     assert ddp["path"].tolist() == files[::-1]
     assert ddp[["pred", "pred_2", "pred_3"]].equals(one[["pred", "pred_2", "pred_3"]])

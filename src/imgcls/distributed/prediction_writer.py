@@ -9,6 +9,7 @@ are done) puts the rows back in input order and checks that every row is there e
 from __future__ import annotations
 
 import io
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,8 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from imgcls.utils.io import atomic_write_bytes
+
+log = logging.getLogger(__name__)
 
 
 class RankPredictionWriter(BasePredictionWriter):
@@ -44,6 +47,8 @@ class RankPredictionWriter(BasePredictionWriter):
                 f"inputs in {self.folder}"
             )
         probs = torch.cat([p["probs"] for p in parts]).numpy()
+        if len(parts) > 1:
+            log.info(f"Gathered {rows} rows predicted by {len(parts)} processes")
         ordered = np.empty_like(probs)
         ordered[index] = probs  # rows back in input order, whatever rank or batch order they came in
         for p in self.folder.glob(f"{self.name}.rank*.pt"):
