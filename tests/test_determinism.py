@@ -1,8 +1,8 @@
 """Same seed, same run: `python train.py ... seed=7 trainer.deterministic=true` twice gives equal metrics, weights
 and split; another seed another split; two loader workers reproduce too. On the CPU "equal" is bit-for-bit: no
 float tolerance is needed. Of each pair, the first run is in-process (tests/helpers.py's `run_task`, in the
-interpreter every earlier test ran in: nothing left behind there may change a run) and the second a fresh
-`python train.py` (its own hash seed and import order: nothing may depend on those either).
+interpreter every earlier test ran in: nothing left behind there may change a run) and the second a job of one
+real `python train.py -m` (its own hash seed and import order: nothing may depend on those either).
 
 The first run on new data builds the cache / bad-image list; that pass must not touch the seeded RNGs (it once
 did: a DataLoader draws its base seed from the global torch RNG), or the first run would train differently from
@@ -22,27 +22,33 @@ from helpers import FAST, read_metrics, run_cli, run_task
 TIMING = ("samples_per_sec", "step_time", "data_wait")
 
 
+FOLDER_FAST = tuple(a for a in FAST if not a.startswith("loader.num_workers="))
+
+
 @pytest.fixture(scope="session")  # session: built once per worker even if its tests are not run in a row
-def train(image_tree, tmp_path_factory):
-    """`train(name, cache, *overrides)` -> the run dir; each named run happens once per module, in-process, or
-    as a real command for names ending in `_again`."""
+def runs(image_tree, tmp_path_factory):
+    """`runs(name)` -> the run dir. In-process: `seed7` (0 workers, builds cache_a), `workers` (seed 7, 2 workers)
+    and `seed8`. `seed7_again` and `workers_again`: the same two as one real `python train.py -m
+    loader.num_workers=0,2` (its first job builds its own cache_b). Each run happens once per session."""
     root = tmp_path_factory.mktemp("determinism")
+    common = ("data=folder", f"data.root={image_tree}", *FOLDER_FAST, "trainer.deterministic=true")
+    in_process = {
+        "seed7": ("seed=7", "loader.num_workers=0"),
+        "workers": ("seed=7", "loader.num_workers=2"),
+        "seed8": ("seed=8", "loader.num_workers=0"),
+    }
+    again = {"seed7_again": root / "again" / "0", "workers_again": root / "again" / "1"}
     done = {}
 
-    def run(name: str, cache: str, *overrides: str):
-        if name not in done:
-            args = (
-                "data=folder",
-                f"data.root={image_tree}",
-                *FAST,
-                "trainer.deterministic=true",
-                f"data.cache_dir={root / cache}",
-                *overrides,
-            )
-            if name.endswith("_again"):
-                run_cli("train.py", *args, f"hydra.run.dir={root / name}")
-            else:
-                run_task("train", *args, run_dir=root / name)
+    def run(name: str):
+        if name in done:
+            return done[name]
+        if name in again:
+            sweep = ("seed=7", "loader.num_workers=0,2", f"data.cache_dir={root / 'cache_b'}")
+            run_cli("train.py", "-m", *common, *sweep, f"hydra.sweep.dir={root / 'again'}")
+            done.update(again)
+        else:
+            run_task("train", *common, *in_process[name], f"data.cache_dir={root / 'cache_a'}", run_dir=root / name)
             done[name] = root / name
         return done[name]
 
@@ -65,27 +71,25 @@ def assert_same_run(a, b) -> None:
 
 
 @pytest.mark.slow
-def test_same_seed_same_metrics_weights_and_split(train):
-    a, b = train("seed7", "cache_a", "seed=7"), train("seed7_again", "cache_b", "seed=7")
+def test_same_seed_same_metrics_weights_and_split(runs):
+    """Each run built its own cache first (the data's first pass must leave the seeded RNGs alone)."""
+    a, b = runs("seed7"), runs("seed7_again")
     assert {"train/loss", "val/loss", "val/f1"} <= set(final(a))
     assert_same_run(a, b)
     assert (a / "split.csv").read_bytes() == (b / "split.csv").read_bytes()
 
 
 @pytest.mark.slow
-def test_same_seed_with_two_workers(train):
-    """Each worker reseeds its augmentation from torch.initial_seed() (feeding/workers.py::seed_worker)."""
-    train("seed7", "cache_a", "seed=7")  # builds cache_a first
-    assert_same_run(
-        train("workers", "cache_a", "seed=8", "loader.num_workers=2"),
-        train("workers_again", "cache_a", "seed=8", "loader.num_workers=2"),
-    )
+def test_same_seed_with_two_workers(runs):
+    """Each draw is seeded per item (data/dataset.py::seed_item) in whichever worker makes it: nothing may depend
+    on the worker process itself (its pid, its start time)."""
+    runs("seed7")  # builds cache_a first
+    assert_same_run(runs("workers"), runs("workers_again"))
 
 
 @pytest.mark.slow
-def test_another_seed_another_split(train):
-    seven = train("seed7", "cache_a", "seed=7")
-    eight = train("workers", "cache_a", "seed=8", "loader.num_workers=2")
+def test_another_seed_another_split(runs):
+    seven, eight = runs("seed7"), runs("seed8")
     assert (seven / "split.csv").read_bytes() != (eight / "split.csv").read_bytes()
     assert final(seven) != final(eight)
 
