@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from helpers import ROOT, run_cli
+from helpers import ROOT, run_cli, run_main
 
 
 def groups(out: str) -> dict[str, list[str]]:
@@ -31,6 +31,6 @@ def test_help_lists_real_choices_and_the_launcher_without_importing_torch(script
 
 
 def test_help_shows_the_config_the_overrides_compose():
-    out = run_cli("train.py", "model=resnet18", "--help").stdout
+    out = run_main("train.py", "model=resnet18", "--help").stdout  # in-process: what it imports is checked above
     assert "model: convnext_atto, efficientnet_b0, resnet10t, resnet18, vit_tiny  (now: resnet18)" in out
     assert "\n  name: resnet18\n" in out.split("== Config ==")[1]

@@ -54,6 +54,7 @@ def test_pretrained_path_strips_prefixes_and_reinits_head(tmp_path, prefix):
     assert model.get_classifier().out_features == 3
 
 
+@pytest.mark.slow  # torch.compile's first call imports its compiler stack: ~3 s
 def test_real_torch_compile_checkpoint_loads(tmp_path):
     source = timm.create_model("test_resnet", num_classes=3)
     torch.save(torch.compile(source).state_dict(), tmp_path / "compiled.pth")  # keys start with _orig_mod.
