@@ -7,6 +7,7 @@ import importlib
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -321,6 +322,7 @@ GUARD = '''
 """Test-only network guard (tests/test_offline.py): non-local connections and lookups raise and are logged."""
 import ipaddress
 import os
+import re
 import socket
 
 
@@ -383,3 +385,13 @@ def network_guard(folder: Path) -> tuple[dict[str, str], Path]:
 
 def network_attempts(log: Path) -> str:
     return log.read_text() if os.path.exists(log) else ""
+
+
+def error_line(proc) -> str:
+    """The message the run ended with: its `SomeConfigError: <message>` line, after checking that the run
+    failed with exit status 2 and printed one line, no traceback (a setting to fix is not a crash)."""
+    out = proc.stdout + proc.stderr
+    found = re.findall(r"ConfigError: (.+)$", out, flags=re.M)
+    assert proc.returncode == 2 and len(found) == 1 and "Traceback" not in out, out[-3000:]
+    assert "HYDRA_FULL_ERROR" not in out and "Error executing job" not in out, out[-3000:]  # nothing of Hydra's
+    return found[-1]

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from helpers import CLASSES, FAST, ROOT, compose, run_cli, run_main
+from helpers import CLASSES, FAST, ROOT, compose, error_line, run_cli, run_main
 from omegaconf import OmegaConf
 
 from imgcls.cli.preflight import check_command_line
@@ -41,16 +41,6 @@ SPEC = {
     "mean": None,
     "std": None,
 }
-
-
-def error_line(proc) -> str:
-    """The message the run ended with: its `SomeConfigError: <message>` line, after checking that the run
-    failed with exit status 2 and printed one line, no traceback (a setting to fix is not a crash)."""
-    out = proc.stdout + proc.stderr
-    found = re.findall(r"ConfigError: (.+)$", out, flags=re.M)
-    assert proc.returncode == 2 and len(found) == 1 and "Traceback" not in out, out[-3000:]
-    assert "HYDRA_FULL_ERROR" not in out and "Error executing job" not in out, out[-3000:]  # nothing of Hydra's
-    return found[-1]
 
 
 def raised(call, *args, **kwargs) -> BaseException:

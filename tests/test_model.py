@@ -77,9 +77,7 @@ def test_unknown_model_name_suggests_closest():
         create_classifier("resnet181", num_classes=3)
 
 
-def test_pretrained_true_offline_points_to_local_file():
-    with pytest.raises(ModelConfigError, match="model.pretrained_path"):
-        create_classifier("test_resnet", num_classes=3, pretrained=True)
+# model.pretrained=true (the Hugging Face cache or hub): tests/test_pretrained_hub.py
 
 
 def test_missing_weights_file_named(tmp_path):

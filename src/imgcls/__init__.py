@@ -1,8 +1,8 @@
 """imgcls: an image-classification starter template (Lightning + Hydra + timm + albumentations).
 
-Importing the package makes every entry point offline-safe before any third-party library is imported:
-albumentations would call PyPI at import, timm/huggingface_hub would retry a hub for ~45 s before failing.
-Users who want those features set the variables themselves; `setdefault` never overrides them.
+Importing the package stops albumentations calling PyPI at import (its update check), before any third-party
+library is imported; `setdefault` never overrides a user's own setting. The Hugging Face variables are the
+user's: a default run never asks a hub, and `model.pretrained=true` reads the local cache first (models/hub.py).
 """
 
 from __future__ import annotations
@@ -11,8 +11,6 @@ import os
 from pathlib import Path
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
 def _find_project_root() -> Path:

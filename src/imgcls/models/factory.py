@@ -1,9 +1,8 @@
-"""Build any timm classifier by name, optionally from a local weights file (hubs are unreachable offline)."""
+"""Build any timm classifier by name, with timm's pretrained weights (models/hub.py) or a local weights file."""
 
 from __future__ import annotations
 
 import difflib
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -11,6 +10,7 @@ import timm
 import torch
 from torch import nn
 
+from imgcls.models.hub import pretrained_overlay
 from imgcls.models.weights import ModelConfigError, load_pretrained
 
 
@@ -73,20 +73,18 @@ def create_classifier(
     kwargs: Mapping[str, Any] | None = None,
     image_size: int | Sequence[int] | None = None,
 ) -> nn.Module:
-    """`timm.create_model` with checked name, our data's classes/channels, and local weights only.
+    """`timm.create_model` with checked name, our data's classes/channels and pretrained weights: timm's own
+    (`pretrained`, from the Hugging Face cache or hub) or a local file (`pretrained_path`, which wins). Either way
+    a classifier of another size is re-initialised and an RGB stem adapted to the data's channels.
 
     With `image_size` (the data's [h, w]) the model is also checked to accept that input (`check_input_size`).
     """
     check_model_name(name)
-    if pretrained and not pretrained_path:
-        if os.environ.get("HF_HUB_OFFLINE") == "1":
-            raise ModelConfigError(
-                "model.pretrained=true would download weights, but this run is offline "
-                "(HF_HUB_OFFLINE=1): set model.pretrained_path=/path/to/weights instead"
-            )
+    from_hub = bool(pretrained and not pretrained_path)
     model = timm.create_model(
         name,
-        pretrained=bool(pretrained and not pretrained_path),
+        pretrained=from_hub,
+        pretrained_cfg_overlay=pretrained_overlay(name) if from_hub else None,
         num_classes=num_classes,
         in_chans=in_chans,
         drop_rate=drop_rate,
