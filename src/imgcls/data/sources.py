@@ -65,33 +65,95 @@ def _sorted_names(values: Sequence) -> list[str]:
     return names
 
 
-class FolderSource:
-    """An ImageFolder tree `root/<class>/<image>`; hidden files and non-image extensions are ignored."""
+# The names a given split may have (folder names, CSV values), as the split they are.
+SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 
-    def __init__(self, root: str | None, class_names: Sequence[str] | None = None) -> None:
+
+def check_given_split(table: pd.DataFrame, names: list[str], where: str) -> None:
+    """The user's own split (`given_split` column): training rows, and every class that is validated or tested
+    also trained on; `where` names the folder or column in the one-line error."""
+    trained = set(table.loc[table["given_split"] == "train", "label"])
+    if not trained:
+        raise DataConfigError(f"{where}: the given split has no training images: add them (or drop the split)")
+    for split in ("val", "test"):
+        extra = sorted(set(table.loc[table["given_split"] == split, "label"]) - trained)
+        if extra:
+            raise DataConfigError(
+                f"{where}: class(es) {[names[i] for i in extra]} are in the given {split} split but have no "
+                "training images: add training images for them or remove them from that split"
+            )
+
+
+class FolderSource:
+    """An ImageFolder tree `root/<class>/<image>`, or one already split: `root/<train|val|validation|test>/<class>/`
+    (`given_splits: auto` uses such a layout as it is); hidden files and non-image extensions are ignored."""
+
+    def __init__(
+        self, root: str | None, class_names: Sequence[str] | None = None, given_splits: bool | str = "auto"
+    ) -> None:
         self.root = root
         self.class_names = list(class_names) if class_names else None
+        if given_splits not in ("auto", False):
+            raise DataConfigError(f"data.source.given_splits={given_splits!r}: use auto or false")
+        self.given_splits = given_splits
 
     def prepare(self) -> None:
         """Nothing to download or export: the folder is already there."""
 
     def discover(self) -> Discovered:
         root = _check_root(self.root)
-        class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-        if not class_dirs:
+        splits = self._split_folders(root)
+        if splits is None:
+            names = self._class_names(root, [root])
+            return Discovered(pd.DataFrame(self._rows(root, names), columns=["path", "label"]), names)
+        names = self._class_names(root, list(splits.values()))
+        rows = []
+        for split, folder in splits.items():
+            found = self._rows(folder, names, every_class=False)
+            if not found:
+                raise DataConfigError(f"'{folder}' (the given {split} split) has no images: add them or remove it")
+            rows += [(path, label, split) for path, label in found]
+        table = pd.DataFrame(rows, columns=["path", "label", "given_split"])
+        check_given_split(table, names, f"data.root='{root}'")
+        log.info(f"Using the split of {root}: " + ", ".join(f"{s}/ -> {s}" for s in splits))
+        return Discovered(table, names)
+
+    def _split_folders(self, root: Path) -> dict[str, Path] | None:
+        """{split: folder} when `root` holds only split folders, train among them; else None (root/<class>)."""
+        if self.given_splits is False:
+            return None
+        dirs = [d for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".")]
+        if not dirs or any(d.name.lower() not in SPLIT_NAMES for d in dirs):
+            return None
+        splits: dict[str, Path] = {}
+        for d in dirs:
+            split = SPLIT_NAMES[d.name.lower()]
+            if split in splits:
+                raise DataConfigError(f"'{splits[split]}' and '{d}' are both the {split} split: keep one")
+            splits[split] = d
+        return {s: splits[s] for s in ("train", "val", "test") if s in splits} if "train" in splits else None
+
+    def _class_names(self, root: Path, folders: list[Path]) -> list[str]:
+        found = {d.name for f in folders for d in f.iterdir() if d.is_dir() and not d.name.startswith(".")}
+        if not found:
             raise DataConfigError(f"data.root='{root}' has no class sub-folders: expected root/<class>/<image>")
-        names = self.class_names or _sorted_names([d.name for d in class_dirs])
-        unknown = sorted({d.name for d in class_dirs} - set(names))
+        names = self.class_names or _sorted_names(sorted(found))
+        unknown = sorted(found - set(names))
         if unknown:
             raise DataConfigError(f"folders {unknown} under '{root}' are not in data.source.class_names={names}")
+        return names
+
+    @staticmethod
+    def _rows(folder: Path, names: list[str], every_class: bool = True) -> list[tuple[str, int]]:
+        """(path, label) of `folder/<class>/*`; a class folder without images is an error, and so is a missing
+        one if `every_class` (a given val or test split need not hold every class)."""
         rows = []
         for index, name in enumerate(names):
-            folder = root / name
-            files = list_images(folder)
-            if not files:
-                raise DataConfigError(f"class folder '{folder}' has no images: add images or remove the folder")
+            files = list_images(folder / name)
+            if not files and (every_class or (folder / name).is_dir()):
+                raise DataConfigError(f"class folder '{folder / name}' has no images: add images or remove the folder")
             rows += [(str(p), index) for p in files]
-        return Discovered(pd.DataFrame(rows, columns=["path", "label"]), names)
+        return rows
 
 
 class CsvSource:
@@ -106,11 +168,13 @@ class CsvSource:
         label_column: str = "label",
         group_column: str | None = "group",
         bbox_columns: Sequence[str] | None = None,
+        split_column: str | None = "split",
     ) -> None:
         self.root, self.csv = root, csv
         self.class_names = list(class_names) if class_names else None
         self.path_column, self.label_column, self.group_column = path_column, label_column, group_column
         self.bbox_columns = list(bbox_columns) if bbox_columns else None
+        self.split_column = split_column
 
     def prepare(self) -> None:
         """Nothing to export: the manifest and images are the user's."""
@@ -146,6 +210,9 @@ class CsvSource:
             table["group"] = df[self.group_column].astype(str).values
         for col in self.bbox_columns or []:
             table[col] = df[col].astype(float).values
+        if self.split_column and self.split_column in df.columns:
+            table["given_split"] = self._given_split(df[self.split_column], csv_path)
+            check_given_split(table, names, f"{csv_path} column '{self.split_column}'")
         absent = [p for p in table["path"] if not os.path.lexists(p)]
         if absent:
             raise DataConfigError(
@@ -153,6 +220,18 @@ class CsvSource:
                 f"(paths are relative to data.root='{root}')"
             )
         return Discovered(table, names)
+
+    def _given_split(self, column: pd.Series, csv_path: Path) -> np.ndarray:
+        """The CSV's own split per row (train / val|valid|validation / test, any case)."""
+        values = column.astype(str).str.strip().str.lower()
+        bad = ~values.isin(list(SPLIT_NAMES))
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise DataConfigError(
+                f"{csv_path}: row {row + 2} has {self.split_column}='{column.iloc[row]}': use train, val or test "
+                f"({int(bad.sum())} such rows), or set data.source.split_column=null to split by data.val_fraction"
+            )
+        return values.map(SPLIT_NAMES).to_numpy(dtype=object)
 
 
 class MnistSource(FolderSource):

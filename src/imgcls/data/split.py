@@ -76,6 +76,10 @@ def assign_splits(
 
     With `n_folds`, what the test split leaves is cut into `n_folds` stratified (grouped) folds and fold `fold`
     is the validation set; `val_fraction` is then unused.
+
+    A source that found the user's own split (column `given_split`: a train/val/test folder layout, a CSV
+    `split` column) gets exactly that split: `test_fraction` is unused, `val_fraction` only carves a validation
+    set out of the given train rows when none was given, and k-fold cuts the given train and val rows together.
     """
     if n_folds is not None:
         if int(n_folds) < 2:
@@ -84,7 +88,8 @@ def assign_splits(
             raise DataConfigError(f"data.fold={fold} must be in 0..{int(n_folds) - 1} (data.n_folds={n_folds})")
     elif not 0.0 < val_fraction < 1.0:
         raise DataConfigError(f"data.val_fraction={val_fraction} must be between 0 and 1 (e.g. 0.1)")
-    if not 0.0 <= test_fraction < 1.0 or (n_folds is None and val_fraction + test_fraction >= 1.0):
+    given = table["given_split"].to_numpy(dtype=object) if "given_split" in table else None
+    if given is None and (not 0.0 <= test_fraction < 1.0 or (n_folds is None and val_fraction + test_fraction >= 1.0)):
         raise DataConfigError(
             f"data.test_fraction={test_fraction} must be >= 0 and leave room for training "
             f"(val_fraction + test_fraction < 1)"
@@ -93,9 +98,18 @@ def assign_splits(
     groups = table["group"].to_numpy() if "group" in table else None
     out = pd.DataFrame({"split": np.full(len(table), "train", dtype=object)}, index=table.index)
     rest = np.arange(len(table))
-    if test_fraction > 0:
-        rest, test = _holdout(rest, labels, groups, test_fraction, seed, f"data.test_fraction={test_fraction}")
-        out.iloc[test, 0] = "test"
+    if given is not None:
+        out["split"] = given
+        rest = np.flatnonzero(given != "test")
+        if n_folds is None and (given == "val").any():
+            return out  # exactly the user's split
+        out.iloc[rest, 0] = "train"  # k-fold: given val rows are cut into the folds too
+        val_share = val_fraction
+    else:
+        if test_fraction > 0:
+            rest, test = _holdout(rest, labels, groups, test_fraction, seed, f"data.test_fraction={test_fraction}")
+            out.iloc[test, 0] = "test"
+        val_share = val_fraction / (1.0 - test_fraction)  # the val fraction is of the whole table
     rest_groups = None if groups is None else groups[rest]
     if n_folds is not None:
         _check_counts(labels[rest], f"data.n_folds={n_folds}")
@@ -105,9 +119,6 @@ def assign_splits(
         out["fold"] = fold_of
         out.loc[out["fold"] == int(fold), "split"] = "val"
         return out
-    # The val fraction is of the whole table, not of what the test split left.
-    _, val = _holdout(
-        rest, labels[rest], rest_groups, val_fraction / (1.0 - test_fraction), seed, f"data.val_fraction={val_fraction}"
-    )
+    _, val = _holdout(rest, labels[rest], rest_groups, val_share, seed, f"data.val_fraction={val_fraction}")
     out.iloc[val, 0] = "val"
     return out
