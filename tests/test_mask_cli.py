@@ -12,6 +12,7 @@ pytestmark = pytest.mark.slow
 
 SMALL = (
     "model.name=resnet10t",
+    "model.pretrained=false",  # the recipe starts from ImageNet weights: no hub or cache in the tests
     "data.image_size=[64,48]",
     "data.cache_size=[72,54]",
     "loader.batch_size=32",

@@ -30,7 +30,10 @@ def pretrained_overlay(name: str) -> dict[str, Any]:
     if cached is not None:
         return {"file": cached}
     where = f"the Hugging Face cache ({constants.HF_HUB_CACHE})"
-    fix = "download them once where the hub is reachable, or set model.pretrained_path=/path/to/weights"
+    fix = (
+        "download them once where the hub is reachable, set model.pretrained_path=/path/to/weights, "
+        "or train from scratch with model.pretrained=false"
+    )
     if os.environ.get("HF_HUB_OFFLINE", "").upper() in _TRUE:
         raise ModelConfigError(
             f"model.pretrained=true: timm's weights for model.name='{name}' ({repo}) are not in {where} and "
