@@ -12,7 +12,6 @@ from typing import Any
 import lightning as L
 import torch
 from timm.data import resolve_model_data_config
-from timm.optim import param_groups_weight_decay
 from torchmetrics import MaxMetric, MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 from torchmetrics.wrappers import MultitaskWrapper
@@ -22,6 +21,7 @@ from imgcls.models.factory import create_classifier
 from imgcls.models.heads import SingleHead, TaskLayout
 from imgcls.models.losses import CrossEntropy
 from imgcls.models.mixup import build_mixup
+from imgcls.models.optim import parameter_groups
 from imgcls.utils.config import as_config, factory, to_plain
 from imgcls.utils.errors import ConfigError
 from imgcls.utils.logging import get_logger
@@ -76,6 +76,7 @@ class Classifier(L.LightningModule):
         channels_last: bool = False,
         optimizer: Factory | None = None,
         scheduler: Factory | None = None,
+        layer_decay: float | None = None,
         mixup: Mapping[str, Any] | None = None,
         head: Factory = SingleHead,
         loss: Factory = CrossEntropy,
@@ -114,6 +115,7 @@ class Classifier(L.LightningModule):
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1) * 255.0, persistent=False)
         self.channels_last = channels_last
         self.optimizer_factory = factory(optimizer, "model.optimizer")
+        self.layer_decay = layer_decay
         self.scheduler_factory = factory(scheduler, "model.scheduler")
         # Batch-level mixup/cutmix (augment.mixup): mixes on the device, targets become soft (smoothing included).
         self.mixup = build_mixup(to_plain(mixup), num_classes, label_smoothing)
@@ -276,11 +278,12 @@ class Classifier(L.LightningModule):
 
     # ---- optimisation ------------------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
-        """Optimizer/scheduler come from `_partial_` configs; no weight decay on norms and biases (timm's rule)."""
+        """Optimizer/scheduler come from `_partial_` configs, over timm's parameter groups (models/optim.py)."""
         if self.optimizer_factory is None:
             return torch.optim.AdamW(self.parameters(), lr=1e-3)
-        weight_decay = getattr(self.optimizer_factory, "keywords", {}).get("weight_decay", 0.0)
-        optimizer = self.optimizer_factory(param_groups_weight_decay(self.model, weight_decay))
+        settings = getattr(self.optimizer_factory, "keywords", {})
+        groups = parameter_groups(self.model, settings.get("lr"), settings.get("weight_decay", 0.0), self.layer_decay)
+        optimizer = self.optimizer_factory(groups)
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer, total_steps=int(self.trainer.estimated_stepping_batches))
