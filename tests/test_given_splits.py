@@ -4,6 +4,7 @@ folder or column."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 from helpers import CLASSES, FAST, draw_shape, run_task
 
 from imgcls.data import CsvSource, DataConfigError, FolderSource
+from imgcls.data.inputs import read_inputs
 from imgcls.data.split import assign_splits
 
 COUNTS = {"train": 8, "val": 3, "test": 2}  # per class
@@ -49,7 +51,7 @@ def test_training_writes_the_given_split_to_split_csv(tmp_path):
     run_task("train", "data=folder", f"data.root={root}", *FAST, run_dir=tmp_path / "run")
     rows = pd.read_csv(tmp_path / "run" / "split.csv")
     assert rows["split"].tolist() == expected_split(rows["path"])
-    assert set(rows["label_name"]) == set(CLASSES)  # classes, not "train"/"val"/"test"
+    assert rows["label_name"].tolist() == [Path(p).parent.name for p in rows["path"]]  # classes, not splits
     assert (tmp_path / "run" / "metrics.json").exists()
 
 
@@ -129,3 +131,41 @@ def test_a_csv_class_only_in_test_names_the_column(tmp_path):
     root = _manifest(tmp_path, splits)
     with pytest.raises(DataConfigError, match=r"column 'split': class\(es\) \['square'\] are in the given test split"):
         CsvSource(str(root)).discover()
+
+
+def test_labels_follow_the_class_folders_in_every_split(tmp_path):
+    found = FolderSource(str(split_tree(tmp_path / "data"))).discover()
+    names = [found.class_names[i] for i in found.table["label"]]
+    assert names == [Path(p).parent.name for p in found.table["path"]]
+
+
+@pytest.mark.parametrize(
+    "layout,problem",
+    [(("train", "val", "unlabeled"), "also holds ['unlabeled']"), (("val", "test"), "has no train/")],
+)
+def test_a_root_that_looks_split_but_is_not_is_one_line(tmp_path, layout, problem):
+    root = split_tree(tmp_path / "data", {name: 1 for name in ("train", "val", "test")})
+    for folder in root.iterdir():
+        if folder.name not in layout:
+            shutil.rmtree(folder)
+    for extra in set(layout) - {"train", "val", "test"}:
+        shutil.copytree(root / "val", root / extra)
+    with pytest.raises(DataConfigError, match=f"looks split .* but {re.escape(problem)}: .*given_splits=false"):
+        FolderSource(str(root)).discover()
+
+
+def test_a_listed_class_without_training_images_is_named(tmp_path):
+    root = split_tree(tmp_path / "data")
+    with pytest.raises(DataConfigError, match=r"class\(es\) \['star'\] have no training images in the given split"):
+        FolderSource(str(root), class_names=[*sorted(CLASSES), "star"]).discover()
+
+
+def test_a_given_val_makes_val_fraction_unused(tmp_path):
+    found = FolderSource(str(split_tree(tmp_path / "data"))).discover()
+    assert (assign_splits(found.table, val_fraction=0.0)["split"] == found.table["given_split"]).all()
+
+
+def test_predict_reads_the_csv_split_as_training_does(tmp_path):
+    root = _manifest(tmp_path, ["train", "Validation", " val ", "test"] * 3)
+    rows = read_inputs(str(root / "labels.csv"), sorted(CLASSES), split="val")
+    assert len(rows) == 6

@@ -9,7 +9,7 @@ import time
 import pytest
 import timm
 import torch
-from helpers import FAST, error_line, run_main
+from helpers import FAST, error_line, read_metrics, run_main, run_task
 from safetensors.torch import save_file
 from timm.models import adapt_input_conv
 
@@ -124,3 +124,42 @@ def test_train_cli_says_it_in_one_line(hub, image_tree, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     proc = run_main("train.py", "data=folder", f"data.root={image_tree}", *FAST, "model.pretrained=true")
     assert error_line(proc).startswith(f"model.pretrained=true: timm's weights for model.name='{NAME}'")
+
+
+def test_a_tag_timm_does_not_know_is_one_line(hub):
+    with pytest.raises(ModelConfigError, match=r"timm has no hub weights for model.name='resnet18.bogus' \(tags"):
+        create_classifier("resnet18.bogus", num_classes=3, pretrained=True)
+
+
+def test_a_hub_that_answers_with_an_error_status_is_not_used(hub, monkeypatch):
+    """A proxy's 407/502 or a captive portal answers, but cannot serve weights: the one line, not a download."""
+    import http.server
+    import threading
+
+    from huggingface_hub import constants
+
+    class Refuse(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self):  # noqa: N802 (http.server's name)
+            self.send_response(502)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Refuse)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{server.server_port}")
+    try:
+        with pytest.raises(ModelConfigError, match=r"cannot be reached \(HTTP 502"):
+            create_classifier(NAME, num_classes=3, pretrained=True)
+    finally:
+        server.shutdown()
+
+
+def test_a_resumed_pretrained_run_needs_neither_cache_nor_hub(hub, folder_run, image_tree, monkeypatch, tmp_path):
+    """Its weights come from the checkpoint: model.pretrained=true is not looked up again."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    ckpt = folder_run / "checkpoints" / "last.ckpt"
+    args = ("data=folder", f"data.root={image_tree}", "data.test_fraction=0.2", *FAST, "model.pretrained=true")
+    run = run_task("train", *args, f"ckpt_path={ckpt}", "trainer.max_epochs=2", run_dir=tmp_path / "resumed")
+    assert read_metrics(run.run_dir)["epochs"] == 2

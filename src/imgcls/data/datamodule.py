@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 
 from imgcls.data.bad_images import check_policy, drop_unreadable, find_unreadable
 from imgcls.data.dataset import ImageDataset
-from imgcls.data.sources import DataConfigError, Discovered
+from imgcls.data.sources import DataConfigError, Discovered, check_given_split
 from imgcls.data.split import assign_splits
 from imgcls.data.transforms import as_hw, build_eval_transform, build_train_transform
 from imgcls.feeding.cache import build_cache, cache_path, check_list_path
@@ -227,6 +227,8 @@ class ImageDataModule(L.LightningDataModule):
 
     def split(self, table: pd.DataFrame) -> pd.DataFrame:
         """`table` with `split` (and, for k-fold, `fold`) columns: a pure function of the data and the config."""
+        if "given_split" in table:  # again on the readable images: skipped files may have emptied a class
+            check_given_split(table, self.class_names, f"data.root='{self.root}' (its readable images)")
         return table.join(
             assign_splits(table, self.val_fraction, self.test_fraction, self.split_seed, self.n_folds, self.fold)
         )

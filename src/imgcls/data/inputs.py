@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from imgcls.data.sources import DataConfigError, list_images
+from imgcls.data.sources import SPLIT_NAMES, DataConfigError, list_images
 
 
 def read_inputs(
@@ -44,7 +44,8 @@ def read_inputs(
     if split is not None:
         if "split" not in df.columns:
             raise DataConfigError(f"split={split} needs a 'split' column in '{path}' (like a run's split.csv)")
-        df = df[df["split"] == split].reset_index(drop=True)
+        given = df["split"].astype(str).str.strip().str.lower().map(SPLIT_NAMES)  # as training reads it
+        df = df[given == SPLIT_NAMES.get(str(split).lower(), split)].reset_index(drop=True)
         if df.empty:
             raise DataConfigError(f"no rows with split == '{split}' in '{path}'")
     table = pd.DataFrame({"path": [p if os.path.isabs(p) else str(path.parent / p) for p in df[path_column]]})

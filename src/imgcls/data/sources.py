@@ -2,7 +2,8 @@
 discovery (split, datasets, loaders) is shared, so the built-in MNIST and a user's folder take the same path.
 
 The table has columns `path` (absolute), `label` (int index into `class_names`) and optionally `group`
-(samples of one group never straddle the split) and bounding-box columns for `crop.mode=bbox`.
+(samples of one group never straddle a split the DataModule makes), `given_split` (train / val / test: the
+user's own split, used as it is; see `check_given_split`) and bounding-box columns for `crop.mode=bbox`.
 """
 
 from __future__ import annotations
@@ -82,6 +83,12 @@ def check_given_split(table: pd.DataFrame, names: list[str], where: str) -> None
                 f"{where}: class(es) {[names[i] for i in extra]} are in the given {split} split but have no "
                 "training images: add training images for them or remove them from that split"
             )
+    untrained = [name for i, name in enumerate(names) if i not in trained]
+    if untrained:
+        raise DataConfigError(
+            f"{where}: class(es) {untrained} have no training images in the given split: add some, or leave them "
+            "out of data.source.class_names"
+        )
 
 
 class FolderSource:
@@ -93,7 +100,7 @@ class FolderSource:
     ) -> None:
         self.root = root
         self.class_names = list(class_names) if class_names else None
-        if given_splits not in ("auto", False):
+        if given_splits != "auto" and given_splits is not False:
             raise DataConfigError(f"data.source.given_splits={given_splits!r}: use auto or false")
         self.given_splits = given_splits
 
@@ -115,7 +122,7 @@ class FolderSource:
             rows += [(path, label, split) for path, label in found]
         table = pd.DataFrame(rows, columns=["path", "label", "given_split"])
         check_given_split(table, names, f"data.root='{root}'")
-        log.info(f"Using the split of {root}: " + ", ".join(f"{s}/ -> {s}" for s in splits))
+        log.info(f"Using the split of {root}: " + ", ".join(f"{f.name}/ -> {s}" for s, f in splits.items()))
         return Discovered(table, names)
 
     def _split_folders(self, root: Path) -> dict[str, Path] | None:
@@ -123,8 +130,16 @@ class FolderSource:
         if self.given_splits is False:
             return None
         dirs = [d for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".")]
-        if not dirs or any(d.name.lower() not in SPLIT_NAMES for d in dirs):
+        named = [d.name for d in dirs if d.name.lower() in SPLIT_NAMES]
+        if not named:
             return None
+        others = [d.name for d in dirs if d.name.lower() not in SPLIT_NAMES]
+        if others or not any(n.lower() == "train" for n in named):
+            problem = f"also holds {others}" if others else "has no train/"
+            raise DataConfigError(
+                f"data.root='{root}' looks split ({', '.join(named)}) but {problem}: keep only train/ val/ test/ "
+                "there (root/<split>/<class>/), or set data.source.given_splits=false if those are class names"
+            )
         splits: dict[str, Path] = {}
         for d in dirs:
             split = SPLIT_NAMES[d.name.lower()]

@@ -13,6 +13,9 @@ import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
 
 from imgcls.data.sources import DataConfigError
+from imgcls.utils.logging import get_logger
+
+log = get_logger(__name__)
 
 
 def _check_counts(labels: np.ndarray, key: str) -> None:
@@ -86,9 +89,11 @@ def assign_splits(
             raise DataConfigError(f"data.n_folds={n_folds} must be at least 2 (or null for a single split)")
         if not 0 <= int(fold) < int(n_folds):
             raise DataConfigError(f"data.fold={fold} must be in 0..{int(n_folds) - 1} (data.n_folds={n_folds})")
-    elif not 0.0 < val_fraction < 1.0:
-        raise DataConfigError(f"data.val_fraction={val_fraction} must be between 0 and 1 (e.g. 0.1)")
     given = table["given_split"].to_numpy(dtype=object) if "given_split" in table else None
+    if n_folds is None and not (given is not None and (given == "val").any()) and not 0.0 < val_fraction < 1.0:
+        raise DataConfigError(f"data.val_fraction={val_fraction} must be between 0 and 1 (e.g. 0.1)")
+    if given is not None and test_fraction > 0:
+        log.warning(f"data.test_fraction={test_fraction} is unused: the data comes split (its test split is kept)")
     if given is None and (not 0.0 <= test_fraction < 1.0 or (n_folds is None and val_fraction + test_fraction >= 1.0)):
         raise DataConfigError(
             f"data.test_fraction={test_fraction} must be >= 0 and leave room for training "

@@ -17,7 +17,7 @@ from imgcls.models.weights import ModelConfigError
 
 # timm's hub file names (timm/models/_hub.py): safetensors first, as timm prefers it.
 HUB_FILES = ("model.safetensors", "pytorch_model.bin")
-_TRUE = {"1", "ON", "YES", "TRUE"}  # what huggingface_hub reads as set
+_TRUE = {"1", "ON", "YES", "TRUE"}  # what huggingface_hub reads as set (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE)
 
 
 def pretrained_overlay(name: str) -> dict[str, Any]:
@@ -34,7 +34,7 @@ def pretrained_overlay(name: str) -> dict[str, Any]:
         "download them once where the hub is reachable, set model.pretrained_path=/path/to/weights, "
         "or train from scratch with model.pretrained=false"
     )
-    if os.environ.get("HF_HUB_OFFLINE", "").upper() in _TRUE:
+    if any(os.environ.get(v, "").upper() in _TRUE for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")):
         raise ModelConfigError(
             f"model.pretrained=true: timm's weights for model.name='{name}' ({repo}) are not in {where} and "
             f"HF_HUB_OFFLINE=1 keeps the hub away: {fix}"
@@ -50,7 +50,10 @@ def pretrained_overlay(name: str) -> dict[str, Any]:
 
 def _hub_location(name: str) -> tuple[str, str | None, tuple[str, ...]]:
     """(repo id, revision, candidate file names) of timm's default (or tagged: `convnext_tiny.fb_in22k`) weights."""
-    cfg = timm.models.get_pretrained_cfg(name)
+    try:
+        cfg = timm.models.get_pretrained_cfg(name)
+    except RuntimeError:  # an architecture timm knows with a tag it does not (resnet18.bogus)
+        cfg = None
     if cfg is None or not cfg.hf_hub_id:
         raise ModelConfigError(
             f"model.pretrained=true: timm has no hub weights for model.name='{name}' "
@@ -77,7 +80,7 @@ def hub_unreachable(endpoint: str, timeout: float = 5.0) -> str | None:
     from huggingface_hub import get_session
 
     try:
-        get_session().head(endpoint, timeout=timeout)
+        status = get_session().head(endpoint, timeout=timeout).status_code
     except Exception as exc:  # any failure to connect: DNS, refused, timeout, proxy, TLS
         return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-    return None
+    return f"HTTP {status} (a proxy or portal in the way?)" if status >= 400 else None

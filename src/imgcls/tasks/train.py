@@ -53,7 +53,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     log.info(f"Classes ({datamodule.num_classes}): {datamodule.class_names}")
 
     log.info(f"Instantiating model <{cfg.model._target_}> ({cfg.model.name})")
-    model = hydra.utils.instantiate(cfg.model, data_spec=datamodule.spec, mixup=cfg.augment.get("mixup"))
+    # A resumed run's weights come from its checkpoint: no hub or weights file is needed again.
+    fresh = {"pretrained": False, "pretrained_path": None} if cfg.get("ckpt_path") else {}
+    model = hydra.utils.instantiate(cfg.model, data_spec=datamodule.spec, mixup=cfg.augment.get("mixup"), **fresh)
 
     configured = instantiate_group(cfg.get("callbacks"), "callback")
     # The best model is the `callbacks.model_checkpoint` entry (none when it is switched off). It goes first: under
