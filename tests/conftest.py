@@ -54,9 +54,10 @@ def pytest_terminal_summary(terminalreporter):
 # ---- composing fast: each config file parsed once per session --------------------------------------------------
 def _reuse_parsed_config_files() -> bool:
     """Hydra parses every YAML file again on each compose (PyYAML in pure Python: ~0.15 s of a ~0.3 s compose),
-    and the suite composes some 300 times in-process. Here each file's parse is kept while its mtime is unchanged
-    and every read gets a deep copy (Hydra edits what it loads), so results are the same. Tests only: CLI runs in
-    a subprocess parse as users' do. A Hydra whose config sources changed shape just runs without it (slower)."""
+    and the suite composes some 300 times in-process. Here each file's parse is kept while its mtime, size and
+    inode are unchanged, and every read gets a deep copy (Hydra edits what it loads), so results are the same.
+    Tests only: CLI runs in a subprocess parse as users' do. A Hydra whose config sources changed shape just runs
+    without it (slower)."""
     import copy
 
     from hydra._internal.sources_registry import SourcesRegistry
@@ -68,7 +69,8 @@ def _reuse_parsed_config_files() -> bool:
     def reuse(load):
         def load_config(self, config_path: str) -> ConfigResult:
             file = os.path.join(self.path, self._normalize_file_name(config_path))
-            stamp = os.stat(file).st_mtime_ns if os.path.exists(file) else None  # None: a package's file
+            info = os.stat(file) if os.path.exists(file) else None  # None: a package's file
+            stamp = None if info is None else (info.st_mtime_ns, info.st_size, info.st_ino)
             key = (type(self).__name__, self.path, config_path, stamp)
             if key not in parsed:
                 parsed[key] = load(self, config_path)

@@ -131,29 +131,52 @@ def test_a_tag_timm_does_not_know_is_one_line(hub):
         create_classifier("resnet18.bogus", num_classes=3, pretrained=True)
 
 
-def test_a_hub_that_answers_with_an_error_status_is_not_used(hub, monkeypatch):
-    """A proxy's 407/502 or a captive portal answers, but cannot serve weights: the one line, not a download."""
+@pytest.fixture
+def local_hub(hub, monkeypatch):
+    """`status -> None`: a local HTTP endpoint answering HEAD with that status, as HF_ENDPOINT."""
     import http.server
     import threading
 
     from huggingface_hub import constants
 
-    class Refuse(http.server.BaseHTTPRequestHandler):
-        def do_HEAD(self):  # noqa: N802 (http.server's name)
-            self.send_response(502)
-            self.end_headers()
+    servers = []
 
-        def log_message(self, *args):
-            pass
+    def start(status: int) -> None:
+        class Answer(http.server.BaseHTTPRequestHandler):
+            def do_HEAD(self):  # noqa: N802 (http.server's name)
+                self.send_response(status)
+                self.end_headers()
 
-    server = http.server.HTTPServer(("127.0.0.1", 0), Refuse)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{server.server_port}")
-    try:
-        with pytest.raises(ModelConfigError, match=r"cannot be reached \(HTTP 502"):
-            create_classifier(NAME, num_classes=3, pretrained=True)
-    finally:
+            def log_message(self, *args):
+                pass
+
+        server = http.server.HTTPServer(("127.0.0.1", 0), Answer)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{server.server_port}")
+
+    yield start
+    for server in servers:
         server.shutdown()
+
+
+def test_a_hub_that_answers_with_an_error_status_is_not_used(local_hub):
+    """A proxy's 407/502 or a captive portal answers, but cannot serve weights: the one line, not a download."""
+    local_hub(502)
+    with pytest.raises(ModelConfigError, match=r"cannot be reached \(HTTP 502"):
+        create_classifier(NAME, num_classes=3, pretrained=True)
+
+
+def test_a_reachable_hub_is_asked_when_the_cache_lacks_the_weights(local_hub):
+    local_hub(200)
+    with pytest.raises(AssertionError, match="the hub was asked"):  # the fixture's stand-in for the download
+        create_classifier(NAME, num_classes=3, pretrained=True)
+
+
+def test_the_competition_recipe_starts_from_pretrained_weights():
+    from helpers import compose
+
+    assert compose("train", ["experiment=mask", "data.root=/tmp"]).model.pretrained is True
 
 
 def test_a_resumed_pretrained_run_needs_neither_cache_nor_hub(hub, folder_run, image_tree, monkeypatch, tmp_path):
