@@ -81,3 +81,42 @@ def test_the_config_builds_a_timm_optimizer_with_layer_decay():
     lrs = sorted({g["lr"] for g in optimizer.param_groups})
     assert lrs[-1] == pytest.approx(1e-4) and lrs[-2] == pytest.approx(0.75e-4)
     assert module.hparams.layer_decay == 0.75  # recorded in the checkpoint's one hyper-parameter record
+
+
+def _lrs(schedule_factory, steps=20, **kwargs) -> list[float]:
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    schedule = schedule_factory(optimizer, total_steps=steps, **kwargs)
+    out = []
+    for _ in range(steps):
+        out.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    return out
+
+
+def test_poly_decays_as_its_power_after_the_warmup():
+    from imgcls.models.schedulers import warmup_poly
+
+    lrs = _lrs(warmup_poly, steps=22, warmup_steps=2, power=2.0)
+    assert lrs[:2] == pytest.approx([0.5, 1.0])  # linear warm-up
+    assert lrs[12] == pytest.approx(0.25)  # half-way through the decay: (1 - 0.5) ** 2
+    assert all(a >= b for a, b in zip(lrs[1:], lrs[2:]))
+
+
+def test_multistep_multiplies_by_gamma_at_each_milestone():
+    from imgcls.models.schedulers import warmup_multistep
+
+    lrs = _lrs(warmup_multistep, steps=20, warmup_steps=0, milestones=[0.5, 0.75], gamma=0.1)
+    assert lrs[:10] == pytest.approx([1.0] * 10) and lrs[10:15] == pytest.approx([0.1] * 5)
+    assert lrs[15:] == pytest.approx([0.01] * 5)
+    with pytest.raises(ConfigError, match=r"model.scheduler.milestones=\[5\]: fractions of training"):
+        _lrs(warmup_multistep, milestones=[5])
+
+
+@pytest.mark.parametrize("shape", ["warmup_poly", "warmup_multistep"])
+def test_each_schedule_is_picked_by_its_target_with_the_shared_keys(shape):
+    cfg = compose("train", ["model.name=test_resnet", f"model.scheduler._target_=imgcls.models.schedulers.{shape}"])
+    schedule = hydra.utils.instantiate(cfg.model.scheduler)(
+        torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0), total_steps=10
+    )
+    assert type(schedule.lr_lambdas[0].decay).__name__ == {"warmup_poly": "_Poly", "warmup_multistep": "_Steps"}[shape]
