@@ -34,7 +34,7 @@ def load_classifier(path: str | os.PathLike) -> Classifier:
     """A `Classifier` in eval mode with the checkpoint's weights; its `hparams.data_spec` drives predict."""
     ckpt = read_checkpoint(path)
     # The module's own hyper-parameter record rebuilds it; weights come from the file, never from a hub.
-    hp = {**upgrade_hparams(ckpt["hyper_parameters"]), "pretrained": False, "pretrained_path": None}
+    hp = {**upgrade_hparams(ckpt["hyper_parameters"]), "pretrained": False, "pretrained_path": None, "compile": False}
     try:
         model = Classifier(**hp)
     except (ValueError, TypeError) as exc:  # ModelConfigError too: e.g. a model name this timm version does not have

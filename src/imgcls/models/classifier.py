@@ -74,6 +74,7 @@ class Classifier(L.LightningModule):
         model_kwargs: Mapping[str, Any] | None = None,
         label_smoothing: float = 0.0,
         channels_last: bool = False,
+        compile: bool | Mapping[str, Any] = False,  # noqa: A002 (the config key's name)
         optimizer: Factory | None = None,
         scheduler: Factory | None = None,
         layer_decay: float | None = None,
@@ -114,6 +115,7 @@ class Classifier(L.LightningModule):
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1) * 255.0, persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1) * 255.0, persistent=False)
         self.channels_last = channels_last
+        self.compile_settings = compile
         self.optimizer_factory = factory(optimizer, "model.optimizer")
         self.layer_decay = layer_decay
         self.scheduler_factory = factory(scheduler, "model.scheduler")
@@ -190,8 +192,16 @@ class Classifier(L.LightningModule):
         batch["image"] = self.normalize(batch["image"])
         return batch
 
+    def configure_model(self) -> None:
+        """`model.compile`: torch.compile the network (not this module) once, on its device. The compiled wrapper
+        is kept outside the module tree, so checkpoints hold `model.*` keys, never `_orig_mod.`."""
+        if self.compile_settings and "_compiled" not in self.__dict__:
+            settings = dict(self.compile_settings) if isinstance(self.compile_settings, Mapping) else {}
+            log.info(f"Compiling the network with torch.compile({settings or ''})")
+            self.__dict__["_compiled"] = torch.compile(self.model, **settings)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
+        return self.__dict__.get("_compiled", self.model)(x)
 
     # ---- heads: loss and combined-class probabilities -------------------------------------------------------
     def log_probs(self, logits: torch.Tensor) -> torch.Tensor:

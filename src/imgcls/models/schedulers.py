@@ -18,49 +18,31 @@ from imgcls.utils.errors import ConfigError
 
 
 class _Warmup:
-    """A picklable lr multiplier: linear 0->1 over `warmup` steps, then `decay(progress)` for progress 0->1."""
+    """A picklable lr multiplier: linear 0->1 over `warmup` steps, then `shape` (cosine | poly | steps) for
+    progress 0->1, never below `floor`. Its attributes are plain numbers: LambdaLR saves them in every
+    checkpoint, which must load with `weights_only=True` (models/checkpoint.py)."""
 
-    def __init__(self, total: int, warmup: int, decay: _Decay) -> None:
-        self.total, self.warmup, self.decay = max(1, total), warmup, decay
+    def __init__(
+        self,
+        total: int,
+        warmup: int,
+        shape: str,
+        floor: float,
+        power: float = 1.0,
+        milestones: Sequence[float] = (),
+        gamma: float = 0.1,
+    ) -> None:
+        self.total, self.warmup, self.shape, self.floor = max(1, total), warmup, shape, floor
+        self.power, self.milestones, self.gamma = power, sorted(float(m) for m in milestones), gamma
 
     def __call__(self, step: int) -> float:
         if step < self.warmup:
             return (step + 1) / self.warmup
-        return self.decay(min(1.0, (step - self.warmup) / max(1, self.total - self.warmup)))
-
-
-class _Decay:
-    def __init__(self, floor: float) -> None:
-        self.floor = floor
-
-    def __call__(self, progress: float) -> float:
-        return self.floor + (1.0 - self.floor) * self.shape(progress)
-
-    def shape(self, progress: float) -> float:  # 1 -> 0 over training
-        raise NotImplementedError
-
-
-class _Cosine(_Decay):
-    def shape(self, progress: float) -> float:
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-class _Poly(_Decay):
-    def __init__(self, floor: float, power: float) -> None:
-        super().__init__(floor)
-        self.power = power
-
-    def shape(self, progress: float) -> float:
-        return (1.0 - progress) ** self.power
-
-
-class _Steps(_Decay):
-    def __init__(self, floor: float, milestones: Sequence[float], gamma: float) -> None:
-        super().__init__(floor)
-        self.milestones, self.gamma = sorted(float(m) for m in milestones), gamma
-
-    def __call__(self, progress: float) -> float:  # gamma per milestone passed, never below the floor
-        return max(self.floor, self.gamma ** sum(progress >= m for m in self.milestones))
+        progress = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
+        if self.shape == "steps":  # gamma per milestone passed
+            return max(self.floor, self.gamma ** sum(progress >= m for m in self.milestones))
+        fall = 0.5 * (1.0 + math.cos(math.pi * progress)) if self.shape == "cosine" else (1.0 - progress) ** self.power
+        return self.floor + (1.0 - self.floor) * fall
 
 
 def _warmup_steps(total_steps: int, warmup_fraction: float, warmup_steps: int | None) -> int:
@@ -76,7 +58,7 @@ def warmup_cosine(
 ) -> LambdaLR:
     """Linear warm-up then cosine decay to `min_lr_ratio` x the base lr, over `total_steps` optimizer steps."""
     warmup = _warmup_steps(total_steps, warmup_fraction, warmup_steps)
-    return LambdaLR(optimizer, _Warmup(int(total_steps), warmup, _Cosine(float(min_lr_ratio))))
+    return LambdaLR(optimizer, _Warmup(int(total_steps), warmup, "cosine", float(min_lr_ratio)))
 
 
 def warmup_poly(
@@ -89,7 +71,7 @@ def warmup_poly(
 ) -> LambdaLR:
     """Linear warm-up then (1 - progress) ** `power` down to `min_lr_ratio` (power 1: linear decay)."""
     warmup = _warmup_steps(total_steps, warmup_fraction, warmup_steps)
-    return LambdaLR(optimizer, _Warmup(int(total_steps), warmup, _Poly(float(min_lr_ratio), float(power))))
+    return LambdaLR(optimizer, _Warmup(int(total_steps), warmup, "poly", float(min_lr_ratio), power=float(power)))
 
 
 def warmup_multistep(
@@ -106,5 +88,5 @@ def warmup_multistep(
     if any(not 0.0 < float(m) < 1.0 for m in milestones):
         raise ConfigError(f"model.scheduler.milestones={list(milestones)}: fractions of training in (0, 1), e.g. [0.5]")
     warmup = _warmup_steps(total_steps, warmup_fraction, warmup_steps)
-    decay = _Steps(float(min_lr_ratio), milestones, float(gamma))
-    return LambdaLR(optimizer, _Warmup(int(total_steps), warmup, decay))
+    steps = _Warmup(int(total_steps), warmup, "steps", float(min_lr_ratio), milestones=milestones, gamma=float(gamma))
+    return LambdaLR(optimizer, steps)
