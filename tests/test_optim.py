@@ -122,3 +122,27 @@ def test_each_schedule_is_picked_by_its_target_with_the_shared_keys(shape):
     assert schedule.lr_lambdas[0].shape == {"warmup_poly": "poly", "warmup_multistep": "steps"}[shape]
     saved = schedule.state_dict()["lr_lambdas"][0]  # in every checkpoint: plain values only (weights_only loads)
     assert all(isinstance(v, (int, float, str, list)) for v in saved.values()), saved
+
+
+def test_list_settings_reach_the_checkpoint_as_plain_lists(image_tree, tmp_path):
+    """Hydra hands nested lists over as ListConfig; in the hyper-parameters they would make every checkpoint
+    refuse to load with weights_only=True (resume and predict read it so)."""
+    from helpers import FAST, run_task
+
+    from imgcls.models.checkpoint import read_checkpoint
+
+    run_task(
+        "train",
+        "data=folder",
+        f"data.root={image_tree}",
+        *FAST,
+        "model.scheduler._target_=imgcls.models.schedulers.warmup_multistep",
+        "+model.scheduler.milestones=[0.5]",
+        "+model.optimizer.betas=[0.9,0.95]",
+        "+trainer.limit_train_batches=2",
+        "+trainer.limit_val_batches=1",
+        "test=false",
+        run_dir=tmp_path,
+    )
+    hparams = read_checkpoint(tmp_path / "checkpoints" / "last.ckpt")["hyper_parameters"]
+    assert hparams["scheduler"]["milestones"] == [0.5] and hparams["optimizer"]["betas"] == [0.9, 0.95]

@@ -115,7 +115,9 @@ class Classifier(L.LightningModule):
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1) * 255.0, persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1) * 255.0, persistent=False)
         self.channels_last = channels_last
-        self.compile_settings = compile
+        if not isinstance(compile, (bool, Mapping)):
+            raise ConfigError(f"model.compile={compile!r}: use true, false or torch.compile's arguments: {{mode: ...}}")
+        self.compile_settings = to_plain(compile)
         self.optimizer_factory = factory(optimizer, "model.optimizer")
         self.layer_decay = layer_decay
         self.scheduler_factory = factory(scheduler, "model.scheduler")
@@ -193,9 +195,10 @@ class Classifier(L.LightningModule):
         return batch
 
     def configure_model(self) -> None:
-        """`model.compile`: torch.compile the network (not this module) once, on its device. The compiled wrapper
-        is kept outside the module tree, so checkpoints hold `model.*` keys, never `_orig_mod.`."""
-        if self.compile_settings and "_compiled" not in self.__dict__:
+        """`model.compile`: torch.compile the network (not this module) once per fit/validate/test set-up (lazy:
+        the first step compiles, on the device). The compiled wrapper is kept outside the module tree, so
+        checkpoints hold `model.*` keys, never `_orig_mod.`."""
+        if self.compile_settings is not False and "_compiled" not in self.__dict__:
             settings = dict(self.compile_settings) if isinstance(self.compile_settings, Mapping) else {}
             log.info(f"Compiling the network with torch.compile({settings or ''})")
             self.__dict__["_compiled"] = torch.compile(self.model, **settings)

@@ -40,6 +40,6 @@ def timm_optimizer(params: Iterable[Any], opt: str = "adamw", **kwargs: Any) -> 
     from timm.optim import create_optimizer_v2, list_optimizers
 
     known = list_optimizers()
-    if opt.lower() not in known:
+    if opt.lower().split("_")[-1] not in known:  # timm itself strips a lookahead_ prefix
         raise ConfigError(f"model.optimizer.opt='{opt}' is not a timm optimizer: use one of {', '.join(known)}")
     return create_optimizer_v2(list(params), opt=opt, **kwargs)

@@ -84,7 +84,7 @@ def warmup_multistep(
     gamma: float = 0.1,
 ) -> LambdaLR:
     """Linear warm-up then the lr times `gamma` at each milestone (a fraction of the steps after warm-up: 0.5 =
-    half-way), never below `min_lr_ratio`. One milestone is timm's `step` schedule."""
+    half-way through them), never below `min_lr_ratio`."""
     if any(not 0.0 < float(m) < 1.0 for m in milestones):
         raise ConfigError(f"model.scheduler.milestones={list(milestones)}: fractions of training in (0, 1), e.g. [0.5]")
     warmup = _warmup_steps(total_steps, warmup_fraction, warmup_steps)

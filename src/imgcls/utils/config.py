@@ -23,10 +23,12 @@ def factory(value: Any, key: str) -> Callable[..., Any] | None:
     """The extension point every pluggable part shares (optimizer, scheduler, loss, head, class weights): a
     `_target_` config (always built as a partial, so `_partial_: true` is optional) or a Python callable -> the
     callable; None stays None. `key` names the setting in the error for anything else."""
+    if isinstance(value, functools.partial):  # Hydra's nested partial: list/dict arguments still OmegaConf's
+        return functools.partial(value.func, *value.args, **{k: to_plain(v) for k, v in value.keywords.items()})
     if value is None or callable(value):
         return value
     if isinstance(value, Mapping) and "_target_" in value:
-        return hydra.utils.instantiate(value, _partial_=True)
+        return hydra.utils.instantiate(value, _partial_=True, _convert_="all")
     raise ConfigError(f"{key}={to_plain(value)!r} is not a `_target_` config")
 
 
@@ -40,7 +42,8 @@ def as_config(value: Any) -> Any:
     if isinstance(value, functools.partial):
         if value.args:
             raise TypeError(f"record {value!r} with keyword arguments only, so it has a config form")
-        return {"_target_": _qualified(value.func), "_partial_": True, **value.keywords}
+        keywords = {k: to_plain(v) for k, v in value.keywords.items()}
+        return {"_target_": _qualified(value.func), "_partial_": True, **keywords}
     if callable(value) and hasattr(value, "__qualname__") and "<" not in value.__qualname__:
         return {"_target_": _qualified(value), "_partial_": True}
     if callable(value):
