@@ -186,3 +186,9 @@ def test_a_resumed_pretrained_run_needs_neither_cache_nor_hub(hub, folder_run, i
     args = ("data=folder", f"data.root={image_tree}", "data.test_fraction=0.2", *FAST, "model.pretrained=true")
     run = run_task("train", *args, f"ckpt_path={ckpt}", "trainer.max_epochs=2", run_dir=tmp_path / "resumed")
     assert read_metrics(run.run_dir)["epochs"] == 2
+
+
+def test_transformers_offline_keeps_the_hub_away_too_and_is_named(hub, monkeypatch):
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    with pytest.raises(ModelConfigError, match=r"and TRANSFORMERS_OFFLINE=1 keeps the hub away"):
+        create_classifier(NAME, num_classes=3, pretrained=True)

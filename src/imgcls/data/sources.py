@@ -146,7 +146,7 @@ class FolderSource:
             if split in splits:
                 raise DataConfigError(f"'{splits[split]}' and '{d}' are both the {split} split: keep one")
             splits[split] = d
-        return {s: splits[s] for s in ("train", "val", "test") if s in splits} if "train" in splits else None
+        return {s: splits[s] for s in ("train", "val", "test") if s in splits}
 
     def _class_names(self, root: Path, folders: list[Path]) -> list[str]:
         found = {d.name for f in folders for d in f.iterdir() if d.is_dir() and not d.name.startswith(".")}

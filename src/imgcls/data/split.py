@@ -90,7 +90,8 @@ def assign_splits(
         if not 0 <= int(fold) < int(n_folds):
             raise DataConfigError(f"data.fold={fold} must be in 0..{int(n_folds) - 1} (data.n_folds={n_folds})")
     given = table["given_split"].to_numpy(dtype=object) if "given_split" in table else None
-    if n_folds is None and not (given is not None and (given == "val").any()) and not 0.0 < val_fraction < 1.0:
+    given_val = given is not None and bool((given == "val").any())
+    if n_folds is None and not given_val and not 0.0 < val_fraction < 1.0:
         raise DataConfigError(f"data.val_fraction={val_fraction} must be between 0 and 1 (e.g. 0.1)")
     if given is not None and test_fraction > 0:
         log.warning(f"data.test_fraction={test_fraction} is unused: the data comes split (its test split is kept)")
@@ -106,7 +107,7 @@ def assign_splits(
     if given is not None:
         out["split"] = given
         rest = np.flatnonzero(given != "test")
-        if n_folds is None and (given == "val").any():
+        if n_folds is None and given_val:
             return out  # exactly the user's split
         out.iloc[rest, 0] = "train"  # k-fold: given val rows are cut into the folds too
         val_share = val_fraction

@@ -17,7 +17,8 @@ from imgcls.models.weights import ModelConfigError
 
 # timm's hub file names (timm/models/_hub.py): safetensors first, as timm prefers it.
 HUB_FILES = ("model.safetensors", "pytorch_model.bin")
-_TRUE = {"1", "ON", "YES", "TRUE"}  # what huggingface_hub reads as set (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE)
+OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")  # either keeps huggingface_hub off the network
+_TRUE = {"1", "ON", "YES", "TRUE"}  # the values huggingface_hub reads as set
 
 
 def pretrained_overlay(name: str) -> dict[str, Any]:
@@ -34,10 +35,13 @@ def pretrained_overlay(name: str) -> dict[str, Any]:
         "download them once where the hub is reachable, set model.pretrained_path=/path/to/weights, "
         "or train from scratch with model.pretrained=false"
     )
-    if any(os.environ.get(v, "").upper() in _TRUE for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")):
+    offline = next(
+        (v for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE") if os.environ.get(v, "").upper() in _TRUE), None
+    )
+    if offline:
         raise ModelConfigError(
             f"model.pretrained=true: timm's weights for model.name='{name}' ({repo}) are not in {where} and "
-            f"HF_HUB_OFFLINE=1 keeps the hub away: {fix}"
+            f"{offline}={os.environ[offline]} keeps the hub away: {fix}"
         )
     reason = hub_unreachable(constants.ENDPOINT)
     if reason:
