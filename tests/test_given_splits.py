@@ -169,3 +169,8 @@ def test_predict_reads_the_csv_split_as_training_does(tmp_path):
     root = _manifest(tmp_path, ["train", "Validation", " val ", "test"] * 3)
     rows = read_inputs(str(root / "labels.csv"), sorted(CLASSES), split="val")
     assert len(rows) == 6
+
+
+def test_a_given_splits_value_that_is_not_an_option_is_named(tmp_path):
+    with pytest.raises(DataConfigError, match=r"^data.source.given_splits='maybe': use auto or false$"):
+        FolderSource(str(tmp_path), given_splits="maybe")

@@ -146,3 +146,9 @@ def test_list_settings_reach_the_checkpoint_as_plain_lists(image_tree, tmp_path)
     )
     hparams = read_checkpoint(tmp_path / "checkpoints" / "last.ckpt")["hyper_parameters"]
     assert hparams["scheduler"]["milestones"] == [0.5] and hparams["optimizer"]["betas"] == [0.9, 0.95]
+
+
+def test_a_compile_value_that_is_neither_a_switch_nor_arguments_is_named():
+    cfg = compose("train", ["model.name=test_resnet", "model.compile=fast"])
+    with pytest.raises(Exception, match=r"model.compile='fast': use true, false or torch.compile's arguments"):
+        hydra.utils.instantiate(cfg.model, data_spec=SPEC)
