@@ -46,6 +46,7 @@ def _overrides(tree: Path, cache: Path, *extra: str) -> list[str]:
         "print_config=false",
         "augment=strong",
         "augment.mixup={mixup_alpha:0.4,cutmix_alpha:1.0}",
+        "model.ema={decay:0.9}",  # the weight average (checkpointed beside the weights) must continue exactly too
         "+callbacks.kill._target_=kill_at_step.KillAtStep",
         *extra,
     ]
@@ -73,7 +74,9 @@ def _csv_rows(run: Path) -> list[dict]:
 
 
 def _weights(run: Path) -> dict[str, torch.Tensor]:
-    return torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    """The network's weights and their EMA (models/ema.py)."""
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    return {**ckpt["state_dict"], **{f"ema.{k}": v for k, v in ckpt["state_dict_ema"].items()}}
 
 
 @pytest.fixture(scope="session")  # session: built once per worker even if its tests are not run in a row
@@ -103,7 +106,7 @@ MODES = {  # name: (overrides, kill step or None for a seeded-random one)
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", list(MODES))
 def test_killed_at_a_random_step_and_resumed_equals_the_uninterrupted_run(image_tree, uninterrupted, tmp_path, mode):
-    """Mixup is on (its draws must follow the step, not the process's history)."""
+    """Mixup is on (its draws must follow the step, not the process's history), and so is model EMA."""
     cache_root, full_run = uninterrupted
     extra, kill_at = MODES[mode]
     reference = full_run(*extra)

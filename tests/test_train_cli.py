@@ -128,6 +128,7 @@ def ddp_sweep(image_tree, tmp_path_factory):
         "data.val_fraction=0.25",
         *FAST,
         "model.name=test_resnet,test_efficientnet",
+        "model.ema={decay:0.9,warmup:false}",  # each rank averages its own (identical) weights
         f"hydra.sweep.dir={sweep}",
         timeout=600,
     )
@@ -137,24 +138,21 @@ def ddp_sweep(image_tree, tmp_path_factory):
 @pytest.mark.slow
 def test_ddp_cpu_two_processes(ddp_sweep, tmp_path):
     """trainer=ddp_cpu: 2 spawned processes (gloo). 15 validation images split 8 + 7 over the ranks, unpadded: the
-    logged val/acc is exactly the single-process accuracy of the same weights on the same 15 images."""
+    logged val/acc is exactly the single-process accuracy of the same weights on the same 15 images, and the
+    EMA's val_ema/acc that of the EMA weights (what predict uses)."""
     sweep, proc = ddp_sweep
     assert (proc.stdout + proc.stderr).count("MEMBER: 2/2") == 2  # in each job, both processes joined the group
     run = sweep / "0"
     metrics = read_metrics(run)
     assert metrics["epochs"] == 1 and metrics["global_step"] > 0 and metrics["best_score"] is not None
     assert (run / "checkpoints" / "last.ckpt").exists()
-    run_task(
-        "predict",
-        f"ckpt_path={metrics['best_checkpoint']}",
-        f"input={run / 'split.csv'}",
-        "split=val",
-        "loader.num_workers=0",
-        run_dir=tmp_path / "predict",
-    )
+    predict = (f"ckpt_path={metrics['best_checkpoint']}", f"input={run / 'split.csv'}", "split=val")
+    run_task("predict", *predict, "loader.num_workers=0", run_dir=tmp_path / "predict")
     predicted = read_metrics(tmp_path / "predict")
-    assert predicted["n"] == 15
-    assert metrics["final"]["val/acc"] == pytest.approx(predicted["acc"], abs=1e-6)
+    assert predicted["n"] == 15 and predicted["weights"] == ["ema"]
+    assert metrics["final"]["val_ema/acc"] == pytest.approx(predicted["acc"], abs=1e-6)
+    run_task("predict", *predict, "ema=false", "loader.num_workers=0", run_dir=tmp_path / "raw")
+    assert metrics["final"]["val/acc"] == pytest.approx(read_metrics(tmp_path / "raw")["acc"], abs=1e-6)
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from imgcls.models.classifier import Classifier
+from imgcls.models.ema import CHECKPOINT_KEY as EMA_KEY
 from imgcls.models.weights import ModelConfigError, load_tensors
 
 _EXPECTED = "a .ckpt written by train.py (<run dir>/checkpoints/best.ckpt or last.ckpt)"
@@ -30,8 +31,11 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return ckpt
 
 
-def load_classifier(path: str | os.PathLike) -> Classifier:
-    """A `Classifier` in eval mode with the checkpoint's weights; its `hparams.data_spec` drives predict."""
+def load_classifier(path: str | os.PathLike, ema: bool = True) -> Classifier:
+    """A `Classifier` in eval mode with the checkpoint's weights; its `hparams.data_spec` drives predict.
+
+    `ema`: a run with `model.ema` saved its weight average too (models/ema.py); True loads that into the network.
+    """
     ckpt = read_checkpoint(path)
     # The module's own hyper-parameter record rebuilds it; weights come from the file, never from a hub.
     hp = {**upgrade_hparams(ckpt["hyper_parameters"]), "pretrained": False, "pretrained_path": None, "compile": False}
@@ -50,6 +54,9 @@ def load_classifier(path: str | os.PathLike) -> Classifier:
             f"two runs; use {_EXPECTED}"
         )
     model.load_state_dict(ckpt["state_dict"])
+    if ema and EMA_KEY in ckpt:
+        model.model.load_state_dict(ckpt[EMA_KEY])
+    model.loaded_weights = "ema" if ema and EMA_KEY in ckpt else "raw"
     return model.eval()
 
 
@@ -111,9 +118,9 @@ def describe_classes(names: Sequence[Any]) -> str:
     return f"{len(names)} classes {names if len(names) <= 4 else names[:3] + ['...']}"
 
 
-def load_ensemble(paths: Sequence[str]) -> list[Classifier]:
+def load_ensemble(paths: Sequence[str], ema: bool = True) -> list[Classifier]:
     """One model per checkpoint; an ensemble's members must share their classes (their probabilities are averaged)."""
-    models = [load_classifier(path) for path in paths]
+    models = [load_classifier(path, ema) for path in paths]
     first = models[0].hparams.data_spec["class_names"]
     for path, model in zip(paths, models):
         names = model.hparams.data_spec["class_names"]

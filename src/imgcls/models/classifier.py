@@ -17,6 +17,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 from torchmetrics.wrappers import MultitaskWrapper
 
 from imgcls import CONFIG_DIR
+from imgcls.models.ema import ModelEma, check_ema_settings
 from imgcls.models.factory import create_classifier
 from imgcls.models.heads import SingleHead, TaskLayout
 from imgcls.models.losses import CrossEntropy
@@ -78,6 +79,7 @@ class Classifier(L.LightningModule):
         optimizer: Factory | None = None,
         scheduler: Factory | None = None,
         layer_decay: float | None = None,
+        ema: Mapping[str, Any] | None = None,
         mixup: Mapping[str, Any] | None = None,
         head: Factory = SingleHead,
         loss: Factory = CrossEntropy,
@@ -120,6 +122,7 @@ class Classifier(L.LightningModule):
         self.compile_settings = to_plain(compile)
         self.optimizer_factory = factory(optimizer, "model.optimizer")
         self.layer_decay = layer_decay
+        self.ema_settings = check_ema_settings(to_plain(ema))
         self.scheduler_factory = factory(scheduler, "model.scheduler")
         # Batch-level mixup/cutmix (augment.mixup): mixes on the device, targets become soft (smoothing included).
         self.mixup = build_mixup(to_plain(mixup), num_classes, label_smoothing)
@@ -179,6 +182,13 @@ class Classifier(L.LightningModule):
         if unknown:
             raise ValueError(f"unknown TTA {unknown}; supported: {', '.join(TTA)}")
         self._tta = list(names or [])
+
+    def configure_callbacks(self) -> list[L.Callback]:
+        """`model.ema`: the weight average is a callback of this model's (models/ema.py), not code in its steps.
+        Added once: `trainer.test` after `fit` keeps the one that trained (Lightning would swap in a new one)."""
+        if not self.ema_settings or any(isinstance(c, ModelEma) for c in self.trainer.callbacks):
+            return []
+        return [ModelEma(**self.ema_settings)]
 
     # ---- device-side pre-processing ----------------------------------------------------------------------
     def normalize(self, images: torch.Tensor) -> torch.Tensor:

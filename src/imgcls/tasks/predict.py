@@ -87,13 +87,14 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     output_dir = Path(cfg.paths.output_dir)
     ckpts = checkpoint_paths(cfg.ckpt_path)
     log.info(f"Loading {len(ckpts)} checkpoint(s): {ckpts}")
-    models = load_ensemble(ckpts)
+    models = load_ensemble(ckpts, ema=bool(cfg.ema))
     for model in models:
         model.tta = list(cfg.tta or [])
     spec = models[0].hparams.data_spec
     log.info(
         f"Model {models[0].hparams.name}: {len(spec['class_names'])} classes, input {spec['image_size']}"
         + (f", TTA {list(cfg.tta)}" if cfg.tta else "")
+        + f", {'EMA' if models[0].loaded_weights == 'ema' else 'trained'} weights"
     )
 
     table, submission = _inputs(cfg, spec, ckpts[0])
@@ -132,6 +133,7 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         "output": str(output),
         "checkpoints": ckpts,
         "tta": list(cfg.tta or []),
+        "weights": [m.loaded_weights for m in models],
     }
     if "label" in table:
         metrics["acc"] = float((result["pred"].to_numpy() == table["label"].to_numpy()).mean())

@@ -94,7 +94,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("test") and datamodule.has_test:
         log.info("Testing the best checkpoint" if best_path else "Testing the final weights")
         trainer.test(model=model, datamodule=datamodule, ckpt_path=best_path or None)
-        tested = {k: v for k, v in _scalars(trainer.callback_metrics).items() if k.startswith("test/")}
+        tested = {k: v for k, v in _scalars(trainer.callback_metrics).items() if k.startswith(("test/", "test_ema/"))}
 
     metrics = {
         "final": final,
