@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from imgcls.data.transforms import build_eval_transform, build_train_transform
 
-PRESETS = ["none", "basic", "strong"]
+PRESETS = ["none", "basic", "strong", "randaugment", "trivialaugment", "augmix", "autoaugment"]
 
 
 def _preset(name: str) -> dict:
