@@ -20,7 +20,7 @@ def test_bench_writes_json_and_png(image_tree, tmp_path):
         "data.image_size=32",
         "model.name=test_resnet",
         "loader.batch_size=8",
-        "bench.presets=[none,strong]",
+        "bench.presets=[none,randaugment]",  # the composed config's own preset is strong
         "bench.num_workers=[0,1]",
         "bench.min_seconds=0.1",
         "bench.min_batches=2",
@@ -33,13 +33,19 @@ def test_bench_writes_json_and_png(image_tree, tmp_path):
     assert result["model"]["images_per_sec"] > 0 and result["model"]["name"] == "test_resnet"
     ours = [r for r in result["rows"] if r["pipeline"] == "imgcls"]
     assert {(r["augment"], r["cache"], r["num_workers"]) for r in ours} == {
-        (a, c, w) for a in ("none", "strong") for c in (True, False) for w in (0, 1)
+        (a, c, w) for a in ("none", "randaugment") for c in (True, False) for w in (0, 1)
     }
-    assert {r["pipeline"] for r in result["rows"]} == {"imgcls", "torchvision_v1", "timm"}
+    ops = {r["augment"]: r["ops"] for r in ours}  # each preset alone, not merged into strong
+    assert ops == {
+        "none": ["Resize"],
+        "randaugment": ["RandomResizedCrop", "HorizontalFlip", "RandAugment", "RandomErasing"],
+    }
+    assert {r["pipeline"] for r in result["rows"]} == {"imgcls", "torchvision_v1", "timm", "timm_randaugment"}
+    assert any(line.startswith("randaugment, cache on , 1 workers:") for line in result["speedups"])
     for row in result["rows"]:
         assert row["images_per_sec"] > 0 and isinstance(row["keeps_up"], bool) and len(row["runs"]) == 2
     assert all(r["efficiency"] > 0 for r in ours if r["cache"])
-    assert set(result["bare_images_per_sec"]) == {"none", "strong"}
+    assert set(result["bare_images_per_sec"]) == {"none", "randaugment"}
     with Image.open(tmp_path / "bench.png") as png:
         assert png.format == "PNG" and png.size[0] > 400
 

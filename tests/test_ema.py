@@ -1,5 +1,6 @@
-"""`model.ema`: the weight average is validated and tested beside the trained weights, saved in the checkpoint,
-and what predict uses. Exact resume with EMA on is tests/test_resume.py (its runs all have `model.ema`)."""
+"""`model.ema` (run here inside `experiment=finetune`): the weight average is validated and tested beside
+the trained weights, saved in the checkpoint, and what predict uses. Exact resume with EMA on is
+tests/test_resume.py (its runs all have `model.ema`)."""
 
 from __future__ import annotations
 
@@ -16,14 +17,18 @@ EMA = "model.ema={decay:0.9,warmup:false}"  # 3 steps: the average is clearly no
 
 @pytest.fixture(scope="module")
 def ema_run(image_tree, tmp_path_factory):
+    """The fine-tuning recipe (EMA, RandAugment + erasing, layer decay, monitor val_ema/f1), from scratch here."""
     run_dir = tmp_path_factory.mktemp("ema_run")
-    overrides = ("data=folder", f"data.root={image_tree}", "data.test_fraction=0.2", *FAST, EMA)
-    run_task("train", *overrides, "monitor=val_ema/f1", run_dir=run_dir)
+    recipe = ("experiment=finetune", "model.pretrained=false", "model.name=test_efficientnet")
+    overrides = ("data=folder", f"data.root={image_tree}", "data.test_fraction=0.2", *FAST, *recipe, EMA)
+    run_task("train", *overrides, run_dir=run_dir)
     return run_dir
 
 
 @pytest.mark.slow
 def test_ema_is_validated_tested_and_checkpointed_beside_the_weights(ema_run):
+    config = (ema_run / ".hydra" / "config.yaml").read_text()
+    assert "imgcls.data.policies.RandAugment" in config and "layer_decay: 0.75" in config  # experiment=finetune
     metrics = read_metrics(ema_run)
     assert {"val_ema/acc", "val_ema/f1", "val_ema/loss", "val_ema/f1_best", "val/f1"} <= set(metrics["final"])
     assert {"test_ema/acc", "test_ema/f1", "test/acc"} <= set(metrics["test"])
