@@ -67,3 +67,27 @@ def test_predict_uses_the_ema_weights_and_reproduces_val_ema(ema_run, tmp_path):
 def test_a_wrong_ema_setting_is_named(image_tree, tmp_path, value, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
         run_task("train", "data=folder", f"data.root={image_tree}", *FAST, f"model.ema={value}", run_dir=tmp_path)
+
+
+def test_a_checkpoint_without_ema_starts_the_average_at_its_weights():
+    """Lightning restores the weights before the callbacks: the average must start from them, not from the weights
+    the model had when the callback was set up."""
+    from test_model import SPEC
+
+    from imgcls.models import Classifier
+    from imgcls.models.ema import ModelEma
+
+    model = Classifier("test_resnet", SPEC, ema=True)  # true: timm's defaults
+    assert model.ema_settings == {}
+    ema = ModelEma(**model.ema_settings)
+    ema.setup(None, model, "fit")
+    with torch.no_grad():
+        for p in model.model.parameters():
+            p.add_(1.0)  # the checkpoint's weights, restored
+    ema.on_load_checkpoint(None, model, {})
+    assert all(
+        torch.equal(a, b) for a, b in zip(ema.ema.module.state_dict().values(), model.model.state_dict().values())
+    )
+    saved = {k: torch.zeros_like(v) for k, v in model.model.state_dict().items()}
+    ema.on_load_checkpoint(None, model, {"state_dict_ema": saved})
+    assert all(not v.any() for v in ema.ema.module.state_dict().values())

@@ -31,14 +31,20 @@ def test_op_lists_and_the_imagenet_policy_are_timms():
     assert [list(sub) for sub in policies.IMAGENET_POLICY] == timm_policy
 
 
-@pytest.mark.parametrize("increasing", [True, False])
-def test_level_to_argument_is_timms(increasing):
-    names = timm_aa._RAND_INCREASING_TRANSFORMS if increasing else ["Posterize" + "Original", "Solarize", "Color"]
-    for timm_name in (n for n in names if timm_aa.LEVEL_TO_ARG[n] is not None):  # None: an op without a level
+_SCALES = {  # our scale -> timm's op names that use it
+    "increasing": timm_aa._RAND_INCREASING_TRANSFORMS,
+    "rand": timm_aa._RAND_TRANSFORMS,
+    "original": sorted({a.name for sub in timm_aa.auto_augment_policy_original({}) for a in sub}),
+}
+
+
+@pytest.mark.parametrize("scale", list(_SCALES))
+def test_level_to_argument_is_timms(scale):
+    for timm_name in (n for n in _SCALES[scale] if timm_aa.LEVEL_TO_ARG[n] is not None):  # None: no level
         for level in range(11):
             theirs = timm_aa.LEVEL_TO_ARG[timm_name](level, {"translate_pct": 0.45})
             if theirs:  # timm negates some at random: ours with either sign
-                mine = [_timm_argument(_ours(timm_name), level, sign, increasing) for sign in (1, -1)]
+                mine = [_timm_argument(_ours(timm_name), level, sign, scale) for sign in (1, -1)]
                 assert theirs[0] == pytest.approx(mine[0]) or theirs[0] == pytest.approx(mine[1]), (timm_name, level)
 
 
@@ -118,17 +124,32 @@ def test_policies_are_seeded_per_image_and_keep_size_and_dtype(photo, op, channe
     assert len({o.tobytes() for o in outputs}) >= 8  # seeds differ -> augmentations differ
 
 
-@pytest.mark.parametrize(("mode", "check"), [("const", "fill"), ("rand", "one colour"), ("pixel", "noise")])
-def test_random_erasing_modes_and_count(photo, mode, check):
-    op = A.Compose([RandomErasing(p=1.0, mode=mode, count=3, scale=(0.2, 0.3))])
+@pytest.mark.parametrize("mode", ["const", "rand", "pixel"])
+@pytest.mark.parametrize("channels", [3, 1])
+def test_random_erasing_modes(photo, mode, channels):
+    img = photo if channels == 3 else photo[..., :1].copy()
+    op = A.Compose([RandomErasing(p=1.0, mode=mode, count=1, scale=(0.2, 0.3))])
     op.set_random_seed(0)
-    out = op(image=photo)["image"]
-    erased = (out != photo).any(-1)
-    assert 0.05 < erased.mean() < 0.35  # three rectangles sharing 20-30 % of the area
-    values = out[erased]
-    if check == "fill":
-        assert (values == FILL).all()
-    elif check == "noise":
-        assert len(np.unique(values, axis=0)) > 100
+    out = op(image=img)["image"]
+    erased = (out != img).any(-1)
+    assert out.shape == img.shape and 0.1 < erased.mean() < 0.35
+    colours = np.unique(out[erased], axis=0)
+    if mode == "const":
+        assert (colours == (FILL if channels == 3 else sum(FILL) // 3)).all()
+    else:  # rand: one colour per rectangle; pixel: noise
+        assert len(colours) == 1 if mode == "rand" else len(colours) > 100
+
+
+def test_random_erasing_draws_rectangles_as_timm_does():
+    """1..count rectangles per image; aspect ratios log-uniform in [0.3, 3.3]: as many tall as wide ones."""
+    op = RandomErasing(p=1.0, count=3)
+    op.set_random_seed(0)
+    counts, wide = set(), []
+    for _ in range(400):
+        holes = op.get_params_dependent_on_data({"shape": (200, 200, 3)}, {})["holes"]
+        counts.add(len(holes))
+        wide += [(x1 - x0) > (y1 - y0) for x0, y0, x1, y1 in holes]
+    assert counts == {1, 2, 3}
+    assert 0.4 < np.mean(wide) < 0.6
     with pytest.raises(ValueError, match="mode='blur'"):
         RandomErasing(mode="blur")

@@ -22,17 +22,20 @@ from imgcls.data.image_ops import FILL, OPS
 
 
 # ---- timm's levels (0..10) -> each op's argument; `sign` is a random +-1 --------------------------------------
-def _timm_argument(name: str, level: float, sign: int, increasing: bool) -> Any:
-    x = level / 10.0
+# timm's three scales: "increasing" (RandAugment inc1, AugMix: a larger level is always a stronger change),
+# "rand" (RandAugment inc0) and "original" (AutoAugment's policy, whose Posterize keeps 4..8 bits).
+def _timm_argument(name: str, level: float, sign: int, scale: str, translate_pct: float = 0.45) -> Any:
+    x, increasing = level / 10.0, scale == "increasing"
     if name in ("Brightness", "Color", "Contrast", "Sharpness"):
         return 1.0 + sign * x * 0.9 if increasing else x * 1.8 + 0.1
+    posterize = {"increasing": 4 - int(x * 4), "rand": int(x * 4), "original": int(x * 4) + 4}[scale]
     return {
         "Rotate": sign * x * 30.0,
         "ShearX": sign * x * 0.3,
         "ShearY": sign * x * 0.3,
-        "TranslateX": sign * x * 0.45,
-        "TranslateY": sign * x * 0.45,
-        "Posterize": 4 - int(x * 4) if increasing else int(x * 4) + 4,
+        "TranslateX": sign * x * translate_pct,
+        "TranslateY": sign * x * translate_pct,
+        "Posterize": max(0, posterize),
         "Solarize": 256 - int(x * 256) if increasing else int(x * 256),
         "SolarizeAdd": int(x * 110),
     }.get(name)
@@ -73,11 +76,11 @@ class RandAugment(_Policy):
     ) -> None:
         super().__init__(p=p)
         self.num_ops, self.magnitude, self.magnitude_std = int(num_ops), float(magnitude), float(magnitude_std)
-        self.increasing, self.op_p = bool(increasing), float(op_p)
+        self.scale, self.op_p = "increasing" if increasing else "rand", float(op_p)
 
     def _level(self) -> float:
         if math.isinf(self.magnitude_std):
-            return self.py_random.uniform(0.0, self.magnitude)
+            return min(10.0, self.py_random.uniform(0.0, self.magnitude))
         level = self.py_random.gauss(self.magnitude, self.magnitude_std) if self.magnitude_std > 0 else self.magnitude
         return min(10.0, max(0.0, level))
 
@@ -85,7 +88,7 @@ class RandAugment(_Policy):
         ops = []
         for name in (self.py_random.choice(RAND_OPS) for _ in range(self.num_ops)):
             if self.py_random.random() < self.op_p:
-                ops.append((name, _timm_argument(name, self._level(), self._sign(), self.increasing)))
+                ops.append((name, _timm_argument(name, self._level(), self._sign(), self.scale)))
         return {"ops": ops}
 
 
@@ -99,7 +102,8 @@ _WIDE = {
 
 
 class TrivialAugmentWide(_Policy):
-    """One op per image, uniformly from torchvision's wide space, at a uniformly drawn bin of `num_bins`."""
+    """One op per image, uniformly from torchvision's wide space, at a uniformly drawn bin of `num_bins`
+    (interpolated bilinearly and filled with FILL like the other policies; torchvision: nearest, black)."""
 
     def __init__(self, num_bins: int = 31, p: float = 1.0) -> None:
         super().__init__(p=p)
@@ -142,13 +146,16 @@ IMAGENET_POLICY = (
 
 
 class AutoAugment(_Policy):
-    """AutoAugment's ImageNet policy (timm's `original`): one of its 25 sub-policies per image."""
+    """AutoAugment's ImageNet policy (timm's `original`): one of its 25 sub-policies per image (`p`: per image)."""
+
+    def __init__(self, p: float = 1.0) -> None:
+        super().__init__(p=p)
 
     def get_params(self) -> dict[str, Any]:
         ops = []
         for name, prob, level in self.py_random.choice(IMAGENET_POLICY):
             if self.py_random.random() < prob:
-                ops.append((name, _timm_argument(name, level, self._sign(), increasing=False)))
+                ops.append((name, _timm_argument(name, level, self._sign(), "original")))
         return {"ops": ops}
 
 
@@ -185,7 +192,9 @@ class AugMix(_Policy):
             depth = self.depth if self.depth > 0 else rng.randint(1, 3)
             chain = []
             for name in (rng.choice(AUGMIX_OPS) for _ in range(depth)):
-                chain.append((name, _timm_argument(name, rng.uniform(0, self.severity), self._sign(), True)))
+                chain.append(
+                    (name, _timm_argument(name, rng.uniform(0, self.severity), self._sign(), "increasing", 0.3))
+                )
             chains.append(chain)
         return {
             "chains": chains,
@@ -201,9 +210,11 @@ class AugMix(_Policy):
 
 
 class RandomErasing(A.Erasing):
-    """timm's random erasing (`--reprob`, `--remode`, `--recount`) on uint8: `count` rectangles sharing the area
-    `scale`, filled per `mode`: const = FILL (timm's 0 after normalisation), rand = one random colour per
-    rectangle (timm's per-channel), pixel = random per pixel (timm's default mode)."""
+    """timm's random erasing (`--reprob`, `--remode`, `--recount`) on uint8, its rectangles drawn as timm draws
+    them: 1..`count` of them sharing an area in `scale`, a log-uniform aspect ratio in `ratio`, up to 10 tries
+    each. Filled per `mode`: const = FILL, the ImageNet mean (timm's 0 after ImageNet normalisation); rand = one
+    random colour per rectangle; pixel = random per pixel (timm: normal noise after normalisation; uniform
+    0..255 here). Albumentations' `Erasing` paints them."""
 
     MODES = {"const": FILL, "rand": "random_uniform", "pixel": "random"}
 
@@ -217,14 +228,27 @@ class RandomErasing(A.Erasing):
     ) -> None:
         if mode not in self.MODES:
             raise ValueError(f"mode={mode!r}: use one of {', '.join(self.MODES)}")
-        super().__init__(scale=(scale[0] / count, scale[1] / count), ratio=tuple(ratio), fill=self.MODES[mode], p=p)
-        self.count = int(count)
+        super().__init__(scale=tuple(scale), ratio=tuple(ratio), fill=self.MODES[mode], p=p)
+        self.mode, self.count = mode, int(count)
 
     def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+        height, width = params["shape"][:2]
+        rng = self.py_random
+        count = rng.randint(1, self.count)
+        log_ratio = (math.log(self.ratio[0]), math.log(self.ratio[1]))
         holes = []
-        for _ in range(self.count):  # (a loop: a comprehension's own scope breaks super())
-            holes.append(super().get_params_dependent_on_data(params, data)["holes"])
-        return {"holes": np.concatenate(holes), "seed": self.random_generator.integers(2**32 - 1)}
+        for _ in range(count):
+            for _attempt in range(10):
+                area = rng.uniform(*self.scale) * height * width / count
+                aspect = math.exp(rng.uniform(*log_ratio))
+                h, w = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
+                if 0 < h < height and 0 < w < width:
+                    top, left = rng.randint(0, height - h), rng.randint(0, width - w)
+                    holes.append([left, top, left + w, top + h])
+                    break
+        if self.mode == "const":  # one value per channel: grayscale images get the mean's grey
+            self.fill = FILL if len(params["shape"]) == 3 and params["shape"][2] == 3 else sum(FILL) // 3
+        return {"holes": np.array(holes, np.int32).reshape(-1, 4), "seed": self.random_generator.integers(2**32 - 1)}
 
 
 __all__ = ["AugMix", "AutoAugment", "RandAugment", "RandomErasing", "TrivialAugmentWide"]

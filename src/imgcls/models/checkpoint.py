@@ -39,6 +39,7 @@ def load_classifier(path: str | os.PathLike, ema: bool = True) -> Classifier:
     ckpt = read_checkpoint(path)
     # The module's own hyper-parameter record rebuilds it; weights come from the file, never from a hub.
     hp = {**upgrade_hparams(ckpt["hyper_parameters"]), "pretrained": False, "pretrained_path": None, "compile": False}
+    hp["ema"] = None  # the EMA weights are loaded below; predicting needs no averaging callback
     try:
         model = Classifier(**hp)
     except (ValueError, TypeError) as exc:  # ModelConfigError too: e.g. a model name this timm version does not have

@@ -186,7 +186,7 @@ class Classifier(L.LightningModule):
     def configure_callbacks(self) -> list[L.Callback]:
         """`model.ema`: the weight average is a callback of this model's (models/ema.py), not code in its steps.
         Added once: `trainer.test` after `fit` keeps the one that trained (Lightning would swap in a new one)."""
-        if not self.ema_settings or any(isinstance(c, ModelEma) for c in self.trainer.callbacks):
+        if self.ema_settings is None or any(isinstance(c, ModelEma) for c in self.trainer.callbacks):
             return []
         return [ModelEma(**self.ema_settings)]
 

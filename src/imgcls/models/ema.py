@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 from lightning.pytorch.callbacks import Callback
-from timm.utils import ModelEmaV3
+from timm.utils import ModelEmaV3, distribute_bn
 from torchmetrics import MaxMetric, MeanMetric
 
 from imgcls.utils.errors import ConfigError
@@ -28,9 +28,12 @@ SETTINGS = ("decay", "warmup", "warmup_power", "update_after_step")
 
 
 def check_ema_settings(settings: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """`model.ema`: null, or a mapping of SETTINGS with a decay in (0, 1); anything else is a one-line error."""
+    """`model.ema`: null/false (off), true or a mapping of SETTINGS with a decay in (0, 1) (on; {} = defaults);
+    anything else is a one-line error."""
     if settings is None or settings is False:
         return None
+    if settings is True:  # model.ema=true: timm's defaults
+        return {}
     if not isinstance(settings, Mapping) or set(settings) - set(SETTINGS):
         unknown = sorted(set(settings) - set(SETTINGS)) if isinstance(settings, Mapping) else settings
         raise ConfigError(f"model.ema: unknown {unknown!r}; use null or {{{': ..., '.join(SETTINGS)}: ...}}")
@@ -107,6 +110,8 @@ class ModelEma(Callback):
         return values
 
     def on_validation_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+        if trainer.world_size > 1:  # each rank's BatchNorm statistics differ a little: validate their mean (timm)
+            distribute_bn(self.ema.module, trainer.world_size, reduce=True)
         self._start(pl_module, "val")
 
     def on_validation_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, *args: Any) -> None:
@@ -134,8 +139,10 @@ class ModelEma(Callback):
         checkpoint[CHECKPOINT_KEY] = self.ema.module.state_dict()
 
     def on_load_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict[str, Any]) -> None:
-        if CHECKPOINT_KEY in checkpoint:  # a checkpoint of a run without EMA starts the average afresh
+        if CHECKPOINT_KEY in checkpoint:
             self.ema.module.load_state_dict(checkpoint[CHECKPOINT_KEY])
+        else:  # a run without EMA: the average starts at its weights (restored before the callbacks)
+            self.ema.set(pl_module.model)
 
     def state_dict(self) -> dict[str, Any]:
         # torchmetrics does not save a MaxMetric's state: its value goes as a number (-inf before the first epoch).

@@ -3,7 +3,8 @@
 (a) PIL decode + torchvision v1 transforms (RandomResizedCrop, flip, RandomRotation(15), ColorJitter,
     ToTensor, Normalize): float tensors built on the CPU.
 (b) timm's `create_transform(size, is_training=True)` over a torchvision ImageFolder.
-(c) timm's RandAugment recipe, `create_transform(..., auto_augment='rand-m9-mstd0.5-inc1', re_prob=0.25)`.
+(c) timm's RandAugment recipe, `create_transform(..., auto_augment='rand-m9-mstd0.5-inc1', re_prob=0.25)` (its
+    erasing fills a constant, cheaper than the `pixel` noise of augment=randaugment: the comparison favours it).
 Each is compared with the imgcls preset that does the same work (BASELINES: name -> (dataset factory, preset)).
 """
 
