@@ -1,4 +1,4 @@
-"""Training: seed -> data -> model -> callbacks -> loggers -> trainer -> fit -> test -> metrics.json."""
+"""Training: seed -> data -> model -> callbacks -> loggers -> trainer -> (lr finder) -> fit -> test -> metrics.json."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from imgcls.cli.wrapper import task_wrapper
 from imgcls.distributed import fit_progress
 from imgcls.distributed.fit_progress import FitProgress
+from imgcls.extras.lr_finder import check_tune, find_lr
 from imgcls.models.checkpoint import read_checkpoint
 from imgcls.resume import AtomicCheckpointIO, ResumeState, StepSeeds, continue_logs
 from imgcls.utils import get_logger, write_json_atomic
@@ -37,6 +38,7 @@ def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train (and test) one model; returns the metrics, including `cfg.optimized_metric` for sweepers."""
     output_dir = Path(cfg.paths.output_dir)
+    tune = check_tune(cfg.get("tune"))
     print_config_tree(cfg, save_to=output_dir / "config_tree.log", show=bool(cfg.get("print_config")))
 
     env = write_env_report(output_dir)
@@ -82,6 +84,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     for lg in loggers:
         lg.log_hyperparams({**OmegaConf.to_container(cfg, resolve=True), "env": env})
 
+    if tune == "lr_find" and not cfg.get("ckpt_path"):  # a resumed run keeps the lr it was tuned to
+        log.info("Running the learning-rate range test (tune=lr_find)")
+        find_lr(trainer, model, datamodule, output_dir, OmegaConf.to_container(cfg.lr_find, resolve=True))
+
     log.info("Starting training" + (f" from checkpoint {cfg.ckpt_path}" if cfg.get("ckpt_path") else ""))
     trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     final = _scalars(trainer.callback_metrics)
@@ -116,6 +122,7 @@ def _report(output_dir: Path, best_path: str, loggers: list) -> None:
         ("metrics", output_dir / "metrics.json"),
         ("metrics log", output_dir / "metrics.csv"),
         ("split", output_dir / "split.csv"),
+        ("lr finder", output_dir / "lr_find.png"),
         ("skipped images", output_dir / "bad_images.csv"),
         ("best checkpoint", best_path),
         ("confusion matrix", output_dir / "confusion_matrix.png"),
