@@ -17,6 +17,11 @@ FILL = (124, 116, 104)  # timm's fill for uncovered pixels: the ImageNet mean (0
 _IDENTITY = np.arange(256, dtype=np.float32)
 
 
+def fill_for(channels: int) -> tuple[int, ...]:
+    """FILL for an image of `channels` channels: grayscale gets the mean's grey."""
+    return FILL if channels == 3 else (sum(FILL) // 3,) * channels
+
+
 def _lut(img: np.ndarray, table: np.ndarray) -> np.ndarray:
     return cv2.LUT(img, np.clip(table, 0, 255).astype(np.uint8)).reshape(img.shape)
 
@@ -72,9 +77,8 @@ def _sharpness(img: np.ndarray, factor: float) -> np.ndarray:
 def _warp(img: np.ndarray, matrix: list[list[float]]) -> np.ndarray:
     """An affine map from output to input pixels (PIL's convention), uncovered pixels filled with FILL."""
     h, w = img.shape[:2]
-    fill = FILL if img.shape[-1] == 3 else (sum(FILL) // 3,)
     flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
-    out = cv2.warpAffine(img, np.float32(matrix), (w, h), flags=flags, borderValue=fill)
+    out = cv2.warpAffine(img, np.float32(matrix), (w, h), flags=flags, borderValue=fill_for(img.shape[-1]))
     return out.reshape(img.shape)
 
 

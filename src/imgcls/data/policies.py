@@ -18,7 +18,7 @@ from typing import Any
 import albumentations as A
 import numpy as np
 
-from imgcls.data.image_ops import FILL, OPS
+from imgcls.data.image_ops import FILL, OPS, fill_for
 
 
 # ---- timm's levels (0..10) -> each op's argument; `sign` is a random +-1 --------------------------------------
@@ -230,24 +230,24 @@ class RandomErasing(A.Erasing):
             raise ValueError(f"mode={mode!r}: use one of {', '.join(self.MODES)}")
         super().__init__(scale=tuple(scale), ratio=tuple(ratio), fill=self.MODES[mode], p=p)
         self.mode, self.count = mode, int(count)
+        self.log_ratio = (math.log(self.ratio[0]), math.log(self.ratio[1]))
 
     def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
         height, width = params["shape"][:2]
         rng = self.py_random
         count = rng.randint(1, self.count)
-        log_ratio = (math.log(self.ratio[0]), math.log(self.ratio[1]))
         holes = []
         for _ in range(count):
             for _attempt in range(10):
                 area = rng.uniform(*self.scale) * height * width / count
-                aspect = math.exp(rng.uniform(*log_ratio))
+                aspect = math.exp(rng.uniform(*self.log_ratio))
                 h, w = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
                 if 0 < h < height and 0 < w < width:
                     top, left = rng.randint(0, height - h), rng.randint(0, width - w)
                     holes.append([left, top, left + w, top + h])
                     break
         if self.mode == "const":  # one value per channel: grayscale images get the mean's grey
-            self.fill = FILL if len(params["shape"]) == 3 and params["shape"][2] == 3 else sum(FILL) // 3
+            self.fill = fill_for(params["shape"][2] if len(params["shape"]) == 3 else 1)
         return {"holes": np.array(holes, np.int32).reshape(-1, 4), "seed": self.random_generator.integers(2**32 - 1)}
 
 

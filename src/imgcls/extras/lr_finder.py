@@ -42,7 +42,9 @@ def find_lr(trainer: Any, model: Any, datamodule: Any, output_dir: Path, setting
         finder = Tuner(trainer).lr_find(model, datamodule=datamodule, update_attr=False, **settings)
     finally:
         trainer.fit_loop.max_epochs = max_epochs
-    suggestion = finder.suggestion() if finder is not None else None
+    if finder is None:  # Lightning skips the test under fast_dev_run
+        return None
+    suggestion = finder.suggestion()
     save_figure(finder.plot(suggest=suggestion is not None), output_dir / "lr_find.png")
     record = {"suggestion": suggestion, "lr": finder.results["lr"], "loss": finder.results["loss"]}
     atomic_write_text(output_dir / "lr_find.json", json.dumps(record, indent=1))

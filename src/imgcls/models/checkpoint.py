@@ -55,9 +55,10 @@ def load_classifier(path: str | os.PathLike, ema: bool = True) -> Classifier:
             f"two runs; use {_EXPECTED}"
         )
     model.load_state_dict(ckpt["state_dict"])
-    if ema and EMA_KEY in ckpt:
+    use_ema = ema and EMA_KEY in ckpt
+    if use_ema:
         model.model.load_state_dict(ckpt[EMA_KEY])
-    model.loaded_weights = "ema" if ema and EMA_KEY in ckpt else "raw"
+    model.loaded_weights = "ema" if use_ema else "raw"
     return model.eval()
 
 

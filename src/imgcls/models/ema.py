@@ -25,6 +25,7 @@ from imgcls.utils.errors import ConfigError
 CHECKPOINT_KEY = "state_dict_ema"
 PREFIX = "val_ema/"
 SETTINGS = ("decay", "warmup", "warmup_power", "update_after_step")
+DEFAULT_DECAY = 0.9998  # timm's --model-ema-decay
 
 
 def check_ema_settings(settings: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -37,9 +38,9 @@ def check_ema_settings(settings: Mapping[str, Any] | None) -> dict[str, Any] | N
     if not isinstance(settings, Mapping) or set(settings) - set(SETTINGS):
         unknown = sorted(set(settings) - set(SETTINGS)) if isinstance(settings, Mapping) else settings
         raise ConfigError(f"model.ema: unknown {unknown!r}; use null or {{{': ..., '.join(SETTINGS)}: ...}}")
-    decay = settings.get("decay", 0.9998)
+    decay = settings.get("decay", DEFAULT_DECAY)
     if not 0.0 < float(decay) < 1.0:
-        raise ConfigError(f"model.ema.decay={decay}: use a value in (0, 1), e.g. 0.9998 (timm's default)")
+        raise ConfigError(f"model.ema.decay={decay}: use a value in (0, 1), e.g. {DEFAULT_DECAY} (timm's default)")
     return dict(settings)
 
 
@@ -51,7 +52,7 @@ class ModelEma(Callback):
     """
 
     def __init__(
-        self, decay: float = 0.9998, warmup: bool = True, warmup_power: float = 2 / 3, update_after_step: int = 0
+        self, decay: float = DEFAULT_DECAY, warmup: bool = True, warmup_power: float = 2 / 3, update_after_step: int = 0
     ) -> None:
         self.settings = {
             "decay": float(decay),
@@ -76,11 +77,10 @@ class ModelEma(Callback):
             self.loss = MeanMetric()
             self.f1_best = MaxMetric()
 
-    def _on_device(self, pl_module: Any) -> ModelEmaV3:
+    def _on_device(self, pl_module: Any) -> None:
         assert self.ema is not None, "ModelEma.setup was not called"
         for part in (self.ema.module, self.loss, self.f1_best, *self.metrics.values()):
             part.to(pl_module.device)
-        return self.ema
 
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
         self._on_device(pl_module)
