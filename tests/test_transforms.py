@@ -98,6 +98,11 @@ def test_the_crop_gets_the_data_size_and_a_later_resize_is_warned_about(caplog):
             {"_target_": "albumentations.GaussianBlur", "kernel": [3, 5]},
             r"augment.blur.kernel is not an argument of albumentations.GaussianBlur: use one of blur_limit",
         ),
+        (
+            "random_erasing",
+            {"_target_": "imgcls.data.policies.RandomErasing", "mode": "blur"},
+            r"^augment.random_erasing: mode='blur': use one of const, rand, pixel$",
+        ),
     ],
 )
 def test_an_op_without_target_or_with_an_unknown_argument_is_an_error(key, spec, message):

@@ -18,6 +18,7 @@ from typing import Any
 import albumentations as A
 import cv2
 import hydra
+import hydra.errors
 
 from imgcls.utils.errors import ConfigError
 from imgcls.utils.logging import get_logger
@@ -78,7 +79,11 @@ def build_op(key: str, spec: Any, **fixed: Any) -> A.BasicTransform:
                 f"{key}.{unknown[0]} is not an argument of {spec['_target_']}: use one of "
                 f"{', '.join(k for k in accepted if k not in fixed)}"
             )
-    return hydra.utils.instantiate(spec, **fixed)
+    try:
+        return hydra.utils.instantiate(spec, **fixed)
+    except hydra.errors.InstantiationException as exc:  # the op refused a value: name the op's key, in one line
+        cause = exc.__cause__ or exc
+        raise ConfigError(f"{key}: {' '.join(str(cause).split())}") from exc
 
 
 def build_train_transform(
