@@ -35,10 +35,13 @@ def test_bench_writes_json_and_png(image_tree, tmp_path):
     assert {(r["augment"], r["cache"], r["num_workers"]) for r in ours} == {
         (a, c, w) for a in ("none", "randaugment") for c in (True, False) for w in (0, 1)
     }
-    ops = {r["augment"]: r["ops"] for r in ours}  # each preset alone, not merged into strong
-    assert ops == {
-        "none": ["Resize"],
-        "randaugment": ["RandomResizedCrop", "HorizontalFlip", "RandAugment", "RandomErasing"],
+    ops = {(r["augment"], r["cache"]): r["ops"] for r in ours}  # each preset alone, not merged into strong
+    policy = ["RandomResizedCrop", "HorizontalFlip", "RandAugment", "RandomErasing"]
+    assert ops == {  # uncached rows fit each decoded image first (data/resize.py); the cache holds it fitted
+        ("none", True): ["CenterCrop"],
+        ("none", False): ["Fit", "CenterCrop"],
+        ("randaugment", True): policy,
+        ("randaugment", False): ["Fit", *policy],
     }
     assert {r["pipeline"] for r in result["rows"]} == {"imgcls", "torchvision_v1", "timm", "timm_randaugment"}
     assert any(line.startswith("randaugment, cache on , 1 workers:") for line in result["speedups"])

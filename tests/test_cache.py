@@ -27,13 +27,17 @@ def test_cache_is_built_once_and_reused(image_tree, tmp_path):
     again = _dm(image_tree, tmp_path).cache_file()  # a new DataModule, as in the next run or multirun job
     assert again == first and again.stat().st_mtime_ns == built_at
     arr = np.load(first, mmap_mode="r")
-    assert arr.dtype == np.uint8 and arr.shape == (60, 24, 24, 3)
+    assert arr.dtype == np.uint8 and arr.shape == (60, 27, 27, 3)  # fitted: floor(24 / timm's crop_pct 0.875)
     assert first.with_suffix(".json").exists()
 
 
-def test_cache_rebuilds_when_data_or_preprocessing_change(image_tree, tmp_path):
+def test_cache_rebuilds_when_data_or_preprocessing_change(image_tree, tmp_path, caplog):
     root = shutil.copytree(image_tree, tmp_path / "tree")
     base = _dm(root, tmp_path / "cache").cache_file()
+    with caplog.at_level("INFO"):  # the user is told why a new cache is built, and that the old one is unused
+        assert _dm(root, tmp_path / "cache", resize={"mode": "letterbox"}).cache_file() != base
+    assert "Building a new cache: the pre-processing differs from " + base.name in caplog.text
+    assert "resize.mode center -> letterbox; resize.crop_pct 0.875 -> 1.0" in caplog.text
     assert _dm(root, tmp_path / "cache", image_size=16).cache_file() != base
     assert _dm(root, tmp_path / "cache", crop={"mode": "center", "size": 0.8}).cache_file() != base
     assert _dm(root, tmp_path / "cache", channels=1).cache_file() != base
@@ -42,7 +46,7 @@ def test_cache_rebuilds_when_data_or_preprocessing_change(image_tree, tmp_path):
     assert _dm(root, tmp_path / "cache").cache_file() != base
     (root / "square" / "extra.png").write_bytes(victim.read_bytes())  # a file was added
     assert np.load(_dm(root, tmp_path / "cache").cache_file(), mmap_mode="r").shape[0] == 61
-    assert len({p.name for p in (tmp_path / "cache").glob("*.npy")}) == 6
+    assert len({p.name for p in (tmp_path / "cache").glob("*.npy")}) == 7
 
 
 def test_cached_and_streamed_eval_images_are_identical(image_tree, tmp_path):

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import albumentations as A
 import hydra
 import lightning as L
 import numpy as np
@@ -15,10 +16,11 @@ from torch.utils.data import DataLoader
 
 from imgcls.data.bad_images import check_policy, drop_unreadable, find_unreadable
 from imgcls.data.dataset import ImageDataset
+from imgcls.data.resize import Resize
 from imgcls.data.sources import DataConfigError, Discovered, check_given_split
 from imgcls.data.split import assign_splits
 from imgcls.data.transforms import as_hw, build_eval_transform, build_train_transform
-from imgcls.feeding.cache import build_cache, cache_path, check_list_path
+from imgcls.feeding.cache import build_cache, cache_path, check_list_path, why_new
 from imgcls.feeding.checks import bad_list_path
 from imgcls.feeding.image_io import DEFAULT_MAX_IMAGE_PIXELS, set_max_image_pixels
 from imgcls.feeding.loaders import check_loader_settings, make_loader, resolve_num_workers
@@ -45,6 +47,7 @@ class ImageDataModule(L.LightningDataModule):
         image_size: int | Sequence[int] = 224,
         channels: int = 3,
         crop: Mapping[str, Any] | None = None,
+        resize: Mapping[str, Any] | None = None,
         val_fraction: float = 0.1,
         test_fraction: float = 0.0,
         split_seed: int = 0,
@@ -81,14 +84,20 @@ class ImageDataModule(L.LightningDataModule):
         self.train_start: tuple[int, int] | None = None
         self.flips = list(to_plain(flips) or [])
         self.mean, self.std = to_plain(mean), to_plain(std)
-        self.augment = to_plain(augment) or {}
-        # Built now, not in setup: a wrong augment op stops the run before the data is read or the model built.
-        self.train_transform = build_train_transform(self.image_size, self.augment, self.flips)
-        self.loader = to_plain(loader) or {}
-        check_loader_settings(self.loader)  # here too, so a misspelt key stops the run before the model is built
+        self.resize = Resize.resolve(to_plain(resize), self.channels, self.mean)
         self.cache = bool(cache) and cache_dir is not None
         self.cache_dir = Path(cache_dir) if cache_dir else None
-        self.cache_size = as_hw(to_plain(cache_size), "data.cache_size") if cache_size else self.image_size
+        # The fitted size (data/resize.py): what the cache holds, and what every image is fitted to without one.
+        self.cache_size = (
+            as_hw(to_plain(cache_size), "data.cache_size") if cache_size else self.resize.fitted_size(self.image_size)
+        )
+        self.augment = to_plain(augment) or {}
+        # Built now, not in setup: a wrong augment op stops the run before the data is read or the model built.
+        self.train_transform = build_train_transform(
+            self.image_size, self.augment, self.flips, self.resize, self.cache_size, fit=not self.cache
+        )
+        self.loader = to_plain(loader) or {}
+        check_loader_settings(self.loader)  # here too, so a misspelt key stops the run before the model is built
         self.output_dir = output_dir
         self.on_bad_image = check_policy(on_bad_image, "data.on_bad_image")
         self.max_image_pixels = int(max_image_pixels) if max_image_pixels else None
@@ -114,15 +123,23 @@ class ImageDataModule(L.LightningDataModule):
         """
         if self._cache_file is None:
             table, size = self.discovered.table, self.cache_size
-            path = cache_path(
-                self.cache_dir, self._dataset_name, table, self.channels, self.crop, size, self.max_image_pixels
-            )
+            settings = {
+                "channels": self.channels,
+                "size": list(size),
+                "resize": self.resize.as_dict(),
+                "max_pixels": self.max_image_pixels,
+            }
+            path = cache_path(self.cache_dir, self._dataset_name, table, self.crop, settings)
             if not path.exists():
+                about = {"root": self.root, "images": len(table), "crop": self.crop, **settings}
+                reason = why_new(path, about)
+                if reason:
+                    log.info(f"Building a new cache: {reason}. The old cache is unused; it can be deleted")
                 set_max_image_pixels(self.max_image_pixels)  # this may be a DDP rank unpickled from the parent
-                decode = ImageDataset(table, build_eval_transform(size), self.channels, self.crop, decode_size=size)
-                about = {"root": self.root, "images": len(table), "channels": self.channels, "crop": self.crop}
+                fit = A.Compose([self.resize.fit_op(size)])
+                decode = ImageDataset(table, fit, self.channels, self.crop, decode_size=size)
                 workers = resolve_num_workers(self.loader.get("num_workers"))
-                build_cache(decode, path, num_workers=workers, about={**about, "size": size})
+                build_cache(decode, path, num_workers=workers, about=about)
             self._cache_file = path
         return self._cache_file
 
@@ -195,6 +212,7 @@ class ImageDataModule(L.LightningDataModule):
             "channels": self.channels,
             "image_size": list(self.image_size),
             "crop": self.crop,
+            "resize": {**self.resize.as_dict(), "fitted": list(self.cache_size)},
             "mean": self.mean,
             "std": self.std,
             "tasks": self.discovered.tasks,
@@ -210,7 +228,8 @@ class ImageDataModule(L.LightningDataModule):
         folds = f", fold {self.fold} of {self.n_folds}" if self.n_folds else ""
         log.info(f"Split (seed {self.split_seed}{folds}): " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
         self._write_split()
-        train_tf, eval_tf = self.train_transform, build_eval_transform(self.image_size)
+        train_tf = self.train_transform
+        eval_tf = build_eval_transform(self.image_size, self.resize, self.cache_size, fit=not self.cache)
         cache = str(self.cache_file()) if self.cache else None
         if cache:
             log.info(f"Reading pre-processed images from the cache {cache}")
@@ -218,7 +237,7 @@ class ImageDataModule(L.LightningDataModule):
         def dataset(name: str, transform: Any) -> ImageDataset:
             rows = table[table["split"] == name].reset_index(drop=True)
             return ImageDataset(
-                rows, transform, self.channels, self.crop, decode_size=self.image_size, cache_file=cache
+                rows, transform, self.channels, self.crop, decode_size=self.cache_size, cache_file=cache
             )
 
         self.train_set = dataset("train", train_tf)

@@ -20,15 +20,15 @@ import cv2
 import hydra
 import hydra.errors
 
+from imgcls.data.resize import Resize
 from imgcls.utils.errors import ConfigError
 from imgcls.utils.logging import get_logger
 
 log = get_logger(__name__)
 
-# The deterministic resize (validation, predict, and the cache, which is built once) shrinks with INTER_AREA
-# against aliasing. Training crops are resized bilinearly: INTER_AREA costs ~0.9 ms vs ~0.17 ms per
-# 384x512 image, and with the cache on they only ever resize the already-small cached image.
-_EVAL_RESIZE = dict(interpolation=cv2.INTER_LINEAR, area_for_downscale="image")
+# Training crops resize bilinearly: INTER_AREA costs ~0.9 ms vs ~0.17 ms per 384x512 image, and with the cache
+# on they only ever resize the already-small cached image. (The deterministic resize, data/resize.py, shrinks
+# with INTER_AREA: it runs once per image, into the cache.)
 _TRAIN_RESIZE = dict(interpolation=cv2.INTER_LINEAR)
 
 
@@ -41,10 +41,23 @@ def as_hw(image_size: int | Sequence[int], key: str = "data.image_size") -> tupl
     return int(hw[0]), int(hw[1])
 
 
-def build_eval_transform(image_size: int | Sequence[int]) -> A.Compose:
-    """Validation/test/predict: a deterministic resize only (the crop is pre-processing, done before)."""
-    h, w = as_hw(image_size)
-    return A.Compose([A.Resize(h, w, **_EVAL_RESIZE)])
+def build_eval_transform(
+    image_size: int | Sequence[int], resize: Resize | None = None, fitted: Sequence[int] | None = None, fit: bool = True
+) -> A.Compose:
+    """Validation/test/predict: deterministic, the centre of the fitted image (data/resize.py; default: a
+    stretch). `fitted` is the fitted size (default timm's `image_size / crop_pct`); `fit=False` when images
+    arrive fitted already (from the cache)."""
+    size, resize = as_hw(image_size), resize or Resize()
+    fitted = tuple(fitted or resize.fitted_size(size))
+    return A.Compose(([resize.fit_op(fitted)] if fit else []) + resize.eval_ops(fitted, size))
+
+
+def spec_eval_transform(spec: Mapping[str, Any]) -> tuple[A.Compose, tuple[int, int]]:
+    """The evaluation pipeline a checkpoint was validated with (from its `data_spec`) and the size its images
+    are decoded for: what predict, and anything deploying the model, must run to see what validation saw."""
+    size, resize = as_hw(spec["image_size"]), Resize.from_spec(spec)
+    fitted = tuple((spec.get("resize") or {}).get("fitted") or resize.fitted_size(size))
+    return build_eval_transform(size, resize, fitted), fitted
 
 
 # Keys of the augment group that are not ops: the preset's name and mixup (batch-level, on the device).
@@ -87,20 +100,33 @@ def build_op(key: str, spec: Any, **fixed: Any) -> A.BasicTransform:
 
 
 def build_train_transform(
-    image_size: int | Sequence[int], augment: Mapping[str, Any] | None, flips: Sequence[str] = ("horizontal",)
+    image_size: int | Sequence[int],
+    augment: Mapping[str, Any] | None,
+    flips: Sequence[str] = ("horizontal",),
+    resize: Resize | None = None,
+    fitted: Sequence[int] | None = None,
+    fit: bool = True,
 ) -> A.Compose:
     """Training pipeline from the `augment` group; `flips` are the mirrorings that keep labels (from `data.flips`).
 
-    The first step brings the image to `image_size`: `augment.random_resized_crop` (an op whose size the builder
-    sets) or a plain resize. Every other key with a `_target_` is an albumentations op, applied in the order the
+    With `resize` (data/resize.py) the image is first fitted (`fit`; skipped for cached images, fitted
+    already), as for evaluation. The first step then brings it to `image_size`: `augment.random_resized_crop`
+    (an op whose size the builder sets) or, without one, what evaluation does (the centre crop; without
+    `resize` a plain resize). Every other key with a `_target_` is an albumentations op, applied in the order the
     config lists it (`+augment.sharpen={_target_: albumentations.Sharpen, p: 0.2}` appends one); null switches one
     off, as does p=0. A mirror that `data.flips` says changes the label is left out, with a warning.
     """
     aug = dict(augment or {})
     h, w = as_hw(image_size)
     crop = aug.pop("random_resized_crop", None)
-    first = build_op("augment.random_resized_crop", crop, size=(h, w), **_TRAIN_RESIZE) if crop else None
-    ops: list[A.BasicTransform] = [first or A.Resize(h, w, **_TRAIN_RESIZE)]
+    ops: list[A.BasicTransform] = []
+    if resize is not None:
+        fitted = tuple(fitted or resize.fitted_size((h, w)))
+        ops += [resize.fit_op(fitted)] if fit else []
+    if crop:
+        ops.append(build_op("augment.random_resized_crop", crop, size=(h, w), **_TRAIN_RESIZE))
+    else:
+        ops += resize.eval_ops(fitted, (h, w)) if resize is not None else [A.Resize(h, w, **_TRAIN_RESIZE)]
     for key, spec in aug.items():
         if key in NOT_OPS or spec is None:
             continue

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ from imgcls.utils.logging import get_logger
 
 log = get_logger(__name__)
 
-FORMAT_VERSION = 3  # bump when the decode/resize code changes what a cache holds (3: the bad-image list)
+FORMAT_VERSION = 4  # bump when the decode/resize code changes what a cache holds (3: bad-image list, 4: data.resize)
 
 
 def files_key(table: pd.DataFrame, crop: dict[str, Any], settings: dict[str, Any]) -> str:
@@ -48,27 +47,35 @@ def files_key(table: pd.DataFrame, crop: dict[str, Any], settings: dict[str, Any
     return digest.hexdigest()[:20]
 
 
-def cache_key(
-    table: pd.DataFrame, channels: int, crop: dict[str, Any], size: Sequence[int], max_pixels: int | None = None
-) -> str:
-    """Hash of what the cached pixels (and the list of unreadable images) depend on."""
-    return files_key(
-        table, crop, {"v": FORMAT_VERSION, "channels": channels, "size": list(size), "max_pixels": max_pixels}
-    )
-
-
-def cache_path(
-    cache_dir: Path,
-    name: str,
-    table: pd.DataFrame,
-    channels: int,
-    crop: dict[str, Any],
-    size: Sequence[int],
-    max_pixels: int | None,
-) -> Path:
-    """Where the cache of `table` with this pre-processing lives (see `cache_key`): `<name>_<h>x<w>_<key>.npy`."""
-    key = cache_key(table, channels, crop, size, max_pixels)
+def cache_path(cache_dir: Path, name: str, table: pd.DataFrame, crop: dict[str, Any], settings: dict[str, Any]) -> Path:
+    """Where the cache of `table` pre-processed with `settings` (channels, size, resize, max_pixels: everything
+    the cached pixels and the list of unreadable images depend on) lives: `<name>_<h>x<w>_<key>.npy`."""
+    key = files_key(table, crop, {"v": FORMAT_VERSION, **settings})
+    size = settings["size"]
     return Path(cache_dir) / f"{name}_{size[0]}x{size[1]}_{key}.npy"
+
+
+def why_new(path: Path, about: dict[str, Any]) -> str | None:
+    """Why `path` (missing) must be built when this dataset has other caches: the settings that differ from the
+    newest one's record (`<cache>.json`), e.g. "resize.mode center -> letterbox"; None for a first build."""
+    prefix = path.name.split("_")[0]
+    records = sorted(path.parent.glob(f"{prefix}_*.json"), key=lambda p: p.stat().st_mtime)
+    if not records:
+        return None
+    try:
+        old = json.loads(records[-1].read_text())
+    except (OSError, ValueError):
+        return None
+    flat_new, flat_old = _flatten(json.loads(json.dumps(about, default=str))), _flatten(old)
+    changed = [f"{k} {flat_old.get(k)} -> {v}" for k, v in flat_new.items() if flat_old.get(k) != v]
+    what = "; ".join(changed) if changed else "the image files changed"
+    return f"the pre-processing differs from {records[-1].with_suffix('.npy').name} ({what})"
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        return {k: v for key, item in value.items() for k, v in _flatten(item, f"{prefix}{key}.").items()}
+    return {prefix[:-1]: value}
 
 
 def check_list_path(

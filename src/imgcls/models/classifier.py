@@ -23,7 +23,7 @@ from imgcls.models.heads import SingleHead, TaskLayout
 from imgcls.models.losses import CrossEntropy
 from imgcls.models.mixup import build_mixup
 from imgcls.models.optim import parameter_groups
-from imgcls.utils.config import as_config, factory, to_plain
+from imgcls.utils.config import as_config, factory, fit_channels, to_plain
 from imgcls.utils.errors import ConfigError
 from imgcls.utils.logging import get_logger
 
@@ -46,15 +46,6 @@ def _part(value: Any, group: str) -> Callable[..., Any] | None:
 
 # Test-time augmentations on the normalised NCHW batch; predict averages the class probabilities of all views.
 TTA: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"hflip": lambda x: x.flip(-1)}
-
-
-def _fit_channels(values: list[float], channels: int) -> list[float]:
-    """ImageNet stats are per RGB channel; a grayscale model uses their mean, and one value broadcasts to 3."""
-    if len(values) == channels:
-        return values
-    if channels == 1:
-        return [sum(values) / len(values)]
-    return values * channels if len(values) == 1 else values[:channels]
 
 
 class Classifier(L.LightningModule):
@@ -111,8 +102,8 @@ class Classifier(L.LightningModule):
             image_size=data_spec.get("image_size"),
         )
         timm_cfg = resolve_model_data_config(self.model)
-        mean = _fit_channels(list(data_spec.get("mean") or timm_cfg["mean"]), channels)
-        std = _fit_channels(list(data_spec.get("std") or timm_cfg["std"]), channels)
+        mean = fit_channels(list(data_spec.get("mean") or timm_cfg["mean"]), channels)
+        std = fit_channels(list(data_spec.get("std") or timm_cfg["std"]), channels)
         # Stored in 0..255 units so normalisation is one fused (x - m) / s on the uint8-turned-float batch.
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1) * 255.0, persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1) * 255.0, persistent=False)

@@ -22,7 +22,7 @@ from imgcls.data.bad_images import readable_inputs
 from imgcls.data.dataset import ImageDataset
 from imgcls.data.inputs import read_inputs
 from imgcls.data.sources import DataConfigError
-from imgcls.data.transforms import build_eval_transform
+from imgcls.data.transforms import spec_eval_transform
 from imgcls.distributed.prediction_writer import RankPredictionWriter
 from imgcls.extras.competition import Submission, load_submission
 from imgcls.feeding.loaders import make_loader, resolve_num_workers
@@ -73,9 +73,8 @@ def _probabilities(
     re-launched (`ddp`) run get None.
     """
     spec = model.hparams.data_spec
-    dataset = ImageDataset(
-        table, build_eval_transform(spec["image_size"]), spec["channels"], spec["crop"], decode_size=spec["image_size"]
-    )
+    transform, fitted = spec_eval_transform(spec)
+    dataset = ImageDataset(table, transform, spec["channels"], spec["crop"], decode_size=fitted)
     loader = make_loader(dataset, cfg.loader, train=False, on_cuda=trainer.strategy.root_device.type == "cuda")
     trainer.predict(model, dataloaders=loader, return_predictions=False)
     trainer.strategy.barrier()  # every rank's file is written (a no-op in ddp_spawn's main process)

@@ -19,6 +19,16 @@ def to_plain(value: Any) -> Any:
     return value
 
 
+def fit_channels(values: Any, channels: int) -> list[float]:
+    """Normalisation stats are per RGB channel: a grayscale input uses their mean, one value broadcasts to 3."""
+    values = list(values)
+    if len(values) == channels:
+        return values
+    if channels == 1:
+        return [sum(values) / len(values)]
+    return values * channels if len(values) == 1 else values[:channels]
+
+
 def factory(value: Any, key: str) -> Callable[..., Any] | None:
     """The extension point every pluggable part shares (optimizer, scheduler, loss, head, class weights): a
     `_target_` config (always built as a partial, so `_partial_: true` is optional) or a Python callable -> the
