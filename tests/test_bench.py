@@ -27,10 +27,12 @@ def test_bench_writes_json_and_png(image_tree, tmp_path):
         "bench.warmup_batches=1",
         "bench.baselines=true",
         "bench.repeats=2",
+        "bench.compile={backend:eager}",  # through torch.compile (dynamo), without inductor's minute of compiling
         run_dir=tmp_path,
     )
     result = json.loads((tmp_path / "bench.json").read_text())
     assert result["model"]["images_per_sec"] > 0 and result["model"]["name"] == "test_resnet"
+    assert result["model"]["compiled_images_per_sec"] > 0
     ours = [r for r in result["rows"] if r["pipeline"] == "imgcls"]
     assert {(r["augment"], r["cache"], r["num_workers"]) for r in ours} == {
         (a, c, w) for a in ("none", "randaugment") for c in (True, False) for w in (0, 1)

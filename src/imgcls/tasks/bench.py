@@ -142,10 +142,18 @@ def bench(cfg: DictConfig) -> dict[str, Any]:
     spec = datamodule.spec
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     log.info(f"Measuring the model's training rate ({cfg.model.name}) on {device}")
-    model = hydra.utils.instantiate(cfg.model, data_spec=spec)
     batch_shape = (int(cfg.loader.batch_size), spec["channels"], *spec["image_size"])
-    model_ips = model_rate(model, batch_shape, len(spec["class_names"]), device, min_seconds=b.min_seconds)
-    del model
+    model_rates: dict[bool, float] = {}
+    compile_settings = OmegaConf.to_container(b.compile) if OmegaConf.is_config(b.get("compile")) else b.get("compile")
+    for compiled in (False, compile_settings) if compile_settings else (False,):  # side by side, same batches
+        model = hydra.utils.instantiate(cfg.model, data_spec=spec, compile=compiled)
+        model.configure_model()  # what Lightning calls before fit: torch.compile of the network (model.compile)
+        rate = model_rate(model, batch_shape, len(spec["class_names"]), device, min_seconds=b.min_seconds)
+        model_rates[compiled is not False] = rate
+        del model
+    model_ips = model_rates[False]
+    if True in model_rates:
+        log.info(f"The model trains at {model_ips:.1f} img/s eager, {model_rates[True]:.1f} img/s compiled")
 
     rows = _rows(cfg, datamodule, workers)
     for round_ in range(int(b.repeats)):
@@ -188,6 +196,7 @@ def bench(cfg: DictConfig) -> dict[str, Any]:
         "model": {
             "name": cfg.model.name,
             "images_per_sec": model_ips,
+            "compiled_images_per_sec": model_rates.get(True),  # bench.compile=true: under torch.compile
             "device": str(device),
             "batch_size": int(cfg.loader.batch_size),
             "input": list(batch_shape[1:]),

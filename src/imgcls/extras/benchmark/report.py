@@ -11,11 +11,16 @@ from rich.table import Table
 from imgcls.utils.io import atomic_write_bytes, write_json_atomic
 
 
+def _compiled(model: dict[str, Any]) -> str:
+    rate = model.get("compiled_images_per_sec")
+    return f"; {rate:.0f} img/s compiled, {rate / model['images_per_sec']:.2f}x" if rate else ""
+
+
 def print_table(result: dict[str, Any], console: Console | None = None) -> None:
     model = result["model"]
     table = Table(
         title=f"Loader vs model ({model['name']} trains at {model['images_per_sec']:.0f} img/s on "
-        f"{model['device']}, batch {model['batch_size']}, input {model['input']})"
+        f"{model['device']}{_compiled(model)}, batch {model['batch_size']}, input {model['input']})"
     )
     for column in (
         "pipeline",
@@ -82,6 +87,8 @@ def write_png(result: dict[str, Any], out_dir: Path) -> Path:
         ax.plot([p[0] for p in points], [p[1] for p in points], style, color=colour, marker="o", label=label)
     model = result["model"]
     ax.axhline(model["images_per_sec"], color="red", linewidth=2, label=f"model: {model['name']} ({model['device']})")
+    if model.get("compiled_images_per_sec"):
+        ax.axhline(model["compiled_images_per_sec"], color="red", linestyle="--", label="model, torch.compile")
     ax.set_xlabel("num_workers")
     ax.set_ylabel("images / second")
     ax.set_yscale("log")
