@@ -98,9 +98,12 @@ class Resize:
         """timm's `scale_size`: `floor(size / crop_pct)` per side."""
         return math.floor(size[0] / self.crop_pct), math.floor(size[1] / self.crop_pct)
 
-    def fit_op(self, fitted: Sequence[int]) -> A.ImageOnlyTransform:
-        """The whole image -> `fitted` (h, w), aspect kept unless the mode squashes: done once, before the cache."""
-        return Fit(_FULL.get(self.mode, self.mode), tuple(fitted), INTERPOLATIONS[self.interpolation], self.fill)
+    def fit_op(self, fitted: Sequence[int], fast: bool = False) -> A.ImageOnlyTransform:
+        """The whole image -> `fitted` (h, w), aspect kept unless the mode squashes: done once, before the cache.
+        `fast` shrinks bilinearly (~0.24 vs ~1.1 ms for 384x384 -> 256x256): for uncached training images, decoded
+        every epoch and random-resized-cropped right after, where area averaging's anti-aliasing buys little."""
+        mode, interpolation = _FULL.get(self.mode, self.mode), INTERPOLATIONS[self.interpolation]
+        return Fit(mode, tuple(fitted), interpolation, self.fill, cv2.INTER_LINEAR if fast else cv2.INTER_AREA)
 
     def eval_ops(self, fitted: Sequence[int], size: Sequence[int]) -> list[A.BasicTransform]:
         """A fitted image -> the model input: the centre `crop_pct` (exactly `size` pixels at the default
@@ -120,10 +123,10 @@ def resize_op(size: Sequence[int], interpolation: str = "bilinear") -> A.Resize:
     return A.Resize(*size, interpolation=INTERPOLATIONS[interpolation], area_for_downscale="image")
 
 
-def _resize(img: np.ndarray, h: int, w: int, interpolation: int) -> np.ndarray:
+def _resize(img: np.ndarray, h: int, w: int, interpolation: int, shrink: int) -> np.ndarray:
     if (h, w) == img.shape[:2]:
         return img
-    flag = cv2.INTER_AREA if h <= img.shape[0] and w <= img.shape[1] else interpolation
+    flag = shrink if h <= img.shape[0] and w <= img.shape[1] else interpolation
     out = cv2.resize(img, (w, h), interpolation=flag)
     return out[:, :, None] if out.ndim == 2 else out
 
@@ -131,23 +134,26 @@ def _resize(img: np.ndarray, h: int, w: int, interpolation: int) -> np.ndarray:
 class Fit(A.ImageOnlyTransform):
     """Resize a whole image to (h, w): `center` crops the longer side, `border` pads it, `squash` stretches."""
 
-    def __init__(self, mode: str, size: tuple[int, int], interpolation: int, fill: Sequence[int]) -> None:
+    def __init__(
+        self, mode: str, size: tuple[int, int], interpolation: int, fill: Sequence[int], shrink: int = cv2.INTER_AREA
+    ) -> None:
         super().__init__(p=1.0)
         self.mode, self.size, self.interpolation, self.fill = mode, tuple(size), interpolation, tuple(fill)
+        self.shrink = shrink
 
     def apply(self, img: np.ndarray, **params: Any) -> np.ndarray:
         fh, fw = self.size
         h, w = img.shape[:2]
         if self.mode == "squash":
-            return _resize(img, fh, fw, self.interpolation)
+            return _resize(img, fh, fw, self.interpolation, self.shrink)
         if self.mode == "center":  # crop the centre of the source first: only the kept part is resampled
             ratio = min(h / fh, w / fw)
             ch, cw = min(h, round(fh * ratio)), min(w, round(fw * ratio))
             top, left = (h - ch) // 2, (w - cw) // 2
-            return _resize(img[top : top + ch, left : left + cw], fh, fw, self.interpolation)
+            return _resize(img[top : top + ch, left : left + cw], fh, fw, self.interpolation, self.shrink)
         ratio = max(h / fh, w / fw)  # border: the whole image fits, the rest is `fill`
         nh, nw = max(1, min(fh, round(h / ratio))), max(1, min(fw, round(w / ratio)))
-        inner = _resize(img, nh, nw, self.interpolation)
+        inner = _resize(img, nh, nw, self.interpolation, self.shrink)
         out = np.empty((fh, fw, img.shape[2]), np.uint8)
         out[:] = np.asarray(self.fill if len(self.fill) == img.shape[2] else self.fill * img.shape[2], np.uint8)
         top, left = (fh - nh) // 2, (fw - nw) // 2
@@ -155,4 +161,4 @@ class Fit(A.ImageOnlyTransform):
         return out
 
     def get_transform_init_args_names(self) -> tuple[str, ...]:
-        return ("mode", "size", "interpolation", "fill")
+        return ("mode", "size", "interpolation", "fill", "shrink")

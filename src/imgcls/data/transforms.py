@@ -122,7 +122,7 @@ def build_train_transform(
     ops: list[A.BasicTransform] = []
     if resize is not None:
         fitted = tuple(fitted or resize.fitted_size((h, w)))
-        ops += [resize.fit_op(fitted)] if fit else []
+        ops += [resize.fit_op(fitted, fast=True)] if fit else []
     if crop:
         ops.append(build_op("augment.random_resized_crop", crop, size=(h, w), **_TRAIN_RESIZE))
     else:

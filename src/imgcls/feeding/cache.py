@@ -67,7 +67,9 @@ def why_new(path: Path, about: dict[str, Any]) -> str | None:
     except (OSError, ValueError):
         return None
     flat_new, flat_old = _flatten(json.loads(json.dumps(about, default=str))), _flatten(old)
-    changed = [f"{k} {flat_old.get(k)} -> {v}" for k, v in flat_new.items() if flat_old.get(k) != v]
+    changed = [f"{k} {flat_old[k]} -> {v}" for k, v in flat_new.items() if k in flat_old and flat_old[k] != v]
+    unrecorded = sorted({k.split(".")[0] for k in flat_new if k not in flat_old})  # an older imgcls's cache
+    changed += [f"{', '.join(unrecorded)} not in its record"] if unrecorded else []
     what = "; ".join(changed) if changed else "the image files changed"
     return f"the pre-processing differs from {records[-1].with_suffix('.npy').name} ({what})"
 
