@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hydra
+import pandas as pd
 import pytest
 import timm
 import torch
-from helpers import compose
+from helpers import FAST, compose, run_task
 
 from imgcls.models.optim import parameter_groups, timm_optimizer
-from imgcls.models.schedulers import warmup_cosine
+from imgcls.models.schedulers import warmup_cosine, warmup_plateau
 from imgcls.utils.errors import ConfigError
 
 SPEC = {"class_names": ["a", "b", "c"], "channels": 3, "image_size": [32, 32], "crop": {}, "mean": None, "std": None}
@@ -113,22 +114,25 @@ def test_multistep_multiplies_by_gamma_at_each_milestone():
         _lrs(warmup_multistep, milestones=[5])
 
 
-@pytest.mark.parametrize("shape", ["warmup_poly", "warmup_multistep"])
-def test_each_schedule_is_picked_by_its_target_with_the_shared_keys(shape):
-    cfg = compose("train", ["model.name=test_resnet", f"model.scheduler._target_=imgcls.models.schedulers.{shape}"])
+@pytest.mark.parametrize(
+    "name,shape", [("cosine", "cosine"), ("poly", "poly"), ("multistep", "steps"), ("plateau", "plateau")]
+)
+def test_each_schedule_is_a_group_option_with_the_shared_keys(name, shape):
+    cfg = compose("train", ["model.name=test_resnet", f"model/scheduler={name}"])
+    assert {"warmup_fraction", "warmup_steps", "min_lr_ratio"} <= set(cfg.model.scheduler)
     schedule = hydra.utils.instantiate(cfg.model.scheduler)(
         torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0), total_steps=10
     )
-    assert schedule.lr_lambdas[0].shape == {"warmup_poly": "poly", "warmup_multistep": "steps"}[shape]
+    assert schedule.lr_lambdas[0].shape == shape
     saved = schedule.state_dict()["lr_lambdas"][0]  # in every checkpoint: plain values only (weights_only loads)
-    assert all(isinstance(v, (int, float, str, list)) for v in saved.values()), saved
+    assert all(v is None or isinstance(v, (int, float, str, list)) for v in saved.values()), saved
+    if name == "plateau":  # watches the run's own checkpoint metric by default
+        assert (schedule.monitor, schedule.lr_lambdas[0].mode) == ("val/f1", "max")
 
 
 def test_list_settings_reach_the_checkpoint_as_plain_lists(image_tree, tmp_path):
     """Hydra hands nested lists over as ListConfig; in the hyper-parameters they would make every checkpoint
     refuse to load with weights_only=True (resume and predict read it so)."""
-    from helpers import FAST, run_task
-
     from imgcls.models.checkpoint import read_checkpoint
 
     run_task(
@@ -152,3 +156,65 @@ def test_a_compile_value_that_is_neither_a_switch_nor_arguments_is_named():
     cfg = compose("train", ["model.name=test_resnet", "model.compile=fast"])
     with pytest.raises(Exception, match=r"model.compile='fast': use true, false or torch.compile's arguments"):
         hydra.utils.instantiate(cfg.model, data_spec=SPEC)
+
+
+def _plateau(**kw):
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    settings = {"total_steps": 100, "warmup_steps": 2, "patience": 1, "mode": "max", **kw}
+    return optimizer, warmup_plateau(optimizer, **settings)
+
+
+def test_plateau_drops_the_lr_after_patience_validations_and_resumes_its_state():
+    optimizer, schedule = _plateau()
+    lrs = []
+    for value in (None, 0.5, 0.6, 0.6, 0.55, 0.7, 0.7, 0.7):  # validations between optimizer steps
+        if value is not None:
+            schedule.lr_lambdas[0].observe(value)
+        optimizer.step()
+        schedule.step()
+        lrs.append(optimizer.param_groups[0]["lr"])
+    # warm-up (2 steps), then 0.5 and 0.6 improve; 0.6, 0.55: two without -> x0.1; 0.7 improves; 0.7, 0.7 -> x0.1
+    assert lrs == pytest.approx([1.0, 1.0, 1.0, 1.0, 0.1, 0.1, 0.1, 0.01])
+    state = schedule.state_dict()
+    optimizer2, again = _plateau()
+    again.load_state_dict(state)  # what a resumed run does: the metric's history comes back with the step
+    assert (again.lr_lambdas[0].best, again.lr_lambdas[0].reductions) == (0.7, 2)
+    again.lr_lambdas[0].observe(0.7)
+    assert again.lr_lambdas[0].bad == 1 and again.lr_lambdas[0](again.last_epoch) == pytest.approx(0.01)
+
+
+def test_plateau_modes_and_a_wrong_mode():
+    _, schedule = _plateau(mode="min", patience=0)
+    for value in (1.0, 0.5, 0.6):
+        schedule.lr_lambdas[0].observe(value)
+    assert schedule.lr_lambdas[0].reductions == 1  # 0.6 is worse than 0.5 when lower is better
+    with pytest.raises(ConfigError, match="model.scheduler.mode='up': use min or max"):
+        _plateau(mode="up")
+
+
+@pytest.mark.slow
+def test_plateau_is_fed_the_monitored_metric_after_each_validation(image_tree, tmp_path):
+    """`model/scheduler=plateau` in a run: with an unreachable threshold every validation after the first is a
+    plateau, so the lr falls 10x per epoch from the second on; the checkpoint keeps the count."""
+    overrides = ("data=folder", f"data.root={image_tree}", *FAST, "trainer.max_epochs=3", "model/scheduler=plateau")
+    tuned = ("model.scheduler.patience=0", "model.scheduler.threshold=100", "model.scheduler.warmup_steps=0")
+    run_task("train", *overrides, *tuned, run_dir=tmp_path)
+    lrs = pd.read_csv(tmp_path / "metrics.csv").dropna(subset=["lr-AdamW/pg1"])  # one row per step
+    steps_per_epoch = 54 // 16
+    lr = lrs.groupby(lrs["step"] // steps_per_epoch)["lr-AdamW/pg1"].agg(["first", "last"])
+    top = lr["first"].iloc[0]
+    assert lr.to_numpy().ravel().tolist() == pytest.approx([top, top, top, top, top / 10, top / 10])  # epoch 2
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["lr_schedulers"][0]["lr_lambdas"][0]["reductions"] == 2
+
+
+def test_layer_decay_on_a_model_without_blocks_is_warned_about(caplog):
+    flat = torch.nn.Sequential(torch.nn.Linear(4, 4))  # no group_matcher, nothing timm can group
+    with caplog.at_level("WARNING"):
+        groups = parameter_groups(flat, lr=1e-3, weight_decay=0.05, layer_decay=0.75)
+    assert {g["lr"] for g in groups} == {1e-3}
+    assert "model.layer_decay=0.75 has no effect on Sequential: timm finds no blocks" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        parameter_groups(timm.create_model("test_vit", num_classes=3), lr=1e-3, weight_decay=0.05, layer_decay=0.75)
+    assert "has no effect" not in caplog.text

@@ -19,10 +19,12 @@ from torchmetrics.wrappers import MultitaskWrapper
 from imgcls import CONFIG_DIR
 from imgcls.models.ema import ModelEma, check_ema_settings
 from imgcls.models.factory import create_classifier
+from imgcls.models.freeze import FreezeBackbone, check_freeze_epochs
 from imgcls.models.heads import SingleHead, TaskLayout
 from imgcls.models.losses import CrossEntropy
 from imgcls.models.mixup import build_mixup
 from imgcls.models.optim import parameter_groups
+from imgcls.models.schedulers import ObservePlateau, warmup_plateau
 from imgcls.utils.config import as_config, factory, fit_channels, to_plain
 from imgcls.utils.errors import ConfigError
 from imgcls.utils.logging import get_logger
@@ -70,6 +72,7 @@ class Classifier(L.LightningModule):
         optimizer: Factory | None = None,
         scheduler: Factory | None = None,
         layer_decay: float | None = None,
+        freeze_backbone_epochs: int = 0,
         ema: Mapping[str, Any] | None = None,
         mixup: Mapping[str, Any] | None = None,
         head: Factory = SingleHead,
@@ -113,6 +116,7 @@ class Classifier(L.LightningModule):
         self.compile_settings = to_plain(compile)
         self.optimizer_factory = factory(optimizer, "model.optimizer")
         self.layer_decay = layer_decay
+        self.freeze_epochs = check_freeze_epochs(freeze_backbone_epochs)
         self.ema_settings = check_ema_settings(to_plain(ema))
         self.scheduler_factory = factory(scheduler, "model.scheduler")
         # Batch-level mixup/cutmix (augment.mixup): mixes on the device, targets become soft (smoothing included).
@@ -175,11 +179,18 @@ class Classifier(L.LightningModule):
         self._tta = list(names or [])
 
     def configure_callbacks(self) -> list[L.Callback]:
-        """`model.ema`: the weight average is a callback of this model's (models/ema.py), not code in its steps.
-        Added once: `trainer.test` after `fit` keeps the one that trained (Lightning would swap in a new one)."""
-        if self.ema_settings is None or any(isinstance(c, ModelEma) for c in self.trainer.callbacks):
-            return []
-        return [ModelEma(**self.ema_settings)]
+        """`model.ema`: the weight average is a callback of this model's (models/ema.py), not code in its steps;
+        so are feeding the metric to `model/scheduler=plateau` and `model.freeze_backbone_epochs`. Added once:
+        `trainer.test` after `fit` keeps the ones that trained (Lightning would swap in new ones)."""
+        have = {type(c) for c in self.trainer.callbacks}
+        wanted = []
+        if self.ema_settings is not None and ModelEma not in have:
+            wanted.append(ModelEma(**self.ema_settings))
+        if getattr(self.scheduler_factory, "func", None) is warmup_plateau and ObservePlateau not in have:
+            wanted.append(ObservePlateau())
+        if self.freeze_epochs and FreezeBackbone not in have:
+            wanted.append(FreezeBackbone(self.freeze_epochs))
+        return wanted
 
     # ---- device-side pre-processing ----------------------------------------------------------------------
     def normalize(self, images: torch.Tensor) -> torch.Tensor:

@@ -15,6 +15,9 @@ import torch
 from timm.optim import param_groups_layer_decay, param_groups_weight_decay
 
 from imgcls.utils.errors import ConfigError
+from imgcls.utils.logging import get_logger
+
+log = get_logger(__name__)
 
 
 def parameter_groups(
@@ -31,6 +34,11 @@ def parameter_groups(
     groups = param_groups_layer_decay(model, weight_decay, no_weight_decay_list=skip, layer_decay=float(layer_decay))
     for group in groups:
         group["lr"] = float(lr) * group.pop("lr_scale", 1.0)
+    if len({group["lr"] for group in groups}) == 1:  # timm found no blocks: say it in the run's own words
+        log.warning(
+            f"model.layer_decay={layer_decay} has no effect on {type(model).__name__}: timm finds no blocks in it "
+            "(no group_matcher()), so every layer learns at model.optimizer.lr; set model.layer_decay=null"
+        )
     return groups
 
 
