@@ -279,6 +279,24 @@ class ImageDataModule(L.LightningDataModule):
         return self.test_set is not None
 
     # ---- loaders -----------------------------------------------------------------------------------------
+    @property
+    def batch_size(self) -> int:
+        """`loader.batch_size`, as an attribute: Lightning's batch-size finder (`tune=batch_size`) sets it."""
+        return int(self.loader.get("batch_size", 1))
+
+    @batch_size.setter
+    def batch_size(self, value: int) -> None:
+        self.loader["batch_size"] = int(value)
+
+    def state_dict(self) -> dict[str, Any]:
+        """In every checkpoint: a resumed run loads with the batch size that trained (a tuned one too)."""
+        return {"batch_size": self.batch_size}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "batch_size" in state and state["batch_size"] != self.batch_size:
+            log.info(f"Resuming with the checkpoint's loader.batch_size={state['batch_size']} (not {self.batch_size})")
+            self.batch_size = state["batch_size"]
+
     def _on_cuda(self) -> bool:
         """Whether batches go to a CUDA device (decides `loader.pin_memory=auto`)."""
         return torch.cuda.is_available() and (self.trainer is None or self.trainer.strategy.root_device.type == "cuda")

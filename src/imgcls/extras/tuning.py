@@ -1,9 +1,12 @@
-"""`tune=lr_find`: Lightning's learning-rate range test (its Tuner) before training, written to the run dir.
+"""`tune=lr_find|batch_size`: Lightning's Tuner before training, its findings written to the run dir.
 
-The test trains `num_training` steps at exponentially rising learning rates and suggests the one where the loss
-falls fastest. Lightning's own `update_attr` looks for a `lr` attribute, which a `_partial_` optimizer config does
-not have, so the suggestion goes into the model's optimizer factory here (and its hyper-parameter record, so the
-checkpoint says which lr trained it). Lightning puts the weights back after the test: training starts fresh.
+`batch_size` (Lightning's `scale_batch_size`) doubles `loader.batch_size` for a few steps each until a trial runs
+out of memory (or `max_trials`, or the dataset's size), and trains with the largest that worked; it goes first
+when both are asked for (the lr suits a batch size). `lr_find`, the learning-rate range test, trains
+`num_training` steps at exponentially rising learning rates and suggests the one where the loss falls fastest.
+Lightning's own `update_attr` looks for a `lr` attribute, which a `_partial_` optimizer config does not have, so
+the suggestion goes into the model's optimizer factory here (and its hyper-parameter record, so the checkpoint
+says which lr trained it). Lightning puts the weights back after each: training starts fresh.
 """
 
 from __future__ import annotations
@@ -20,14 +23,35 @@ from imgcls.utils.errors import ConfigError
 from imgcls.utils.plots import save_figure
 
 log = get_logger(__name__)
-TUNE_CHOICES = ("lr_find",)
+TUNE_CHOICES = ("batch_size", "lr_find")  # the order they run in
 
 
-def check_tune(value: Any) -> str | None:
-    """`tune`: null or one of TUNE_CHOICES; anything else is a one-line error."""
-    if value is not None and value not in TUNE_CHOICES:
-        raise ConfigError(f"tune={value!r}: use tune=lr_find (or tune=null, no tuning)")
-    return value
+def check_tune(value: Any) -> list[str]:
+    """`tune`: null, one of TUNE_CHOICES or a list of them -> the ones to run, in TUNE_CHOICES order; anything
+    else is a one-line error."""
+    asked = [] if value is None else [value] if isinstance(value, str) else list(value)
+    unknown = [v for v in asked if v not in TUNE_CHOICES]
+    if unknown:
+        shown = value if isinstance(value, str) else asked
+        raise ConfigError(
+            f"tune={shown!r}: use tune=lr_find, tune=batch_size or tune=[batch_size,lr_find] (or null, no tuning)"
+        )
+    return [name for name in TUNE_CHOICES if name in asked]
+
+
+def find_batch_size(trainer: Any, model: Any, datamodule: Any, output_dir: Path, settings: dict[str, Any]) -> int:
+    """Lightning's `scale_batch_size` on `loader.batch_size` (the DataModule's `batch_size`); the result is what
+    the run trains with, and is recorded in batch_size_find.json."""
+    if trainer.world_size > 1:
+        raise ConfigError("tune=batch_size runs in one process: tune with trainer=default, then train with DDP")
+    start = datamodule.batch_size
+    found = Tuner(trainer).scale_batch_size(model, datamodule=datamodule, batch_arg_name="batch_size", **settings)
+    if found is None:  # Lightning skips it under fast_dev_run
+        return start
+    datamodule.batch_size = int(found)
+    atomic_write_text(output_dir / "batch_size_find.json", json.dumps({"start": start, "batch_size": int(found)}))
+    log.info(f"Batch-size finder: loader.batch_size={found} (from {start}); training with it")
+    return int(found)
 
 
 def find_lr(trainer: Any, model: Any, datamodule: Any, output_dir: Path, settings: dict[str, Any]) -> float | None:

@@ -1,4 +1,4 @@
-"""Training: seed -> data -> model -> callbacks -> loggers -> trainer -> (lr finder) -> fit -> test -> metrics.json."""
+"""Training: seed -> data -> model -> callbacks -> loggers -> trainer -> (tuners) -> fit -> test -> metrics.json."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from imgcls.cli.wrapper import task_wrapper
 from imgcls.distributed import fit_progress
 from imgcls.distributed.fit_progress import FitProgress
-from imgcls.extras.lr_finder import check_tune, find_lr
+from imgcls.extras.tuning import check_tune, find_batch_size, find_lr
 from imgcls.models.checkpoint import read_checkpoint
 from imgcls.resume import AtomicCheckpointIO, ResumeState, StepSeeds, continue_logs
 from imgcls.utils import get_logger, write_json_atomic
@@ -84,7 +84,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     for lg in loggers:
         lg.log_hyperparams({**OmegaConf.to_container(cfg, resolve=True), "env": env})
 
-    if tune == "lr_find" and not cfg.get("ckpt_path"):  # a resumed run keeps the lr it was tuned to
+    resumed = bool(cfg.get("ckpt_path"))  # a resumed run keeps the batch size and lr it was tuned to
+    if "batch_size" in tune and not resumed:
+        log.info("Running the batch-size finder (tune=batch_size)")
+        find_batch_size(
+            trainer, model, datamodule, output_dir, OmegaConf.to_container(cfg.batch_size_find, resolve=True)
+        )
+    if "lr_find" in tune and not resumed:
         log.info("Running the learning-rate range test (tune=lr_find)")
         find_lr(trainer, model, datamodule, output_dir, OmegaConf.to_container(cfg.lr_find, resolve=True))
 
@@ -123,6 +129,7 @@ def _report(output_dir: Path, best_path: str, loggers: list) -> None:
         ("metrics log", output_dir / "metrics.csv"),
         ("split", output_dir / "split.csv"),
         ("lr finder", output_dir / "lr_find.png"),
+        ("batch size", output_dir / "batch_size_find.json"),
         ("skipped images", output_dir / "bad_images.csv"),
         ("best checkpoint", best_path),
         ("confusion matrix", output_dir / "confusion_matrix.png"),
