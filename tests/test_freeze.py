@@ -35,7 +35,7 @@ def _state(model: Classifier) -> tuple[dict[str, torch.Tensor], dict[str, torch.
     return backbone, {k: v.detach().clone() for k, v in params.items() if id(v) in head}
 
 
-def test_the_backbone_waits_while_the_head_learns_then_both_learn(image_tree, tmp_path):
+def test_the_backbone_waits_while_the_head_learns_then_both_learn(image_tree, tmp_path, caplog):
     dm = ImageDataModule(
         FolderSource(str(image_tree)),
         root=str(image_tree),
@@ -47,7 +47,9 @@ def test_the_backbone_waits_while_the_head_learns_then_both_learn(image_tree, tm
     model = Classifier("test_resnet", dm.spec, freeze_backbone_epochs=1)
     before_backbone, before_head = _state(model)
     buffers = {k: v.clone() for k, v in model.model.named_buffers() if v.is_floating_point()}
-    trainer = _fit(model, dm, epochs=1)
+    with caplog.at_level("WARNING"):
+        trainer = _fit(model, dm, epochs=1)
+    assert "the lr warm-up" not in caplog.text  # no scheduler here: nothing to warn about
     assert any(isinstance(c, FreezeBackbone) for c in trainer.callbacks)
     frozen_backbone, frozen_head = _state(model)
     assert all(torch.equal(before_backbone[k], v) for k, v in frozen_backbone.items())  # not one step taken
@@ -69,3 +71,20 @@ def test_off_by_default_and_a_wrong_value_is_one_line():
         Classifier("test_resnet", spec, freeze_backbone_epochs=-1)
     with pytest.raises(ConfigError, match="has no timm classifier"):
         backbone_parameters(torch.nn.Linear(2, 2))
+
+
+def test_a_warmup_over_before_the_unfreeze_is_warned_about(image_tree, tmp_path, caplog):
+    from functools import partial
+
+    from imgcls.models.schedulers import warmup_cosine
+
+    dm = ImageDataModule(
+        FolderSource(str(image_tree)), root=str(image_tree), image_size=32, loader={"batch_size": 8, "num_workers": 0},
+        cache_dir=str(tmp_path / "cache"), output_dir=str(tmp_path),
+    )  # fmt: skip
+    schedule = partial(warmup_cosine, warmup_steps=1)
+    optimizer = partial(torch.optim.AdamW, lr=1e-3)
+    model = Classifier("test_resnet", dm.spec, freeze_backbone_epochs=1, optimizer=optimizer, scheduler=schedule)
+    with caplog.at_level("WARNING"):
+        _fit(model, dm, epochs=1)
+    assert "the lr warm-up (1 steps) is over before the backbone unfreezes (step 2)" in caplog.text

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import hydra
 import pandas as pd
 import pytest
@@ -11,6 +13,7 @@ from helpers import FAST, compose, run_task
 
 from imgcls.models.optim import parameter_groups, timm_optimizer
 from imgcls.models.schedulers import warmup_cosine, warmup_plateau
+from imgcls.utils.compat import drop_lr_lambda_state
 from imgcls.utils.errors import ConfigError
 
 SPEC = {"class_names": ["a", "b", "c"], "channels": 3, "image_size": [32, 32], "crop": {}, "mean": None, "std": None}
@@ -125,7 +128,7 @@ def test_each_schedule_is_a_group_option_with_the_shared_keys(name, shape):
     )
     assert schedule.lr_lambdas[0].shape == shape
     saved = schedule.state_dict()["lr_lambdas"][0]  # in every checkpoint: plain values only (weights_only loads)
-    assert all(v is None or isinstance(v, (int, float, str, list)) for v in saved.values()), saved
+    assert all(v is None or isinstance(v, (int, float, str, list, dict)) for v in saved.values()), saved
     if name == "plateau":  # watches the run's own checkpoint metric by default
         assert (schedule.monitor, schedule.lr_lambdas[0].mode) == ("val/f1", "max")
 
@@ -175,19 +178,24 @@ def test_plateau_drops_the_lr_after_patience_validations_and_resumes_its_state()
         lrs.append(optimizer.param_groups[0]["lr"])
     # warm-up (2 steps), then 0.5 and 0.6 improve; 0.6, 0.55: two without -> x0.1; 0.7 improves; 0.7, 0.7 -> x0.1
     assert lrs == pytest.approx([1.0, 1.0, 1.0, 1.0, 0.1, 0.1, 0.1, 0.01])
-    state = schedule.state_dict()
-    optimizer2, again = _plateau()
-    again.load_state_dict(state)  # what a resumed run does: the metric's history comes back with the step
-    assert (again.lr_lambdas[0].best, again.lr_lambdas[0].reductions) == (0.7, 2)
+    # What a resumed run does (resume/state.py): the checkpoint's lambda state, torch.save'd and loaded back,
+    # with everything but the metric's history dropped, so a longer max_epochs still stretches the schedule.
+    buffer = io.BytesIO()
+    torch.save(schedule.state_dict(), buffer)
+    state = torch.load(io.BytesIO(buffer.getvalue()), weights_only=True)
+    drop_lr_lambda_state(state)
+    _, again = _plateau(total_steps=500)
+    again.load_state_dict(state)
+    assert again.lr_lambdas[0].observed == {"best": 0.7, "bad": 0, "reductions": 2} and again.lr_lambdas[0].total == 500
     again.lr_lambdas[0].observe(0.7)
-    assert again.lr_lambdas[0].bad == 1 and again.lr_lambdas[0](again.last_epoch) == pytest.approx(0.01)
+    assert again.lr_lambdas[0].observed["bad"] == 1 and again.lr_lambdas[0](again.last_epoch) == pytest.approx(0.01)
 
 
 def test_plateau_modes_and_a_wrong_mode():
     _, schedule = _plateau(mode="min", patience=0)
     for value in (1.0, 0.5, 0.6):
         schedule.lr_lambdas[0].observe(value)
-    assert schedule.lr_lambdas[0].reductions == 1  # 0.6 is worse than 0.5 when lower is better
+    assert schedule.lr_lambdas[0].observed["reductions"] == 1  # 0.6 is worse than 0.5 when lower is better
     with pytest.raises(ConfigError, match="model.scheduler.mode='up': use min or max"):
         _plateau(mode="up")
 
@@ -205,7 +213,7 @@ def test_plateau_is_fed_the_monitored_metric_after_each_validation(image_tree, t
     top = lr["first"].iloc[0]
     assert lr.to_numpy().ravel().tolist() == pytest.approx([top, top, top, top, top / 10, top / 10])  # epoch 2
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    assert ckpt["lr_schedulers"][0]["lr_lambdas"][0]["reductions"] == 2
+    assert ckpt["lr_schedulers"][0]["lr_lambdas"][0]["observed"]["reductions"] == 2
 
 
 def test_layer_decay_on_a_model_without_blocks_is_warned_about(caplog):

@@ -69,6 +69,16 @@ def test_the_same_pixels_as_timm_eval_transform(mode, size):
     assert np.abs(ours - theirs).mean() < 4.0  # a geometry off by a few pixels is ~15 here
 
 
+def test_the_centre_is_where_timm_puts_it():
+    """ResNets' crop_pct 0.95 at 224 leaves an odd margin (235 - 224): torchvision rounds the offset up (6), a floor
+    division would shift every input a pixel (5). Noise makes any shift visible."""
+    image = np.random.default_rng(0).integers(0, 256, (235, 235, 3), dtype=np.uint8)
+    timm_tf = transforms_imagenet_eval(224, crop_pct=0.95, interpolation="bilinear", normalize=False)
+    theirs = timm_tf(Image.fromarray(image)).permute(1, 2, 0).numpy()
+    ours = build_eval_transform(224, resolved(crop_pct=0.95))(image=image)["image"]
+    assert np.array_equal(ours, theirs) and np.array_equal(ours, image[6:230, 6:230])
+
+
 def test_unset_values_come_from_the_models_pretrained_config():
     vit = Resize.resolve({"model": "vit_tiny_patch16_224"}, channels=3)
     assert (vit.mode, vit.crop_pct, vit.interpolation, vit.fill) == ("center", 0.9, "bicubic", (128, 128, 128))
@@ -190,3 +200,14 @@ def test_predict_runs_the_checkpoints_choice(letterbox_run, circles, tmp_path):
     top = expected[np.arange(len(expected)), predicted["pred"].to_numpy()]
     assert np.allclose(predicted["prob"].to_numpy(), top, atol=1e-5)
     assert (expected.argmax(1) == predicted["pred"].to_numpy()).all()
+
+
+def test_a_run_begun_before_data_resize_keeps_stretching_when_resumed():
+    from imgcls.resume import resumed_data
+
+    old = {"hyper_parameters": {"data_spec": {"image_size": [32, 32]}}}
+    new = {"hyper_parameters": {"data_spec": {"image_size": [32, 32], "resize": resolved().as_dict()}}}
+    assert resumed_data(old) == {"resize": {"mode": "stretch"}}
+    assert resumed_data(new) == {} and resumed_data(None) == {}
+    kept = Resize.resolve(resumed_data(old)["resize"], channels=3)
+    assert (kept.mode, kept.crop_pct, kept.cache_settings()) == ("stretch", 1.0, Resize().cache_settings())

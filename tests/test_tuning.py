@@ -40,7 +40,7 @@ def test_batch_size_find_trains_and_checkpoints_the_size_it_found(image_tree, tm
     record = json.loads((tmp_path / "batch_size_find.json").read_text())
     assert record == {"start": 4, "batch_size": 8}  # two trials (4, 8), no out-of-memory on a CPU
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    assert ckpt["ImageDataModule"] == {"batch_size": 8}  # a resumed run loads with it
+    assert ckpt["ImageDataModule"] == {"tuned_batch_size": 8}  # a resumed run loads with it
     steps = json.loads((tmp_path / "metrics.json").read_text())["global_step"]
     assert steps == 54 // 8  # the epoch ran in batches of 8 (54 training images, the last part dropped)
 
@@ -52,14 +52,21 @@ def test_tune_choices_run_in_one_order_and_a_wrong_one_is_named():
         check_tune(["lr", "batch_size"])
 
 
-def test_a_resumed_run_loads_with_the_checkpoints_batch_size(image_tree, tmp_path):
+def test_a_resumed_run_loads_with_the_checkpoints_tuned_batch_size(image_tree, tmp_path):
     from imgcls.data import FolderSource, ImageDataModule
 
-    dm = ImageDataModule(
-        FolderSource(str(image_tree)), root=str(image_tree), image_size=16, loader={"batch_size": 4, "num_workers": 0},
-        cache=False, cache_dir=str(tmp_path),
-    )  # fmt: skip
-    assert dm.state_dict() == {"batch_size": 4}
-    dm.load_state_dict({"batch_size": 8})  # what Lightning does with the checkpoint's ImageDataModule entry
+    def datamodule():
+        return ImageDataModule(
+            FolderSource(str(image_tree)), root=str(image_tree), image_size=16,
+            loader={"batch_size": 4, "num_workers": 0}, cache=False, cache_dir=str(tmp_path),
+        )  # fmt: skip
+
+    untuned = datamodule()
+    assert untuned.state_dict() == {"tuned_batch_size": None}
+    untuned.load_state_dict({"tuned_batch_size": None})  # an untuned run's checkpoint: the config's size stays
+    assert untuned.batch_size == 4
+    dm = datamodule()
+    dm.load_state_dict({"tuned_batch_size": 8})  # what Lightning does with the checkpoint's ImageDataModule entry
     dm.setup("fit")
     assert dm.batch_size == 8 and dm.train_dataloader().batch_sampler.batch_size == 8
+    assert dm.state_dict() == {"tuned_batch_size": 8}  # and keeps it for the next resume

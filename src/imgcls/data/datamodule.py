@@ -23,7 +23,7 @@ from imgcls.data.transforms import as_hw, build_eval_transform, build_train_tran
 from imgcls.feeding.cache import build_cache, cache_path, check_list_path, why_new
 from imgcls.feeding.checks import bad_list_path
 from imgcls.feeding.image_io import DEFAULT_MAX_IMAGE_PIXELS, set_max_image_pixels
-from imgcls.feeding.loaders import check_loader_settings, make_loader, resolve_num_workers
+from imgcls.feeding.loaders import DEFAULT_BATCH_SIZE, check_loader_settings, make_loader, resolve_num_workers
 from imgcls.resume.sampler import EpochSampler, balanced_weights
 from imgcls.utils.compat import unrepeated_distributed_sampler
 from imgcls.utils.config import to_plain
@@ -82,6 +82,7 @@ class ImageDataModule(L.LightningDataModule):
         self.draw_seed = int(draw_seed)
         # (epoch, batch) the next training loader starts at: set by imgcls.resume.ResumeState when resuming.
         self.train_start: tuple[int, int] | None = None
+        self.tuned_batch_size: int | None = None  # set by tune=batch_size (extras/tuning.py), kept in checkpoints
         self.flips = list(to_plain(flips) or [])
         self.mean, self.std = to_plain(mean), to_plain(std)
         self.resize = Resize.resolve(to_plain(resize), self.channels, self.mean)
@@ -126,13 +127,13 @@ class ImageDataModule(L.LightningDataModule):
             settings = {
                 "channels": self.channels,
                 "size": list(size),
-                "resize": self.resize.as_dict(),
+                "resize": self.resize.cache_settings(),
                 "max_pixels": self.max_image_pixels,
             }
             path = cache_path(self.cache_dir, self._dataset_name, table, self.crop, settings)
             if not path.exists():
                 about = {"root": self.root, "images": len(table), "crop": self.crop, **settings}
-                reason = why_new(path, about)
+                reason = why_new(path, self._dataset_name, about)
                 if reason:
                     log.info(f"Building a new cache: {reason}. The old cache is unused; it can be deleted")
                 set_max_image_pixels(self.max_image_pixels)  # this may be a DDP rank unpickled from the parent
@@ -282,20 +283,22 @@ class ImageDataModule(L.LightningDataModule):
     @property
     def batch_size(self) -> int:
         """`loader.batch_size`, as an attribute: Lightning's batch-size finder (`tune=batch_size`) sets it."""
-        return int(self.loader.get("batch_size", 1))
+        return int(self.loader.get("batch_size", DEFAULT_BATCH_SIZE))
 
     @batch_size.setter
     def batch_size(self, value: int) -> None:
         self.loader["batch_size"] = int(value)
 
     def state_dict(self) -> dict[str, Any]:
-        """In every checkpoint: a resumed run loads with the batch size that trained (a tuned one too)."""
-        return {"batch_size": self.batch_size}
+        """In every checkpoint: a batch size `tune=batch_size` found (`tuned_batch_size`), for a resumed run."""
+        return {"tuned_batch_size": self.tuned_batch_size}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if "batch_size" in state and state["batch_size"] != self.batch_size:
-            log.info(f"Resuming with the checkpoint's loader.batch_size={state['batch_size']} (not {self.batch_size})")
-            self.batch_size = state["batch_size"]
+        """A resumed run loads with the batch size it was tuned to (the config's is what the finder started at)."""
+        tuned = state.get("tuned_batch_size")
+        if tuned is not None and tuned != self.batch_size:
+            log.warning(f"Resuming with the batch size tune=batch_size found: loader.batch_size={tuned}")
+            self.batch_size = self.tuned_batch_size = tuned
 
     def _on_cuda(self) -> bool:
         """Whether batches go to a CUDA device (decides `loader.pin_memory=auto`)."""

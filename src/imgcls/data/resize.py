@@ -100,10 +100,20 @@ class Resize:
 
     def fit_op(self, fitted: Sequence[int], fast: bool = False) -> A.ImageOnlyTransform:
         """The whole image -> `fitted` (h, w), aspect kept unless the mode squashes: done once, before the cache.
-        `fast` shrinks bilinearly (~0.24 vs ~1.1 ms for 384x384 -> 256x256): for uncached training images, decoded
-        every epoch and random-resized-cropped right after, where area averaging's anti-aliasing buys little."""
+        `fast` shrinks by less than 2x bilinearly (~0.24 vs ~1.1 ms for 384x384 -> 256x256): for uncached training
+        images, decoded every epoch and random-resized-cropped right after; larger factors still average."""
         mode, interpolation = _FULL.get(self.mode, self.mode), INTERPOLATIONS[self.interpolation]
-        return Fit(mode, tuple(fitted), interpolation, self.fill, cv2.INTER_LINEAR if fast else cv2.INTER_AREA)
+        return Fit(mode, tuple(fitted), interpolation, self.fill, fast)
+
+    def cache_settings(self) -> dict[str, Any]:
+        """What the fitted pixels depend on besides the size (the cache's key): the padding only when there is
+        padding, so a sweep over models of one crop_pct shares one cache."""
+        mode = _FULL.get(self.mode, self.mode)
+        return {
+            "mode": mode,
+            "interpolation": self.interpolation,
+            **({"fill": list(self.fill)} if mode == "border" else {}),
+        }
 
     def eval_ops(self, fitted: Sequence[int], size: Sequence[int]) -> list[A.BasicTransform]:
         """A fitted image -> the model input: the centre `crop_pct` (exactly `size` pixels at the default
@@ -112,7 +122,7 @@ class Resize:
         crop = tuple(min(f, round(s * f / sc)) for s, f, sc in zip(size, fitted, scale))
         ops: list[A.BasicTransform] = []
         if crop != tuple(fitted):
-            ops.append(A.CenterCrop(*crop))
+            ops.append(CenterCrop(crop))
         if crop != tuple(size):
             ops.append(resize_op(size, self.interpolation))
         return ops
@@ -123,10 +133,13 @@ def resize_op(size: Sequence[int], interpolation: str = "bilinear") -> A.Resize:
     return A.Resize(*size, interpolation=INTERPOLATIONS[interpolation], area_for_downscale="image")
 
 
-def _resize(img: np.ndarray, h: int, w: int, interpolation: int, shrink: int) -> np.ndarray:
+def _resize(img: np.ndarray, h: int, w: int, interpolation: int, fast: bool = False) -> np.ndarray:
     if (h, w) == img.shape[:2]:
         return img
-    flag = shrink if h <= img.shape[0] and w <= img.shape[1] else interpolation
+    if h <= img.shape[0] and w <= img.shape[1]:  # shrinking
+        flag = cv2.INTER_LINEAR if fast and 2 * h > img.shape[0] and 2 * w > img.shape[1] else cv2.INTER_AREA
+    else:
+        flag = interpolation
     out = cv2.resize(img, (w, h), interpolation=flag)
     return out[:, :, None] if out.ndim == 2 else out
 
@@ -135,25 +148,25 @@ class Fit(A.ImageOnlyTransform):
     """Resize a whole image to (h, w): `center` crops the longer side, `border` pads it, `squash` stretches."""
 
     def __init__(
-        self, mode: str, size: tuple[int, int], interpolation: int, fill: Sequence[int], shrink: int = cv2.INTER_AREA
+        self, mode: str, size: tuple[int, int], interpolation: int, fill: Sequence[int], fast: bool = False
     ) -> None:
         super().__init__(p=1.0)
         self.mode, self.size, self.interpolation, self.fill = mode, tuple(size), interpolation, tuple(fill)
-        self.shrink = shrink
+        self.fast = fast
 
     def apply(self, img: np.ndarray, **params: Any) -> np.ndarray:
         fh, fw = self.size
         h, w = img.shape[:2]
         if self.mode == "squash":
-            return _resize(img, fh, fw, self.interpolation, self.shrink)
+            return _resize(img, fh, fw, self.interpolation, self.fast)
         if self.mode == "center":  # crop the centre of the source first: only the kept part is resampled
             ratio = min(h / fh, w / fw)
             ch, cw = min(h, round(fh * ratio)), min(w, round(fw * ratio))
-            top, left = (h - ch) // 2, (w - cw) // 2
-            return _resize(img[top : top + ch, left : left + cw], fh, fw, self.interpolation, self.shrink)
+            top, left = _centre(h, ch), _centre(w, cw)
+            return _resize(img[top : top + ch, left : left + cw], fh, fw, self.interpolation, self.fast)
         ratio = max(h / fh, w / fw)  # border: the whole image fits, the rest is `fill`
         nh, nw = max(1, min(fh, round(h / ratio))), max(1, min(fw, round(w / ratio)))
-        inner = _resize(img, nh, nw, self.interpolation, self.shrink)
+        inner = _resize(img, nh, nw, self.interpolation, self.fast)
         out = np.empty((fh, fw, img.shape[2]), np.uint8)
         out[:] = np.asarray(self.fill if len(self.fill) == img.shape[2] else self.fill * img.shape[2], np.uint8)
         top, left = (fh - nh) // 2, (fw - nw) // 2
@@ -161,4 +174,25 @@ class Fit(A.ImageOnlyTransform):
         return out
 
     def get_transform_init_args_names(self) -> tuple[str, ...]:
-        return ("mode", "size", "interpolation", "fill", "shrink")
+        return ("mode", "size", "interpolation", "fill", "fast")
+
+
+def _centre(size: int, crop: int) -> int:
+    """Where a centred crop starts: torchvision's (and so timm's) rounding, not floor division."""
+    return int(round((size - crop) / 2.0))
+
+
+class CenterCrop(A.ImageOnlyTransform):
+    """The centre (h, w) of an image, placed as torchvision's `CenterCrop` places it (albumentations' floors)."""
+
+    def __init__(self, size: tuple[int, int]) -> None:
+        super().__init__(p=1.0)
+        self.size = tuple(size)
+
+    def apply(self, img: np.ndarray, **params: Any) -> np.ndarray:
+        (h, w), (ch, cw) = img.shape[:2], self.size
+        top, left = _centre(h, ch), _centre(w, cw)
+        return img[top : top + ch, left : left + cw]
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("size",)

@@ -48,7 +48,7 @@ def find_batch_size(trainer: Any, model: Any, datamodule: Any, output_dir: Path,
     found = Tuner(trainer).scale_batch_size(model, datamodule=datamodule, batch_arg_name="batch_size", **settings)
     if found is None:  # Lightning skips it under fast_dev_run
         return start
-    datamodule.batch_size = int(found)
+    datamodule.batch_size = datamodule.tuned_batch_size = int(found)
     atomic_write_text(output_dir / "batch_size_find.json", json.dumps({"start": start, "batch_size": int(found)}))
     log.info(f"Batch-size finder: loader.batch_size={found} (from {start}); training with it")
     return int(found)

@@ -55,11 +55,10 @@ def cache_path(cache_dir: Path, name: str, table: pd.DataFrame, crop: dict[str, 
     return Path(cache_dir) / f"{name}_{size[0]}x{size[1]}_{key}.npy"
 
 
-def why_new(path: Path, about: dict[str, Any]) -> str | None:
-    """Why `path` (missing) must be built when this dataset has other caches: the settings that differ from the
-    newest one's record (`<cache>.json`), e.g. "resize.mode center -> letterbox"; None for a first build."""
-    prefix = path.name.split("_")[0]
-    records = sorted(path.parent.glob(f"{prefix}_*.json"), key=lambda p: p.stat().st_mtime)
+def why_new(path: Path, name: str, about: dict[str, Any]) -> str | None:
+    """Why `path` (missing) must be built when dataset `name` has other caches: the settings that differ from the
+    newest one's record (`<cache>.json`), e.g. "resize.mode center -> border"; None for a first build."""
+    records = sorted(path.parent.glob(f"{name}_[0-9]*x[0-9]*_*.json"), key=lambda p: p.stat().st_mtime)
     if not records:
         return None
     try:
@@ -67,9 +66,7 @@ def why_new(path: Path, about: dict[str, Any]) -> str | None:
     except (OSError, ValueError):
         return None
     flat_new, flat_old = _flatten(json.loads(json.dumps(about, default=str))), _flatten(old)
-    changed = [f"{k} {flat_old[k]} -> {v}" for k, v in flat_new.items() if k in flat_old and flat_old[k] != v]
-    unrecorded = sorted({k.split(".")[0] for k in flat_new if k not in flat_old})  # an older imgcls's cache
-    changed += [f"{', '.join(unrecorded)} not in its record"] if unrecorded else []
+    changed = [f"{k} {flat_old.get(k, '(not recorded)')} -> {v}" for k, v in flat_new.items() if flat_old.get(k) != v]
     what = "; ".join(changed) if changed else "the image files changed"
     return f"the pre-processing differs from {records[-1].with_suffix('.npy').name} ({what})"
 

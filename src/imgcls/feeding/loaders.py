@@ -22,6 +22,8 @@ from imgcls.resume.sampler import EpochSampler
 from imgcls.utils.env_report import available_cpus
 from imgcls.utils.errors import ConfigError
 
+DEFAULT_BATCH_SIZE = 64  # without loader.batch_size (configs/loader/default.yaml sets one)
+
 
 def resolve_num_workers(value: int | None) -> int:
     """`loader.num_workers: null` -> one worker per available CPU, capped at 8 (more rarely helps one GPU)."""
@@ -116,7 +118,7 @@ def make_loader(
     """
     check_loader_settings(loader)
     workers = resolve_num_workers(loader.get("num_workers"))
-    batch_size = int(loader.get("batch_size", 64))
+    batch_size = int(loader.get("batch_size", DEFAULT_BATCH_SIZE))
     if not train:
         batch_size = int(loader.get("eval_batch_size") or batch_size)
     extra: dict[str, Any] = {}

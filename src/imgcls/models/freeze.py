@@ -54,6 +54,19 @@ class FreezeBackbone(Callback):
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         self._backbone = backbone_parameters(pl_module.model)
 
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        """The lr warm-up should still be running when the backbone joins: fresh optimizer moments at the full lr
+        make a large first step, which is what freezing was for."""
+        frozen_steps = self.epochs * trainer.num_training_batches // max(1, trainer.accumulate_grad_batches)
+        for config in trainer.lr_scheduler_configs:
+            warmup = min((getattr(m, "warmup", 0) for m in getattr(config.scheduler, "lr_lambdas", ())), default=0)
+            if warmup <= frozen_steps:
+                log.warning(
+                    f"model.freeze_backbone_epochs={self.epochs}: the lr warm-up ({warmup} steps) is over before the "
+                    f"backbone unfreezes (step {frozen_steps}), so it starts at the full lr; raise "
+                    "model.scheduler.warmup_steps (or warmup_fraction) past the frozen steps"
+                )
+
     def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
         if trainer.current_epoch < self.epochs:
             log.info(f"Epoch {trainer.current_epoch}: the backbone is frozen, the head trains alone")

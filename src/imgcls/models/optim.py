@@ -34,10 +34,11 @@ def parameter_groups(
     groups = param_groups_layer_decay(model, weight_decay, no_weight_decay_list=skip, layer_decay=float(layer_decay))
     for group in groups:
         group["lr"] = float(lr) * group.pop("lr_scale", 1.0)
-    if len({group["lr"] for group in groups}) == 1:  # timm found no blocks: say it in the run's own words
+    if float(layer_decay) < 1.0 and len({group["lr"] for group in groups}) == 1:  # in the run's own words
         log.warning(
             f"model.layer_decay={layer_decay} has no effect on {type(model).__name__}: timm finds no blocks in it "
-            "(no group_matcher()), so every layer learns at model.optimizer.lr; set model.layer_decay=null"
+            "(no group_matcher(), no pretrained_cfg classifier), so every layer learns at model.optimizer.lr; "
+            "set model.layer_decay=null"
         )
     return groups
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import lightning as L
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
+from imgcls.utils.compat import OBSERVED
 from imgcls.utils.errors import ConfigError
 
 
@@ -43,8 +45,6 @@ class _Warmup:
         progress = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
         if self.shape == "steps":  # gamma per milestone passed
             return max(self.floor, self.gamma ** sum(progress >= m for m in self.milestones))
-        if self.shape == "plateau":  # gamma per plateau seen so far (`observe`)
-            return max(self.floor, self.gamma**self.reductions)
         fall = 0.5 * (1.0 + math.cos(math.pi * progress)) if self.shape == "cosine" else (1.0 - progress) ** self.power
         return self.floor + (1.0 - self.floor) * fall
 
@@ -104,20 +104,27 @@ class _Plateau(_Warmup):
     def __init__(self, total: int, warmup: int, floor: float, gamma: float, patience: int, mode: str, threshold: float):
         super().__init__(total, warmup, "plateau", floor, gamma=gamma)
         self.patience, self.mode, self.threshold = int(patience), mode, float(threshold)
-        self.best: float | None = None
-        self.bad, self.reductions = 0, 0
+        # What the metric did: run state, restored on resume (utils/compat.py::OBSERVED); the rest is configuration.
+        setattr(self, OBSERVED, {"best": None, "bad": 0, "reductions": 0})
+        self.observed: dict[str, Any]
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        return max(self.floor, self.gamma ** self.observed["reductions"])
 
     def observe(self, value: float) -> None:
-        """One validation's monitored value (by `ObservePlateau`); the next optimizer step uses the new lr."""
-        better = self.best is None or (
-            value < self.best * (1 - self.threshold) if self.mode == "min" else value > self.best * (1 + self.threshold)
-        )
-        if better:
-            self.best, self.bad = float(value), 0
+        """One validation's monitored value (by `ObservePlateau`)."""
+        seen, value = self.observed, float(value)
+        best = seen["best"]
+        if best is None or (
+            value < best * (1 - self.threshold) if self.mode == "min" else value > best * (1 + self.threshold)
+        ):
+            seen.update(best=value, bad=0)
             return
-        self.bad += 1
-        if self.bad > self.patience:
-            self.reductions, self.bad = self.reductions + 1, 0
+        seen["bad"] += 1
+        if seen["bad"] > self.patience:
+            seen.update(reductions=seen["reductions"] + 1, bad=0)
 
 
 def warmup_plateau(

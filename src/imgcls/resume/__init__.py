@@ -6,6 +6,7 @@ The pieces, each behind one name (imported lazily, so `--help` does not pay for 
 - `StepSeeds` (step_seeds.py): process RNGs reseeded before every step (dropout, mixup);
 - `ResumableDataLoader` (loader.py): a loader that begins mid-epoch;
 - `ResumeState` (state.py): what the checkpoint carries beyond Lightning's state (data position, running bests);
+  `resumed_data`: the pre-processing a run that began before `data.resize` keeps;
 - `LastCheckpoint` (last_checkpoint.py): `last.ckpt` written only where a resume is exact;
 - `AtomicCheckpointIO` (checkpoint_io.py): no truncated checkpoint after a kill;
 - `CSVLogger`, `continue_logs` (csv_logger.py, logs.py): the resumed run's metrics.csv and W&B run continue.
@@ -26,6 +27,7 @@ _EXPORTS = {
     "StepSeeds": "step_seeds",
     "continue_logs": "logs",
     "resolve_resume": "runs",
+    "resumed_data": "state",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -22,6 +22,9 @@ from lightning.pytorch.callbacks import Callback
 from torchmetrics import MaxMetric, Metric, MinMetric
 
 from imgcls.utils.compat import batches_done, drop_lr_lambda_state, restore_metric_state
+from imgcls.utils.logging import get_logger
+
+log = get_logger(__name__)
 
 POSITION, BESTS, EPOCH_METRICS = "train_position", "best_so_far", "epoch_train_metrics"
 
@@ -95,3 +98,13 @@ def _best_value(metric: Metric) -> float | None:
 
 def _copy(value: Any) -> Any:
     return value.detach().clone() if isinstance(value, torch.Tensor) else [_copy(v) for v in value]
+
+
+def resumed_data(checkpoint: Mapping[str, Any] | None) -> dict[str, Any]:
+    """DataModule arguments a resumed run takes from its checkpoint rather than today's config: a run begun before
+    `data.resize` existed stretched every image (its weights learnt that input), and goes on doing so."""
+    spec = ((checkpoint or {}).get("hyper_parameters") or {}).get("data_spec") or {}
+    if checkpoint is None or "resize" in spec:
+        return {}
+    log.warning("The checkpoint predates data.resize: this resumed run keeps stretching images, as it began")
+    return {"resize": {"mode": "stretch"}}

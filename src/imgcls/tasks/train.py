@@ -16,7 +16,7 @@ from imgcls.distributed import fit_progress
 from imgcls.distributed.fit_progress import FitProgress
 from imgcls.extras.tuning import check_tune, find_batch_size, find_lr
 from imgcls.models.checkpoint import read_checkpoint
-from imgcls.resume import AtomicCheckpointIO, ResumeState, StepSeeds, continue_logs
+from imgcls.resume import AtomicCheckpointIO, ResumeState, StepSeeds, continue_logs, resumed_data
 from imgcls.utils import get_logger, write_json_atomic
 from imgcls.utils.compat import wandb_logger_offline
 from imgcls.utils.env_report import write_env_report
@@ -50,8 +50,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     log.info(f"Seeding everything with seed={cfg.seed}")
     L.seed_everything(cfg.seed, workers=True)
 
+    checkpoint = read_checkpoint(cfg.ckpt_path) if cfg.get("ckpt_path") else None
     log.info(f"Instantiating datamodule <{cfg.data._target_}>")
-    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule = hydra.utils.instantiate(cfg.data, **resumed_data(checkpoint))
     log.info(f"Classes ({datamodule.num_classes}): {datamodule.class_names}")
 
     log.info(f"Instantiating model <{cfg.model._target_}> ({cfg.model.name})")
@@ -71,7 +72,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         StepSeeds(cfg.seed),
         ResumeState(),
     ]
-    continue_logs(cfg, output_dir, read_checkpoint(cfg.ckpt_path) if cfg.get("ckpt_path") else None)
+    continue_logs(cfg, output_dir, checkpoint)
+    del checkpoint  # its weights: Lightning reads the file again in fit
     loggers = list(instantiate_group(cfg.get("logger"), "logger").values())
     if not loggers:  # Lightning refuses an LR monitor without a logger; with logger=none there is nothing to log to
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]

@@ -124,14 +124,22 @@ def storage_use_count(storage: torch.UntypedStorage) -> int | None:
     return None if count is None else int(count(storage._cdata))
 
 
+OBSERVED = "observed"  # a lambda's attribute holding what it has seen in training (the plateau's metric history)
+
+
 def drop_lr_lambda_state(scheduler_state: dict[str, Any]) -> None:
     """Make loading a LambdaLR's saved state keep this run's lambdas as built, instead of restoring the saved
-    lambdas' attributes: resuming with a larger `trainer.max_epochs` then stretches the schedule.
+    lambdas' attributes: resuming with a larger `trainer.max_epochs` then stretches the schedule. Only what a
+    lambda has observed (its `OBSERVED` attribute, run state rather than configuration) is restored.
 
     torch `LambdaLR.state_dict()["lr_lambdas"]` (its undocumented `__dict__` layout, torch 2.14): one saved `__dict__`
-    per callable-object lambda (None for plain functions); `load_state_dict` skips the entries that are None."""
-    if isinstance(scheduler_state.get("lr_lambdas"), list):
-        scheduler_state["lr_lambdas"] = [None] * len(scheduler_state["lr_lambdas"])
+    per callable-object lambda (None for plain functions); `load_state_dict` updates each lambda's `__dict__` with
+    its entry and skips the entries that are None."""
+    saved = scheduler_state.get("lr_lambdas")
+    if isinstance(saved, list):
+        scheduler_state["lr_lambdas"] = [
+            {OBSERVED: entry[OBSERVED]} if isinstance(entry, dict) and OBSERVED in entry else None for entry in saved
+        ]
 
 
 # ---- torchmetrics -----------------------------------------------------------------------------------------
