@@ -35,6 +35,7 @@ def _state(model: Classifier) -> tuple[dict[str, torch.Tensor], dict[str, torch.
     return backbone, {k: v.detach().clone() for k, v in params.items() if id(v) in head}
 
 
+@pytest.mark.slow
 def test_the_backbone_waits_while_the_head_learns_then_both_learn(image_tree, tmp_path, caplog):
     dm = ImageDataModule(
         FolderSource(str(image_tree)),
@@ -73,6 +74,7 @@ def test_off_by_default_and_a_wrong_value_is_one_line():
         backbone_parameters(torch.nn.Linear(2, 2))
 
 
+@pytest.mark.slow
 def test_a_warmup_over_before_the_unfreeze_is_warned_about(image_tree, tmp_path, caplog):
     from functools import partial
 

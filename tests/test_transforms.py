@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import functools
+
 import albumentations as A
 import numpy as np
 import pytest
@@ -14,6 +17,12 @@ PRESETS = ["none", "basic", "strong", "randaugment", "trivialaugment", "augmix",
 
 
 def _preset(name: str) -> dict:
+    """A preset as the CLI composes it; composed once per name (Hydra's compose is the slow part of these tests)."""
+    return copy.deepcopy(_composed(name))
+
+
+@functools.cache
+def _composed(name: str) -> dict:
     return OmegaConf.to_container(compose("train", [f"augment={name}"]).augment)
 
 
