@@ -12,8 +12,10 @@ from typing import Any
 
 import cv2
 import numpy as np
+from timm.data import IMAGENET_DEFAULT_MEAN
 
-FILL = (124, 116, 104)  # timm's fill for uncovered pixels: the ImageNet mean (0 after timm's normalisation)
+# timm's fill for uncovered pixels: the ImageNet mean, (124, 116, 104) (0 after timm's normalisation)
+FILL = tuple(round(255 * v) for v in IMAGENET_DEFAULT_MEAN)
 _IDENTITY = np.arange(256, dtype=np.float32)
 
 

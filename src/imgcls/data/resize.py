@@ -26,6 +26,7 @@ import albumentations as A
 import cv2
 import numpy as np
 import timm
+from timm.data import DEFAULT_CROP_MODE, DEFAULT_CROP_PCT, IMAGENET_DEFAULT_MEAN
 
 from imgcls.utils.config import fit_channels
 from imgcls.utils.errors import ConfigError
@@ -40,7 +41,13 @@ INTERPOLATIONS = {
     "bicubic": cv2.INTER_CUBIC,
     "lanczos": cv2.INTER_LANCZOS4,
 }
-_TIMM_DEFAULTS = {"crop_mode": "center", "crop_pct": 0.875, "interpolation": "bilinear", "mean": (0.485, 0.456, 0.406)}
+# For a name timm has no pretrained config for: timm's own defaults (bilinear: cv2's cheapest smooth enlargement).
+_TIMM_DEFAULTS = {
+    "crop_mode": DEFAULT_CROP_MODE,
+    "crop_pct": DEFAULT_CROP_PCT,
+    "interpolation": "bilinear",
+    "mean": IMAGENET_DEFAULT_MEAN,
+}
 
 
 def model_data_config(model_name: str | None) -> dict[str, Any]:

@@ -175,4 +175,3 @@ class ObservePlateau(L.Callback):
             # after this validation holds it, so a resumed run continues identically.
             for group, base, multiplier in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, lambdas):
                 group["lr"] = base * multiplier(scheduler.last_epoch)
-            scheduler._last_lr = [group["lr"] for group in scheduler.optimizer.param_groups]

@@ -24,6 +24,7 @@ from imgcls.extras.benchmark.baselines import BASELINES
 from imgcls.extras.benchmark.timing import bare_rate, ddp_loader_rates, loader_rate, model_rate
 from imgcls.feeding.loaders import available_cpus, make_loader
 from imgcls.utils import get_logger
+from imgcls.utils.config import to_plain
 
 log = get_logger(__name__)
 
@@ -144,7 +145,7 @@ def bench(cfg: DictConfig) -> dict[str, Any]:
     log.info(f"Measuring the model's training rate ({cfg.model.name}) on {device}")
     batch_shape = (int(cfg.loader.batch_size), spec["channels"], *spec["image_size"])
     model_rates: dict[bool, float] = {}
-    compile_settings = OmegaConf.to_container(b.compile) if OmegaConf.is_config(b.get("compile")) else b.get("compile")
+    compile_settings = to_plain(b.get("compile"))
     for compiled in (False, compile_settings) if compile_settings else (False,):  # side by side, same batches
         model = hydra.utils.instantiate(cfg.model, data_spec=spec, compile=compiled)
         model.configure_model()  # what Lightning calls before fit: torch.compile of the network (model.compile)
