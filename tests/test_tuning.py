@@ -70,3 +70,14 @@ def test_a_resumed_run_loads_with_the_checkpoints_tuned_batch_size(image_tree, t
     dm.setup("fit")
     assert dm.batch_size == 8 and dm.train_dataloader().batch_sampler.batch_size == 8
     assert dm.state_dict() == {"tuned_batch_size": 8}  # and keeps it for the next resume
+
+
+@pytest.mark.parametrize("tuner", ["find_batch_size", "find_lr"])
+def test_tuning_refuses_ddp_in_one_line(tuner, tmp_path):
+    from types import SimpleNamespace
+
+    from imgcls.extras import tuning
+
+    name = {"find_batch_size": "batch_size", "find_lr": "lr_find"}[tuner]
+    with pytest.raises(ConfigError, match=f"^tune={name} runs in one process: tune with trainer=default, then"):
+        getattr(tuning, tuner)(SimpleNamespace(world_size=2), None, None, tmp_path, {})

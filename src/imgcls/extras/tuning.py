@@ -39,11 +39,16 @@ def check_tune(value: Any) -> list[str]:
     return [name for name in TUNE_CHOICES if name in asked]
 
 
+def _one_process(trainer: Any, name: str) -> None:
+    """The Tuner runs its trials in this process only: under DDP each rank would tune on its own."""
+    if trainer.world_size > 1:
+        raise ConfigError(f"tune={name} runs in one process: tune with trainer=default, then train with DDP")
+
+
 def find_batch_size(trainer: Any, model: Any, datamodule: Any, output_dir: Path, settings: dict[str, Any]) -> int:
     """Lightning's `scale_batch_size` on `loader.batch_size` (the DataModule's `batch_size`); the result is what
     the run trains with, and is recorded in batch_size_find.json."""
-    if trainer.world_size > 1:
-        raise ConfigError("tune=batch_size runs in one process: tune with trainer=default, then train with DDP")
+    _one_process(trainer, "batch_size")
     start = datamodule.batch_size
     found = Tuner(trainer).scale_batch_size(model, datamodule=datamodule, batch_arg_name="batch_size", **settings)
     if found is None:  # Lightning skips it under fast_dev_run
@@ -56,8 +61,7 @@ def find_batch_size(trainer: Any, model: Any, datamodule: Any, output_dir: Path,
 
 def find_lr(trainer: Any, model: Any, datamodule: Any, output_dir: Path, settings: dict[str, Any]) -> float | None:
     """Run the range test; save lr_find.png and lr_find.json; train at the suggestion (None: no suggestion)."""
-    if trainer.world_size > 1:
-        raise ConfigError("tune=lr_find runs in one process: tune with trainer=default, then train with DDP")
+    _one_process(trainer, "lr_find")
     if not hasattr(getattr(model, "optimizer_factory", None), "keywords"):
         raise ConfigError("tune=lr_find needs a `_partial_` model.optimizer config with an lr to set")
     # The test stops at trainer.max_epochs too: with a few batches per epoch it would end after a handful of steps.
