@@ -135,6 +135,8 @@ TASKS = {
     "predict": "imgcls.tasks.predict:predict",
     "eda": "imgcls.tasks.eda:eda",
     "bench": "imgcls.tasks.bench:bench",
+    "export": "imgcls.tasks.export:export",
+    "eval": "imgcls.tasks.eval:evaluate",
 }
 
 

@@ -18,6 +18,7 @@ LAYERS = {
     "data": 3,
     "models": 3,
     "callbacks": 4,
+    "deploy": 4,  # export, deployed files, calibration: built on models and data
     "extras": 5,
     "cli": 5,  # the entry factory and task wrapper: used by tasks, never importing them (tasks load by name)
     "tasks": 6,

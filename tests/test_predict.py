@@ -29,8 +29,10 @@ def test_predictions_on_val_agree_with_training(folder_run, tmp_path):
     preds = pd.read_csv(out)
     split = pd.read_csv(folder_run / "split.csv")
     val = split[split["split"] == "val"].reset_index(drop=True)
-    assert list(preds.columns) == ["path", "pred", "pred_name", "prob", "pred_2", "pred_name_2", "prob_2"]
+    columns = ["path", "label", "label_name", "pred", "pred_name", "prob", "pred_2", "pred_name_2", "prob_2"]
+    assert list(preds.columns) == columns  # labelled input: the truth beside each answer
     assert preds["path"].tolist() == val["path"].tolist()  # every row once, input order
+    assert preds["label_name"].astype(str).tolist() == val["label_name"].astype(str).tolist()
     acc = (preds["pred_name"].astype(str) == val["label_name"].astype(str)).mean()
     trained = read_metrics(folder_run)["final"]["val/acc"]  # one epoch: best checkpoint == final weights
     assert acc == pytest.approx(trained, abs=1e-6)
@@ -42,10 +44,16 @@ def test_predictions_on_val_agree_with_training(folder_run, tmp_path):
 def test_predict_folder_and_single_image(folder_run, image_tree, tmp_path):
     ckpt = folder_run / "checkpoints" / "best.ckpt"
     run_task("predict", f"ckpt_path={ckpt}", f"input={image_tree}", "loader.num_workers=0", run_dir=tmp_path / "a")
-    assert len(pd.read_csv(tmp_path / "a" / "predictions.csv")) == 60  # hidden `._` file skipped
+    preds = pd.read_csv(tmp_path / "a" / "predictions.csv")
+    assert len(preds) == 60  # hidden `._` file skipped
+    # a folder of class folders is labelled input: each row's label is its folder's name
+    assert (preds["label_name"] == preds["path"].map(lambda p: p.split("/")[-2])).all()
+    assert read_metrics(tmp_path / "a")["acc"] == pytest.approx((preds["label"] == preds["pred"]).mean())
     one = next((image_tree / "circle").glob("0*.png"))
-    run_task("predict", f"ckpt_path={ckpt}", f"input={one}", run_dir=tmp_path / "b")
-    assert pd.read_csv(tmp_path / "b" / "predictions.csv")["pred_name"].isin(["bar", "circle", "square"]).all()
+    run_task("predict", f"ckpt_path={ckpt}", f"input={one}", "top_k=5", run_dir=tmp_path / "b")
+    one_row = pd.read_csv(tmp_path / "b" / "predictions.csv")
+    assert one_row["pred_name"].isin(["bar", "circle", "square"]).all() and "label" not in one_row
+    assert "pred_3" in one_row and "pred_4" not in one_row  # top_k=5 of 3 classes: all 3 (and a warning)
 
 
 def test_predict_missing_checkpoint_names_it(tmp_path):

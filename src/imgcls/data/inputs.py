@@ -31,10 +31,16 @@ def read_inputs(
             f"with columns path,{','.join(bbox_columns)}"
         )
     if path.is_dir():
-        files = [str(p) for p in list_images(path)]
+        files = list_images(path)
         if not files:
             raise DataConfigError(f"input='{source}' contains no images")
-        return pd.DataFrame({"path": files})
+        table = pd.DataFrame({"path": [str(p) for p in files]})
+        # A folder of class folders (as data=folder reads it) is labelled: every image in a folder named by a class.
+        parts = [p.relative_to(path).parts for p in files]
+        index = {str(n): i for i, n in enumerate(class_names)}
+        if all(len(p) > 1 and p[0] in index for p in parts):
+            table["label"] = [index[p[0]] for p in parts]
+        return table
     if path.suffix.lower() != ".csv":
         return pd.DataFrame({"path": [str(path.resolve())]})
 

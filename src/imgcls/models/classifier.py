@@ -122,6 +122,8 @@ class Classifier(L.LightningModule):
         # Batch-level mixup/cutmix (augment.mixup): mixes on the device, targets become soft (smoothing included).
         self.mixup = build_mixup(to_plain(mixup), num_classes, label_smoothing)
         self._tta: list[str] = []
+        # Predict divides the logits by it: 1 = as trained; a calibrated checkpoint's comes from deploy/calibrate.py.
+        self.temperature = 1.0
 
         metrics = MetricCollection(
             {
@@ -298,7 +300,7 @@ class Classifier(L.LightningModule):
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> dict:
         """Combined-class probabilities, averaged over the image and its `tta` views."""
         views = [batch["image"]] + [TTA[name](batch["image"]) for name in self.tta]
-        probs = torch.stack([self.log_probs(self(view)).exp() for view in views]).mean(dim=0)
+        probs = torch.stack([self.log_probs(self(view) / self.temperature).exp() for view in views]).mean(dim=0)
         return {"index": batch["index"], "probs": probs}
 
     # ---- optimisation ------------------------------------------------------------------------------------

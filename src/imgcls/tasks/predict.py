@@ -23,10 +23,14 @@ from imgcls.data.dataset import ImageDataset
 from imgcls.data.inputs import read_inputs
 from imgcls.data.sources import DataConfigError
 from imgcls.data.transforms import spec_eval_transform
+from imgcls.deploy.batches import eval_batches
+from imgcls.deploy.calibrate import load_temperature
+from imgcls.deploy.files import DEPLOYED_SUFFIXES, DeployedModel, load_deployed
 from imgcls.distributed.prediction_writer import RankPredictionWriter
 from imgcls.extras.competition import Submission, load_submission
 from imgcls.feeding.loaders import make_loader, resolve_num_workers
 from imgcls.models.checkpoint import checkpoint_paths, load_ensemble
+from imgcls.models.weights import ModelConfigError
 from imgcls.utils import atomic_write_text, get_logger, write_json_atomic
 
 log = get_logger(__name__)
@@ -81,22 +85,53 @@ def _probabilities(
     return writer.gather(len(table)) if trainer.is_global_zero else None
 
 
-@task_wrapper
-def predict(cfg: DictConfig) -> dict[str, Any]:
-    output_dir = Path(cfg.paths.output_dir)
+def load_models(cfg: DictConfig) -> tuple[list[str], list[Any]]:
+    """`ckpt_path` -> the checkpoints and their models (TTA and calibration temperature set), or one deployed
+    `.onnx`/`.pt` file written by export.py (run by ONNX Runtime / TorchScript, see deploy/files.py)."""
     ckpts = checkpoint_paths(cfg.ckpt_path)
+    deployed = [p for p in ckpts if Path(p).suffix in DEPLOYED_SUFFIXES]
+    if deployed:
+        if len(ckpts) > 1:
+            raise ModelConfigError(
+                f"ckpt_path: '{deployed[0]}' is an exported file; an ensemble must be .ckpt files only"
+            )
+        log.info(f"Loading the exported model {ckpts[0]}")
+        model = load_deployed(ckpts[0])
+        model.tta = list(cfg.tta or [])
+        return ckpts, [model]
     log.info(f"Loading {len(ckpts)} checkpoint(s): {ckpts}")
     models = load_ensemble(ckpts, ema=bool(cfg.ema))
-    for model in models:
+    for path, model in zip(ckpts, models):
         model.tta = list(cfg.tta or [])
-    spec = models[0].hparams.data_spec
-    log.info(
-        f"Model {models[0].hparams.name}: {len(spec['class_names'])} classes, input {spec['image_size']}"
-        + (f", TTA {list(cfg.tta)}" if cfg.tta else "")
-        + f", {'EMA' if models[0].loaded_weights == 'ema' else 'trained'} weights"
+        model.temperature = load_temperature(path)
+    return ckpts, models
+
+
+def describe(model: Any) -> str:
+    spec = data_spec(model)
+    if isinstance(model, DeployedModel):
+        kind = f"{model.format} file"
+    else:
+        kind = f"{'EMA' if model.loaded_weights == 'ema' else 'trained'} weights"
+    temperature = float(getattr(model, "temperature", 1.0))
+    return (
+        f"Model {model_name(model)}: {len(spec['class_names'])} classes, input {spec['image_size']}, {kind}"
+        + (f", TTA {list(model.tta)}" if model.tta else "")
+        + (f", temperature {temperature:.3f}" if temperature != 1.0 else "")
     )
 
-    table, submission = _inputs(cfg, spec, ckpts[0])
+
+def data_spec(model: Any) -> dict[str, Any]:
+    return model.data_spec if isinstance(model, DeployedModel) else model.hparams.data_spec
+
+
+def model_name(model: Any) -> str:
+    return model.meta["imgcls.model"] if isinstance(model, DeployedModel) else model.hparams.name
+
+
+def input_table(cfg: DictConfig, spec: dict[str, Any], ckpt: str, output_dir: Path) -> tuple[pd.DataFrame, Any]:
+    """The readable rows to predict (unreadable ones skipped and listed, or an error: `on_bad_image`)."""
+    table, submission = _inputs(cfg, spec, ckpt)
     workers = resolve_num_workers(cfg.loader.get("num_workers"))
     # index = position in the inputs (the submission's row)
     table = readable_inputs(table.reset_index(drop=True), spec, cfg.on_bad_image, workers, output_dir)
@@ -104,6 +139,16 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         f"Predicting {len(table)} images"
         + (f" from {cfg.input}" if submission is None else f" for the submission template {submission.source}")
     )
+    return table, submission
+
+
+def ensemble_probabilities(
+    cfg: DictConfig, models: list[Any], table: pd.DataFrame, output_dir: Path
+) -> np.ndarray | None:
+    """The members' probabilities averaged (not votes: confident members count for more, ties are rare).
+    None on a re-launched DDP rank (rank 0 writes the outputs)."""
+    if isinstance(models[0], DeployedModel):
+        return _deployed_probabilities(models[0], table, cfg)
     log.info(f"Instantiating trainer <{cfg.trainer._target_}>")
     writer = RankPredictionWriter(output_dir / ".predict_parts")
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[RichProgressBar(), writer])
@@ -111,12 +156,37 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     for i, model in enumerate(models):
         writer.name = f"model{i}"
         members.append(_probabilities(model, table, cfg, trainer, writer))
-    if not trainer.is_global_zero:  # a re-launched DDP rank: rank 0 writes the outputs
-        return {}
-    # The ensemble averages probabilities (not votes): confident members count for more, ties are rare.
-    probs = np.mean(members, axis=0)
+    return np.mean(members, axis=0) if trainer.is_global_zero else None
 
-    result = predictions_table(table["path"].tolist(), probs, spec["class_names"], int(cfg.top_k))
+
+def _deployed_probabilities(model: DeployedModel, table: pd.DataFrame, cfg: DictConfig) -> np.ndarray:
+    """An exported file over the same pre-processed uint8 batches the checkpoint would see, TTA views averaged."""
+    width_axis = -1 if model.layout == "nchw" else 2
+    out = np.zeros((len(table), len(model.data_spec["class_names"])), dtype=np.float32)
+    for images, index in eval_batches(model.data_spec, table, cfg.loader, model.layout):
+        views = [images] + [np.flip(images, axis=width_axis) for name in model.tta if name == "hflip"]
+        out[index] = np.mean([model.probabilities(v) for v in views], axis=0)
+    return out
+
+
+@task_wrapper
+def predict(cfg: DictConfig) -> dict[str, Any]:
+    output_dir = Path(cfg.paths.output_dir)
+    ckpts, models = load_models(cfg)
+    spec = data_spec(models[0])
+    log.info(describe(models[0]))
+    top_k = check_top_k(int(cfg.top_k), len(spec["class_names"]))
+
+    table, submission = input_table(cfg, spec, ckpts[0], output_dir)
+    probs = ensemble_probabilities(cfg, models, table, output_dir)
+    if probs is None:  # a re-launched DDP rank: rank 0 writes the outputs
+        return {}
+
+    result = predictions_table(table["path"].tolist(), probs, spec["class_names"], top_k)
+    if "label" in table:  # labelled input (split.csv, a folder of class folders): the truth beside each answer
+        labels = table["label"].to_numpy()
+        result.insert(1, "label", labels)
+        result.insert(2, "label_name", [spec["class_names"][i] for i in labels])
     default = "submission.csv" if submission is not None else "predictions.csv"
     output = Path(cfg.output) if cfg.get("output") else output_dir / default
     if submission is not None:
@@ -132,10 +202,19 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         "output": str(output),
         "checkpoints": ckpts,
         "tta": list(cfg.tta or []),
-        "weights": [m.loaded_weights for m in models],
+        "weights": [getattr(m, "loaded_weights", getattr(m, "format", None)) for m in models],
     }
     if "label" in table:
         metrics["acc"] = float((result["pred"].to_numpy() == table["label"].to_numpy()).mean())
         log.info(f"Accuracy against the input's labels: {metrics['acc']:.4f}")
     write_json_atomic(output_dir / "metrics.json", metrics)
     return metrics
+
+
+def check_top_k(top_k: int, num_classes: int) -> int:
+    """`top_k` beyond the number of classes is said once and cut, not silently."""
+    if top_k < 1:
+        raise DataConfigError(f"top_k={top_k}: use 1 (the best class) up to {num_classes}")
+    if top_k > num_classes:
+        log.warning(f"top_k={top_k} but the model has {num_classes} classes: writing all {num_classes}")
+    return min(top_k, num_classes)

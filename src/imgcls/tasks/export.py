@@ -1,0 +1,149 @@
+"""Export: checkpoint -> a self-contained ONNX/TorchScript file (uint8 in, probabilities out) -> checked against
+the PyTorch model on real images -> (int8 copy) -> MODEL_CARD.md beside it.
+
+The exported graph is deploy/model.py::Deployable; what it needs besides pixels is in its metadata.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from omegaconf import DictConfig
+from rich.console import Console
+from rich.table import Table
+
+from imgcls.cli.wrapper import task_wrapper
+from imgcls.data.bad_images import readable_inputs
+from imgcls.data.inputs import read_inputs
+from imgcls.data.sources import DataConfigError
+from imgcls.deploy.batches import eval_batches
+from imgcls.deploy.calibrate import load_temperature
+from imgcls.deploy.check import HEADER, Agreement, compare
+from imgcls.deploy.files import FORMATS, export_onnx, export_torchscript, load_deployed
+from imgcls.deploy.model import LAYOUTS, Deployable, input_shape, metadata
+from imgcls.deploy.model_card import write_model_card
+from imgcls.deploy.quantize import quantize_onnx
+from imgcls.models.checkpoint import checkpoint_paths, load_classifier
+from imgcls.models.classifier import Classifier
+from imgcls.models.weights import ModelConfigError
+from imgcls.utils import get_logger, write_json_atomic
+from imgcls.utils.errors import ConfigError
+
+log = get_logger(__name__)
+
+
+class ExportCheckError(ConfigError):
+    """The exported file does not compute what the checkpoint computes (named numbers, one line)."""
+
+
+def _settings(cfg: DictConfig) -> tuple[str, str]:
+    if cfg.format not in FORMATS:
+        raise ConfigError(f"format={cfg.format!r} is not an export format: use one of {', '.join(FORMATS)}")
+    if cfg.layout not in LAYOUTS:
+        raise ConfigError(f"layout={cfg.layout!r}: use one of {', '.join(LAYOUTS)}")
+    if cfg.quantize and cfg.format != "onnx":
+        raise ConfigError("quantize=true quantises ONNX models (ONNX Runtime's dynamic int8): use format=onnx")
+    ckpts = checkpoint_paths(cfg.ckpt_path)
+    if len(ckpts) > 1:
+        raise ConfigError(f"ckpt_path matches {len(ckpts)} checkpoints: export one at a time (ckpt_path=<one .ckpt>)")
+    ckpt = ckpts[0]
+    if Path(ckpt).suffix != ".ckpt":
+        raise ModelConfigError(f"ckpt_path='{ckpt}' is not a .ckpt: export takes a checkpoint written by train.py")
+    return ckpt, str(cfg.format)
+
+
+def check_images(cfg: DictConfig, classifier: Classifier, ckpt: str, output_dir: Path) -> pd.DataFrame:
+    """Real images for the check: by default the checkpoint's own validation rows (its run's split.csv)."""
+    spec = classifier.hparams.data_spec
+    source = cfg.get("check_input") or Path(ckpt).resolve().parents[1] / "split.csv"
+    if cfg.get("check_input") and not Path(source).exists():
+        raise DataConfigError(f"check_input='{source}' does not exist: give an image, a folder or a CSV")
+    if not Path(source).exists():
+        raise DataConfigError(
+            f"check_input: the checkpoint's run has no split.csv at {source}: pass check_input=<images or CSV> "
+            "(or check=false)"
+        )
+    split = cfg.check_split if Path(source).suffix == ".csv" and cfg.get("check_input") is None else None
+    table = read_inputs(str(source), spec["class_names"], split=split)
+    table = table.head(int(cfg.check_images)).reset_index(drop=True)
+    return readable_inputs(table, spec, cfg.on_bad_image, 0, output_dir).reset_index(drop=True)
+
+
+def reference_probabilities(classifier: Classifier, images: np.ndarray, temperature: float) -> np.ndarray:
+    """The PyTorch model's probabilities by the training code's own path (Classifier.normalize/forward/head)."""
+    with torch.no_grad():
+        x = classifier.normalize(torch.from_numpy(np.ascontiguousarray(images)))
+        return classifier.log_probs(classifier(x) / temperature).exp().double().numpy()
+
+
+def _print(rows: list[Agreement]) -> None:
+    table = Table(title="Exported model vs the PyTorch checkpoint (same uint8 images)")
+    for column in HEADER:
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for row in rows:
+        table.add_row(*row.row())
+    Console().print(table)
+
+
+@task_wrapper
+def export(cfg: DictConfig) -> dict[str, Any]:
+    output_dir = Path(cfg.paths.output_dir)
+    ckpt, fmt = _settings(cfg)
+    classifier = load_classifier(ckpt, ema=bool(cfg.ema))
+    temperature = load_temperature(ckpt)
+    spec = classifier.hparams.data_spec
+    log.info(
+        f"Exporting {classifier.hparams.name} ({len(spec['class_names'])} classes, input {spec['image_size']}, "
+        f"{classifier.loaded_weights} weights, temperature {temperature:.3f}) to {fmt}, layout {cfg.layout}"
+    )
+    module = Deployable(classifier, temperature, cfg.layout).eval()
+    meta = metadata(classifier, ckpt, temperature, cfg.layout)
+    output = Path(cfg.output) if cfg.get("output") else output_dir / f"model{FORMATS[fmt]}"
+    example = torch.zeros([2 if d == "N" else d for d in input_shape(spec, cfg.layout)], dtype=torch.uint8)
+    if fmt == "onnx":
+        export_onnx(module, example, output, meta, int(cfg.opset))
+    else:
+        export_torchscript(module, example, output, meta)
+    log.info(f"Wrote {output} ({output.stat().st_size / 1e6:.1f} MB)")
+    files = [output]
+    if cfg.quantize:
+        files.append(quantize_onnx(output, output.with_name(f"{output.stem}.int8.onnx")))
+        log.info(f"Wrote {files[-1]} ({files[-1].stat().st_size / 1e6:.1f} MB, dynamic int8)")
+
+    rows: list[Agreement] = []
+    if cfg.check:
+        table = check_images(cfg, classifier, ckpt, output_dir)
+        labels = table["label"].to_numpy() if "label" in table else None
+        deployed = [load_deployed(f) for f in files]
+        reference = np.zeros((len(table), len(spec["class_names"])))
+        outputs = [np.zeros_like(reference) for _ in deployed]
+        for images, index in eval_batches(spec, table, cfg.loader):
+            reference[index] = reference_probabilities(classifier, images, temperature)
+            for model, out in zip(deployed, outputs):
+                out[index] = model.probabilities(images.transpose(0, 2, 3, 1) if cfg.layout == "nhwc" else images)
+        rows = [compare("pytorch (checkpoint)", reference, reference, labels)]
+        rows += [compare(f.name, reference, out, labels) for f, out in zip(files, outputs)]
+        _print(rows)
+        exported = rows[1]
+        if exported.max_abs_diff > float(cfg.tolerance) or exported.top1_agree < 1.0:
+            raise ExportCheckError(
+                f"{output.name} differs from the checkpoint on {exported.n} images (max |Δprob| "
+                f"{exported.max_abs_diff:.1e} > tolerance={cfg.tolerance} or top-1 agreement "
+                f"{exported.top1_agree:.3f} < 1): try format=torchscript or another opset=, and report it"
+            )
+    result = {
+        "checkpoint": ckpt,
+        "files": [str(f) for f in files],
+        "format": fmt,
+        "layout": cfg.layout,
+        "temperature": temperature,
+        "check": [vars(r) for r in rows],
+    }
+    card = write_model_card(output.with_name("MODEL_CARD.md"), classifier, ckpt, meta, result)
+    log.info(f"Wrote {card}")
+    write_json_atomic(output_dir / "export.json", result)
+    return result
