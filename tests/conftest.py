@@ -102,6 +102,7 @@ SHARED_RUNS = {
     "mnist_root": "mnist",
     "wandb_run": "wandb_run",
     "folder_run": "folder_run",
+    "deploy_runs": "deploy_runs",  # before mask_root, which it uses: its tests are a group of their own
     "mask_root": "mask",
 }
 
@@ -196,6 +197,32 @@ def mask_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 # ---- trained runs shared by every test that only reads them --------------------------------------------------
+@pytest.fixture(scope="session")
+def deploy_runs(image_tree, mask_root, tmp_path_factory):
+    """Three one-epoch checkpoints for export and eval (test_export, test_eval): CNN and ViT on the image folder
+    (with a test split), a multi-head one on the mask data."""
+    root = tmp_path_factory.mktemp("export_runs")
+    folder = ("data=folder", f"data.root={image_tree}", "data.test_fraction=0.3", *FAST)
+    made = {}
+    for name, overrides in {
+        "cnn": folder,
+        "vit": (*folder, "model.name=test_vit"),
+        "multi": (
+            "experiment=mask",
+            f"data.root={mask_root}",
+            *FAST,
+            "model.pretrained=false",
+            "data.image_size=[40,32]",
+            "data.cache_size=null",
+            "trainer.limit_train_batches=2",
+            f"paths.data_dir={root / 'data'}",
+        ),
+    }.items():
+        run_task("train", *overrides, run_dir=root / name)
+        made[name] = root / name
+    return made
+
+
 @pytest.fixture(scope="session")
 def folder_run(image_tree, tmp_path_factory) -> Path:
     """One run trained in-process on the generated image folder (with a test split): read by test_train_cli

@@ -19,6 +19,7 @@ LAYERS = {
     "models": 3,
     "callbacks": 4,
     "deploy": 4,  # export, deployed files, calibration: built on models and data
+    "evaluation": 5,  # metrics, calibration report and pictures of eval.py (uses deploy.calibrate)
     "extras": 5,
     "cli": 5,  # the entry factory and task wrapper: used by tasks, never importing them (tasks load by name)
     "tasks": 6,

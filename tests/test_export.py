@@ -12,39 +12,14 @@ import onnx
 import onnxruntime as ort
 import pandas as pd
 import pytest
-from helpers import FAST, run_task
+from helpers import run_task
 
-from imgcls.deploy.calibrate import save_temperature, tempered
+from imgcls.deploy.calibrate import save_temperature, softmax
 from imgcls.utils.errors import ConfigError
 
 pytestmark = pytest.mark.slow
 
 QUIET = ("loader.num_workers=0",)
-
-
-@pytest.fixture(scope="module")
-def runs(image_tree, mask_root, tmp_path_factory):
-    """Three one-epoch checkpoints: CNN and ViT on the image folder, a multi-head one on the mask data."""
-    root = tmp_path_factory.mktemp("export_runs")
-    folder = ("data=folder", f"data.root={image_tree}", *FAST)
-    made = {}
-    for name, overrides in {
-        "cnn": folder,
-        "vit": (*folder, "model.name=test_vit"),
-        "multi": (
-            "experiment=mask",
-            f"data.root={mask_root}",
-            *FAST,
-            "model.pretrained=false",
-            "data.image_size=[40,32]",
-            "data.cache_size=null",
-            "trainer.limit_train_batches=2",
-            f"paths.data_dir={root / 'data'}",
-        ),
-    }.items():
-        run_task("train", *overrides, run_dir=root / name)
-        made[name] = root / name
-    return made
 
 
 def _predict(ckpt, run, tmp_path, name, *extra):
@@ -55,8 +30,8 @@ def _predict(ckpt, run, tmp_path, name, *extra):
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
 @pytest.mark.parametrize("kind", ["cnn", "vit", "multi"])
-def test_the_exported_file_reproduces_the_checkpoint(runs, tmp_path, kind, fmt):
-    run = runs[kind]
+def test_the_exported_file_reproduces_the_checkpoint(deploy_runs, tmp_path, kind, fmt):
+    run = deploy_runs[kind]
     ckpt = run / "checkpoints" / "best.ckpt"
     result = run_task("export", f"ckpt_path={ckpt}", f"format={fmt}", *QUIET, run_dir=tmp_path / "export").value
     (exported,) = result["files"]
@@ -71,8 +46,8 @@ def test_the_exported_file_reproduces_the_checkpoint(runs, tmp_path, kind, fmt):
     assert (tmp_path / "export" / "MODEL_CARD.md").is_file()
 
 
-def test_the_onnx_file_says_what_it_takes_and_takes_any_batch(runs, tmp_path):
-    run = runs["multi"]
+def test_the_onnx_file_says_what_it_takes_and_takes_any_batch(deploy_runs, tmp_path):
+    run = deploy_runs["multi"]
     result = run_task(
         "export", f"ckpt_path={run / 'checkpoints' / 'best.ckpt'}", "layout=nhwc", *QUIET, run_dir=tmp_path / "e"
     ).value
@@ -108,10 +83,10 @@ def test_the_onnx_file_says_what_it_takes_and_takes_any_batch(runs, tmp_path):
     assert "val/f1_age" in card  # the sub-task F1s of a multi-task run
 
 
-def test_a_calibrated_checkpoint_exports_its_temperature(runs, tmp_path):
+def test_a_calibrated_checkpoint_exports_its_temperature(deploy_runs, tmp_path):
     """eval.py calibrate=true's record beside a checkpoint: predict and export both apply it."""
     run = tmp_path / "copy"
-    shutil.copytree(runs["cnn"], run)
+    shutil.copytree(deploy_runs["cnn"], run)
     ckpt = run / "checkpoints" / "best.ckpt"
     before = _predict(ckpt, run, tmp_path, "before", "top_k=3")  # 3 classes: every probability of each row
     save_temperature(ckpt, 2.5, fitted_on="val")
@@ -120,15 +95,15 @@ def test_a_calibrated_checkpoint_exports_its_temperature(runs, tmp_path):
     from_ckpt = _predict(ckpt, run, tmp_path, "ckpt", "top_k=3")
     from_file = _predict(result["files"][0], run, tmp_path, "file", "top_k=3")
     columns = ["prob", "prob_2", "prob_3"]
-    expected = tempered(before[columns].to_numpy(), 2.5)  # the same order: T never changes the ranking
+    expected = softmax(np.log(before[columns].to_numpy()), 2.5)  # the same order: T never changes the ranking
     assert np.abs(from_ckpt[columns].to_numpy() - expected).max() <= 1e-4
     assert np.abs(from_file[columns].to_numpy() - expected).max() <= 1e-4
     assert (from_file["pred"] == before["pred"]).all() and (from_file["prob"] < before["prob"]).all()
     assert "Temperature 2.5000" in (tmp_path / "e" / "MODEL_CARD.md").read_text()
 
 
-def test_int8_copy_is_checked_and_reported(runs, tmp_path):
-    ckpt = runs["cnn"] / "checkpoints" / "best.ckpt"
+def test_int8_copy_is_checked_and_reported(deploy_runs, tmp_path):
+    ckpt = deploy_runs["cnn"] / "checkpoints" / "best.ckpt"
     result = run_task("export", f"ckpt_path={ckpt}", "quantize=true", *QUIET, run_dir=tmp_path / "e").value
     names = [row["name"] for row in result["check"]]
     assert names == ["pytorch (checkpoint)", "model.onnx", "model.int8.onnx"]
@@ -147,14 +122,14 @@ def test_int8_copy_is_checked_and_reported(runs, tmp_path):
         (["tolerance=0"], r"model.onnx differs from the checkpoint on \d+ images"),
     ],
 )
-def test_wrong_settings_end_in_one_line(runs, tmp_path, overrides, message):
-    ckpt = runs["cnn"] / "checkpoints" / "best.ckpt"
+def test_wrong_settings_end_in_one_line(deploy_runs, tmp_path, overrides, message):
+    ckpt = deploy_runs["cnn"] / "checkpoints" / "best.ckpt"
     with pytest.raises(ConfigError, match=message) as info:
         run_task("export", f"ckpt_path={ckpt}", *overrides, *QUIET, run_dir=tmp_path / "e")
     assert "\n" not in str(info.value)
 
 
-def test_files_of_another_kind_are_named(runs, tmp_path):
+def test_files_of_another_kind_are_named(deploy_runs, tmp_path):
     onnx_file = tmp_path / "model.onnx"
     onnx_file.write_bytes(b"not a model")
     with pytest.raises(ConfigError, match="is not a .ckpt: export takes a checkpoint written by train.py"):
@@ -165,7 +140,7 @@ def test_files_of_another_kind_are_named(runs, tmp_path):
     fake.write_bytes(b"nor this")
     with pytest.raises(ConfigError, match="model.pt' is not a TorchScript model written by export.py"):
         run_task("predict", f"ckpt_path={fake}", f"input={tmp_path}", run_dir=tmp_path / "c")
-    ckpt = runs["cnn"] / "checkpoints" / "best.ckpt"
+    ckpt = deploy_runs["cnn"] / "checkpoints" / "best.ckpt"
     with pytest.raises(ConfigError, match="check_input='.*none' does not exist: give an image, a folder or a CSV"):
         run_task("export", f"ckpt_path={ckpt}", f"check_input={tmp_path / 'none'}", run_dir=tmp_path / "d")
     elsewhere = tmp_path / "elsewhere" / "checkpoints"

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -70,3 +72,16 @@ def read_inputs(
             )
         table["label"] = names.map(index).astype(int).values
     return table
+
+
+def read_rows(source: str, spec: Mapping[str, Any], split: str | None, path_column: str = "path") -> pd.DataFrame:
+    """`read_inputs` for a checkpoint (its `data_spec`): its classes, and the box columns a `crop.mode=bbox` one
+    needs."""
+    crop = spec.get("crop") or {}
+    return read_inputs(
+        str(source),
+        spec["class_names"],
+        split=split,
+        path_column=path_column,
+        bbox_columns=list(crop.get("columns") or []) if crop.get("mode") == "bbox" else None,
+    )

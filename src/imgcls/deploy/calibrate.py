@@ -3,8 +3,8 @@ matches how often the model is right; the top-1 never changes.
 
 T divides the logits of every head. For the combined classes that equals dividing the combined log-probabilities
 (a per-row constant drops out of a softmax, and an outer sum of per-task log-softmaxes stays one), so T is fitted
-from the probabilities predict already computes. Stored beside the checkpoint (`<name>.calibration.json`, tied to
-the file's hash), where predict and export find it.
+from the log-probabilities predict computes (Classifier.log_space). Stored beside the checkpoint
+(`<name>.calibration.json`, tied to the file's hash), where predict and export find it.
 """
 
 from __future__ import annotations
@@ -21,12 +21,13 @@ from scipy.optimize import minimize_scalar
 from imgcls.utils import get_logger, write_json_atomic
 
 log = get_logger(__name__)
-_TINY = 1e-30  # probabilities that underflowed to 0 in float32 (a logit gap beyond ~100)
+_TINY = 1e-300  # probabilities that underflowed to 0 even in float64
 
 
-def tempered(probs: np.ndarray, temperature: float) -> np.ndarray:
-    """softmax(log(p) / T) row by row, in float64."""
-    z = np.log(np.maximum(probs.astype(np.float64), _TINY)) / temperature
+def softmax(log_probs: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """softmax(log p / T) row by row, in float64: the probabilities at temperature T (exact from log-probs;
+    from float32 probabilities `np.log(p)` loses those that underflowed to 0)."""
+    z = log_probs.astype(np.float64) / temperature
     z -= z.max(axis=1, keepdims=True)
     out = np.exp(z)
     return out / out.sum(axis=1, keepdims=True)
@@ -37,10 +38,18 @@ def nll(probs: np.ndarray, targets: np.ndarray) -> float:
     return float(-np.log(np.maximum(probs[np.arange(len(targets)), targets], _TINY)).mean())
 
 
-def fit_temperature(probs: np.ndarray, targets: np.ndarray) -> float:
-    """The T in [0.05, 20] minimising the NLL of `targets` (bounded 1-D search over log T: convex in practice)."""
+def log_nll(log_probs: np.ndarray, targets: np.ndarray, temperature: float = 1.0) -> float:
+    """The NLL at temperature T from log-probabilities (log-sum-exp, no underflow)."""
+    z = log_probs.astype(np.float64) / temperature
+    top = z.max(axis=1, keepdims=True)
+    log_norm = (top + np.log(np.exp(z - top).sum(axis=1, keepdims=True)))[:, 0]
+    return float((log_norm - z[np.arange(len(targets)), targets]).mean())
+
+
+def fit_temperature(log_probs: np.ndarray, targets: np.ndarray) -> float:
+    """The T in [0.05, 1000] minimising the NLL of `targets` (bounded 1-D search over log T: convex in practice)."""
     result = minimize_scalar(
-        lambda log_t: nll(tempered(probs, float(np.exp(log_t))), targets), bounds=(np.log(0.05), np.log(20.0))
+        lambda log_t: log_nll(log_probs, targets, float(np.exp(log_t))), bounds=(np.log(0.05), np.log(1000.0))
     )
     return float(np.exp(result.x))
 

@@ -6,6 +6,7 @@ With sub-tasks in the data (`data_spec["tasks"]`, e.g. mask x gender x age) it c
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -124,6 +125,8 @@ class Classifier(L.LightningModule):
         self._tta: list[str] = []
         # Predict divides the logits by it: 1 = as trained; a calibrated checkpoint's comes from deploy/calibrate.py.
         self.temperature = 1.0
+        # Predict returns log-probabilities instead (eval.py: a calibration fit needs the ones that underflow to 0).
+        self.log_space = False
 
         metrics = MetricCollection(
             {
@@ -300,8 +303,10 @@ class Classifier(L.LightningModule):
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> dict:
         """Combined-class probabilities, averaged over the image and its `tta` views."""
         views = [batch["image"]] + [TTA[name](batch["image"]) for name in self.tta]
-        probs = torch.stack([self.log_probs(self(view) / self.temperature).exp() for view in views]).mean(dim=0)
-        return {"index": batch["index"], "probs": probs}
+        log_probs = torch.stack([self.log_probs(self(view) / self.temperature) for view in views])
+        if self.log_space:  # log of the views' mean probability
+            return {"index": batch["index"], "probs": log_probs.logsumexp(dim=0) - math.log(len(views))}
+        return {"index": batch["index"], "probs": log_probs.exp().mean(dim=0)}
 
     # ---- optimisation ------------------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:

@@ -18,7 +18,7 @@ from rich.table import Table
 
 from imgcls.cli.wrapper import task_wrapper
 from imgcls.data.bad_images import readable_inputs
-from imgcls.data.inputs import read_inputs
+from imgcls.data.inputs import read_rows
 from imgcls.data.sources import DataConfigError
 from imgcls.deploy.batches import eval_batches
 from imgcls.deploy.calibrate import load_temperature
@@ -68,7 +68,7 @@ def check_images(cfg: DictConfig, classifier: Classifier, ckpt: str, output_dir:
             "(or check=false)"
         )
     split = cfg.check_split if Path(source).suffix == ".csv" and cfg.get("check_input") is None else None
-    table = read_inputs(str(source), spec["class_names"], split=split)
+    table = read_rows(str(source), spec, split)
     table = table.head(int(cfg.check_images)).reset_index(drop=True)
     return readable_inputs(table, spec, cfg.on_bad_image, 0, output_dir).reset_index(drop=True)
 

@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 from imgcls.cli.wrapper import task_wrapper
 from imgcls.data.bad_images import readable_inputs
 from imgcls.data.dataset import ImageDataset
-from imgcls.data.inputs import read_inputs
+from imgcls.data.inputs import read_rows
 from imgcls.data.sources import DataConfigError
 from imgcls.data.transforms import spec_eval_transform
 from imgcls.deploy.batches import eval_batches
@@ -58,14 +58,7 @@ def _inputs(cfg: DictConfig, spec: dict[str, Any], ckpt: str) -> tuple[pd.DataFr
         raise DataConfigError(
             "nothing to predict: pass input=<image|folder|csv> or data=<competition data> data.root=..."
         )
-    crop = spec.get("crop") or {}
-    return read_inputs(
-        cfg.input,
-        spec["class_names"],
-        split=cfg.get("split"),
-        path_column=cfg.path_column,
-        bbox_columns=list(crop.get("columns") or []) if crop.get("mode") == "bbox" else None,
-    ), None
+    return read_rows(cfg.input, spec, cfg.get("split"), cfg.path_column), None
 
 
 def _probabilities(

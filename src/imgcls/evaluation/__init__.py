@@ -1,0 +1,1 @@
+"""Evaluating a checkpoint's probabilities against known labels: metrics, calibration, the report."""
