@@ -80,3 +80,30 @@ def test_bench_reports_per_process_and_total_rates_under_ddp(image_tree, tmp_pat
     assert len(two["per_process_images_per_sec"]) == 2 and all(r > 0 for r in two["per_process_images_per_sec"])
     assert two["images_per_sec"] == pytest.approx(sum(two["per_process_images_per_sec"]))
     assert len(rows[1]["per_process_images_per_sec"]) == 1
+
+
+def test_inference_bench_times_every_runtime_side_by_side(image_tree, tmp_path):
+    """bench.inference=true: the deployed graph per runtime and batch size, one table, JSON and PNG."""
+    run_task(
+        "bench",
+        "bench.inference=true",
+        "data=folder",
+        f"data.root={image_tree}",
+        "data.image_size=32",
+        "model.name=test_resnet",
+        "loader.num_workers=0",
+        "bench.inference_batch_sizes=[1,4]",
+        "bench.min_seconds=0.05",
+        "bench.repeats=2",
+        "bench.compile={backend:eager}",  # through torch.compile (dynamo), without inductor's minute of compiling
+        run_dir=tmp_path,
+    )
+    result = json.loads((tmp_path / "inference.json").read_text())
+    runtimes = ["pytorch eager", "torch.compile", "onnxruntime fp32", "onnxruntime int8"]
+    assert [(r["runtime"], r["batch_size"]) for r in result["rows"]] == [(n, b) for n in runtimes for b in (1, 4)]
+    for row in result["rows"]:
+        assert 0 < row["median_ms"] <= row["p90_ms"] and row["images_per_sec"] > 0
+        if row["runtime"] != "onnxruntime int8":  # int8 may flip a near tie; the others compute the same numbers
+            assert row["top1_agrees_with_eager"] == 1.0
+    assert result["model"] == "test_resnet" and result["input"] == [3, 32, 32] and result["threads"] >= 1
+    assert (tmp_path / "inference.png").stat().st_size > 0

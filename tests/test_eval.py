@@ -108,3 +108,32 @@ def test_unlabelled_input_and_ensembles_are_refused(deploy_runs, image_tree, tmp
     # a labelled folder is evaluated as it is
     labelled = run_task("eval", f"ckpt_path={ckpt}", f"input={image_tree}", *QUIET, run_dir=tmp_path / "c").value
     assert labelled["metrics"]["n"] == 60
+
+
+@pytest.mark.parametrize("kind", ["cnn", "vit"])
+def test_explanations_are_maps_over_the_image(deploy_runs, tmp_path, kind):
+    """Grad-CAM (torchcam) at the last CNN stage or the ViT's last block (tokens -> patch grid)."""
+    from imgcls.evaluation.explain import explain
+    from imgcls.models.checkpoint import load_classifier
+
+    ckpt = deploy_runs[kind] / "checkpoints" / "best.ckpt"
+    classifier = load_classifier(ckpt)
+    images = np.random.default_rng(0).integers(0, 256, (3, 3, 32, 32), dtype=np.uint8)
+    maps = explain(classifier, images, [0, 1, 2])
+    assert maps.shape == (3, 32, 32) and maps.min() >= 0 and maps.max() <= 1 + 1e-6
+    run_task("eval", f"ckpt_path={ckpt}", "split=test", "explain=true", *QUIET, run_dir=tmp_path / "e")
+    report = (tmp_path / "e" / "report.md").read_text()
+    assert "![one image per class](explain_classes.png)" in report
+    assert (tmp_path / "e" / "explain_classes.png").stat().st_size > 0
+    run_task(
+        "predict",
+        f"ckpt_path={ckpt}",
+        f"input={deploy_runs[kind] / 'split.csv'}",
+        "split=test",
+        "explain=true",
+        "explain_limit=5",
+        *QUIET,
+        run_dir=tmp_path / "p",
+    )
+    written = sorted((tmp_path / "p" / "explain").glob("*.png"))
+    assert len(written) == 5 and written[0].name.startswith("00000_")

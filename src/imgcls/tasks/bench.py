@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from imgcls.cli.wrapper import task_wrapper
-from imgcls.extras.benchmark import report
+from imgcls.extras.benchmark import inference, report
 from imgcls.extras.benchmark.baselines import BASELINES
 from imgcls.extras.benchmark.timing import bare_rate, ddp_loader_rates, loader_rate, model_rate
 from imgcls.feeding.loaders import available_cpus, make_loader
@@ -131,11 +132,50 @@ def _rows(cfg: DictConfig, datamodule: Any, workers: list[int]) -> list[dict[str
     return rows
 
 
+def inference_bench(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
+    """`bench.inference=true`: the model as deployed, per runtime (extras/benchmark/inference.py), on real
+    validation images of the composed data at its input size."""
+    b = cfg.bench
+    log.info(f"Instantiating datamodule <{cfg.data._target_}>")
+    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule.setup("fit")
+    sizes = sorted(int(s) for s in b.inference_batch_sizes)
+    batches, have = [], 0
+    for batch in datamodule.val_dataloader():
+        batches.append(batch["image"].numpy())
+        have += len(batches[-1])
+        if have >= sizes[-1]:
+            break
+    images = np.concatenate(batches)
+    images = np.concatenate([images] * -(-sizes[-1] // len(images)))[: sizes[-1]]  # a small val split, repeated
+    classifier = hydra.utils.instantiate(cfg.model, data_spec=datamodule.spec, pretrained=False).eval()
+    log.info(f"Timing {cfg.model.name} at {list(images.shape[1:])} for batch sizes {sizes}")
+    result = inference.inference_rows(
+        classifier, images, sizes, int(b.repeats), float(b.min_seconds), to_plain(b.get("compile"))
+    )
+    result |= {"model": cfg.model.name, "input": list(images.shape[1:]), "machine": _machine()}
+    inference.print_table(result)
+    json_path, png_path = inference.write_outputs(result, out_dir)
+    log.info(f"Wrote {json_path} and {png_path}")
+    return result
+
+
+def _machine() -> dict[str, Any]:
+    return {
+        "cpus": available_cpus(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+    }
+
+
 @task_wrapper
 def bench(cfg: DictConfig) -> dict[str, Any]:
     b = cfg.bench
     out_dir = Path(cfg.paths.output_dir)
     torch.manual_seed(cfg.seed)
+    if b.get("inference"):
+        return inference_bench(cfg, out_dir)
     workers = list(b.num_workers) if b.num_workers is not None else list(range(available_cpus() + 1))
 
     log.info(f"Instantiating datamodule <{cfg.data._target_}>")
@@ -206,12 +246,7 @@ def bench(cfg: DictConfig) -> dict[str, Any]:
         "bare_images_per_sec": bare,
         "speedups": _speedups(results),
         "repeats": int(b.repeats),
-        "machine": {
-            "cpus": available_cpus(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "platform": platform.platform(),
-        },
+        "machine": _machine(),
         "data": {
             "root": str(datamodule.root),
             "images": len(datamodule.discovered.table),

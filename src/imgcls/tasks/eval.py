@@ -21,12 +21,14 @@ from imgcls.data.sources import DataConfigError
 from imgcls.deploy.batches import eval_batches
 from imgcls.deploy.calibrate import fit_temperature, nll, save_temperature, softmax
 from imgcls.deploy.files import DeployedModel
+from imgcls.evaluation.explain import explain, overlay
 from imgcls.evaluation.metrics import classification_metrics, expected_calibration_error, reliability
 from imgcls.evaluation.report import mistakes_table, save_pictures, write_report
 from imgcls.feeding.loaders import resolve_num_workers
 from imgcls.tasks.predict import data_spec, describe, ensemble_probabilities, load_models, model_name
 from imgcls.utils import atomic_write_text, get_logger, write_json_atomic
 from imgcls.utils.errors import ConfigError
+from imgcls.utils.plots import image_grid, save_figure
 
 log = get_logger(__name__)
 SPLITS = ("val", "test")
@@ -101,6 +103,38 @@ def log_probabilities(cfg: DictConfig, models: list[Any], table: pd.DataFrame, o
     return np.log(np.maximum(values, np.finfo(np.float32).tiny))
 
 
+def explanations(
+    models: list[Any],
+    spec: dict[str, Any],
+    table: pd.DataFrame,
+    probs: np.ndarray,
+    mistakes: pd.DataFrame,
+    mistake_images: list[np.ndarray],
+    cfg: DictConfig,
+    output_dir: Path,
+) -> dict[str, Path]:
+    """`explain=true`: Grad-CAM overlays of the most confident mistakes and of one image per class, each for the
+    class the model answered (why it said that)."""
+    if len(models) > 1 or isinstance(models[0], DeployedModel):
+        raise ConfigError("explain=true explains one checkpoint (.ckpt): pass ckpt_path=<one .ckpt>")
+    names, preds = spec["class_names"], probs.argmax(1)
+    first = table.reset_index(drop=True).groupby("label").head(1).index.tolist()  # one image per true class
+    samples = _mistake_images(spec, table, first, cfg.loader)
+    out: dict[str, Path] = {}
+    for title, rows, images, file in (
+        ("Why: the most confident mistakes", mistakes["row"].tolist(), mistake_images, "explain_mistakes.png"),
+        ("Why: one image per class", first, samples, "explain_classes.png"),
+    ):
+        if not rows:
+            continue
+        chw = np.stack(images).transpose(0, 3, 1, 2)
+        maps = explain(models[0], chw, preds[rows])
+        blended = [overlay(img, m) for img, m in zip(images, maps)]
+        captions = [f"{names[table['label'].iloc[r]]} → {names[preds[r]]}" for r in rows]
+        out[title.removeprefix("Why: ")] = save_figure(image_grid(blended, captions, title=title), output_dir / file)
+    return out
+
+
 def _mistake_images(spec: dict[str, Any], table: pd.DataFrame, rows: list[int], loader: Any) -> list[np.ndarray]:
     """The mistakes as the model saw them (its evaluation pre-processing), HxWxC uint8."""
     if not rows:
@@ -166,6 +200,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     }
     images = _mistake_images(spec, table, mistakes["row"].tolist(), cfg.loader)
     pictures = save_pictures(output_dir, result, class_names, images, mistakes)
+    if cfg.explain:
+        pictures |= explanations(models, spec, table, probs, mistakes, images, cfg, output_dir)
     rows = table[["path", "label"]].assign(
         label_name=[class_names[i] for i in labels], pred=probs.argmax(1), prob=probs.max(1).round(6)
     )

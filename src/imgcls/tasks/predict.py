@@ -27,11 +27,13 @@ from imgcls.deploy.batches import eval_batches
 from imgcls.deploy.calibrate import load_temperature
 from imgcls.deploy.files import DEPLOYED_SUFFIXES, DeployedModel, load_deployed
 from imgcls.distributed.prediction_writer import RankPredictionWriter
+from imgcls.evaluation.explain import explain, overlay, png_bytes
 from imgcls.extras.competition import Submission, load_submission
 from imgcls.feeding.loaders import make_loader, resolve_num_workers
 from imgcls.models.checkpoint import checkpoint_paths, load_ensemble
 from imgcls.models.weights import ModelConfigError
-from imgcls.utils import atomic_write_text, get_logger, write_json_atomic
+from imgcls.utils import atomic_write_bytes, atomic_write_text, get_logger, write_json_atomic
+from imgcls.utils.errors import ConfigError
 
 log = get_logger(__name__)
 
@@ -189,6 +191,8 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     else:
         atomic_write_text(output, result.to_csv(index=False))
     log.info(f"Wrote {len(result)} predictions to {output}")
+    if cfg.get("explain"):
+        write_explanations(models, table, probs.argmax(1), int(cfg.explain_limit), cfg.loader, output_dir / "explain")
 
     metrics: dict[str, Any] = {
         "n": len(result),
@@ -202,6 +206,23 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         log.info(f"Accuracy against the input's labels: {metrics['acc']:.4f}")
     write_json_atomic(output_dir / "metrics.json", metrics)
     return metrics
+
+
+def write_explanations(
+    models: list[Any], table: pd.DataFrame, preds: np.ndarray, limit: int, loader: Any, out_dir: Path
+) -> None:
+    """`explain=true`: a Grad-CAM overlay per input (the first `explain_limit`), for the answered class:
+    `<out_dir>/<row>_<image name>_<class>.png`, the image as the model saw it."""
+    if len(models) > 1 or isinstance(models[0], DeployedModel):
+        raise ConfigError("explain=true explains one checkpoint (.ckpt): pass ckpt_path=<one .ckpt>")
+    spec, names = data_spec(models[0]), data_spec(models[0])["class_names"]
+    rows = table.iloc[:limit].reset_index(drop=True)
+    for images, index in eval_batches(spec, rows, loader):
+        maps = explain(models[0], images, preds[index])
+        for i, image, heat in zip(index, images.transpose(0, 2, 3, 1), maps):
+            name = f"{i:05d}_{Path(rows['path'].iloc[i]).stem}_{names[preds[i]]}.png"
+            atomic_write_bytes(out_dir / name, png_bytes(overlay(image, heat)))
+    log.info(f"Wrote {min(limit, len(table))} Grad-CAM overlays to {out_dir}")
 
 
 def check_top_k(top_k: int, num_classes: int) -> int:
