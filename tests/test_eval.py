@@ -85,6 +85,7 @@ def test_temperature_scaling_makes_an_over_confident_model_honest(deploy_runs, t
         (["split=train"], r"split='train': evaluate one of val, test"),
         (["calibrate=true"], r"calibrate=true: \d+ evaluated images are in the calibration split \(val\)"),
         (["split=test", "calibration_split=test", "calibrate=true"], r"evaluated images are in the calibration split"),
+        (["split=test", "calibrate=true", "tta=[hflip]"], r"calibrate=true with tta=\['hflip'\]: .* drop tta="),
     ],
 )
 def test_wrong_settings_end_in_one_line(deploy_runs, tmp_path, overrides, message):
@@ -121,6 +122,8 @@ def test_explanations_are_maps_over_the_image(deploy_runs, tmp_path, kind):
     images = np.random.default_rng(0).integers(0, 256, (3, 3, 32, 32), dtype=np.uint8)
     maps = explain(classifier, images, [0, 1, 2])
     assert maps.shape == (3, 32, 32) and maps.min() >= 0 and maps.max() <= 1 + 1e-6
+    # a map over the image, not one value: the CNN's last stage would be 1x1 at 32x32, so an earlier one is used
+    assert any(m.std() > 0 for m in maps)  # (an untrained model may find no positive evidence on noise)
     run_task("eval", f"ckpt_path={ckpt}", "split=test", "explain=true", *QUIET, run_dir=tmp_path / "e")
     report = (tmp_path / "e" / "report.md").read_text()
     assert "![one image per class](explain_classes.png)" in report
@@ -137,3 +140,26 @@ def test_explanations_are_maps_over_the_image(deploy_runs, tmp_path, kind):
     )
     written = sorted((tmp_path / "p" / "explain").glob("*.png"))
     assert len(written) == 5 and written[0].name.startswith("00000_")
+
+
+def test_a_temperature_is_applied_only_to_the_weights_it_was_fitted_for(deploy_runs, tmp_path):
+    from imgcls.deploy.calibrate import load_temperature, save_temperature
+
+    ckpt = tmp_path / "best.ckpt"
+    shutil.copy(deploy_runs["cnn"] / "checkpoints" / "best.ckpt", ckpt)
+    save_temperature(ckpt, 3.0, weights="ema")
+    assert load_temperature(ckpt, "ema") == 3.0 and load_temperature(ckpt, "raw") == 1.0
+    ckpt.write_bytes(ckpt.read_bytes() + b"changed")  # the checkpoint was overwritten since the fit
+    assert load_temperature(ckpt, "ema") == 1.0
+    calibration_path(ckpt).write_text("{not json")
+    assert load_temperature(ckpt, "ema") == 1.0
+
+
+def test_the_overlay_shows_the_map_where_it_is_hot():
+    from imgcls.evaluation.explain import overlay
+
+    heat = np.zeros((16, 16), np.float32)
+    heat[:4, :4] = 1.0  # hot top-left corner
+    blended = overlay(np.full((16, 16, 1), 128, np.uint8), heat).astype(int)
+    hot, cold = blended[1, 1], blended[14, 14]
+    assert hot[0] > cold[0] + 40 and cold[2] > cold[0]  # jet: red where hot, blue where cold

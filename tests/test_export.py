@@ -15,6 +15,7 @@ import pytest
 from helpers import run_task
 
 from imgcls.deploy.calibrate import save_temperature, softmax
+from imgcls.deploy.files import load_deployed
 from imgcls.utils.errors import ConfigError
 
 pytestmark = pytest.mark.slow
@@ -66,6 +67,10 @@ def test_the_onnx_file_says_what_it_takes_and_takes_any_batch(deploy_runs, tmp_p
     for n in (1, 5):
         probs = session.run(["probs"], {"image": np.zeros((n, 40, 32, 3), np.uint8)})[0]
         assert probs.shape == (n, 18) and np.allclose(probs.sum(1), 1, atol=1e-5)
+    # predict.py feeds an nhwc file its own layout: the rows predict writes from the .ckpt
+    from_ckpt = _predict(run / "checkpoints" / "best.ckpt", run, tmp_path, "ckpt")
+    from_file = _predict(path, run, tmp_path, "file")
+    assert from_file["pred"].equals(from_ckpt["pred"]) and np.abs(from_file["prob"] - from_ckpt["prob"]).max() <= 1e-4
     card = (tmp_path / "e" / "MODEL_CARD.md").read_text()
     for part in (
         "## Data",
@@ -100,6 +105,7 @@ def test_a_calibrated_checkpoint_exports_its_temperature(deploy_runs, tmp_path):
     assert np.abs(from_file[columns].to_numpy() - expected).max() <= 1e-4
     assert (from_file["pred"] == before["pred"]).all() and (from_file["prob"] < before["prob"]).all()
     assert "Temperature 2.5000" in (tmp_path / "e" / "MODEL_CARD.md").read_text()
+    assert load_deployed(result["files"][0]).temperature == 2.5  # and the file says so
 
 
 def test_int8_copy_is_checked_and_reported(deploy_runs, tmp_path):
@@ -120,6 +126,7 @@ def test_int8_copy_is_checked_and_reported(deploy_runs, tmp_path):
         (["layout=chw"], r"layout='chw': use one of nchw, nhwc"),
         (["format=torchscript", "quantize=true"], r"quantize=true quantises ONNX models"),
         (["tolerance=0"], r"model.onnx differs from the checkpoint on \d+ images"),
+        (["output=model.bin"], r"output='model.bin' for format=onnx: name it \*.onnx"),
     ],
 )
 def test_wrong_settings_end_in_one_line(deploy_runs, tmp_path, overrides, message):
@@ -127,6 +134,7 @@ def test_wrong_settings_end_in_one_line(deploy_runs, tmp_path, overrides, messag
     with pytest.raises(ConfigError, match=message) as info:
         run_task("export", f"ckpt_path={ckpt}", *overrides, *QUIET, run_dir=tmp_path / "e")
     assert "\n" not in str(info.value)
+    assert not (tmp_path / "e" / "model.onnx").exists()  # a file that failed its check is not left behind
 
 
 def test_files_of_another_kind_are_named(deploy_runs, tmp_path):

@@ -73,14 +73,23 @@ def save_temperature(checkpoint: str | os.PathLike, temperature: float, **record
     return write_json_atomic(calibration_path(checkpoint), body)
 
 
-def load_temperature(checkpoint: str | os.PathLike) -> float:
-    """The checkpoint's fitted temperature, 1.0 when it has none. A record of another file (the checkpoint was
-    overwritten since, e.g. last.ckpt) is ignored with a warning rather than applied to the wrong weights."""
+def load_temperature(checkpoint: str | os.PathLike, weights: str) -> float:
+    """The checkpoint's fitted temperature for these `weights` ("ema" or "raw"), 1.0 when it has none. A record
+    of another file (the checkpoint was overwritten since, e.g. last.ckpt) or of the other weights is ignored
+    with a warning rather than applied to weights it was not fitted for."""
     path = calibration_path(checkpoint)
     if not path.is_file():
         return 1.0
-    record = json.loads(path.read_text())
+    try:
+        record = json.loads(path.read_text())
+        temperature = float(record["temperature"])
+    except (ValueError, KeyError, TypeError):
+        log.warning(f"{path} is not a calibration record: ignored (delete it, run eval.py calibrate=true)")
+        return 1.0
     if record.get("sha256") != _digest(checkpoint):
         log.warning(f"{path} was fitted for an earlier {Path(checkpoint).name}: ignored (run eval.py calibrate=true)")
         return 1.0
-    return float(record["temperature"])
+    if record.get("weights", weights) != weights:
+        log.warning(f"{path} was fitted for the {record['weights']} weights, these are {weights}: ignored")
+        return 1.0
+    return temperature

@@ -75,6 +75,11 @@ class DeployedModel:
         return json.loads(self.meta["imgcls.data_spec"])
 
     @property
+    def temperature(self) -> float:
+        """The calibration temperature inside the file (1 = none)."""
+        return float(self.meta.get("imgcls.temperature", 1.0))
+
+    @property
     def layout(self) -> str:
         return json.loads(self.meta["imgcls.input"])["layout"]
 

@@ -13,8 +13,10 @@ from omegaconf import OmegaConf
 
 from imgcls.deploy.calibrate import calibration_path
 from imgcls.deploy.check import HEADER
+from imgcls.models.checkpoint import run_dir_of
 from imgcls.models.classifier import Classifier
 from imgcls.utils import atomic_write_text
+from imgcls.utils.markdown import markdown_table
 
 _MODES = {
     "center": "resize (aspect kept) until it covers {fit}, take the centre {fit}, then the centre {size}",
@@ -23,11 +25,6 @@ _MODES = {
     "letterbox": "resize the longer side to fit {size} (aspect kept) and pad with {fill} to {size}",
     "stretch": "resize to {size} (aspect not kept)",
 }
-
-
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
 def _data(run: Path, class_names: list[str]) -> str:
@@ -42,7 +39,7 @@ def _data(run: Path, class_names: list[str]) -> str:
         for c in class_names
     ]
     rows.append(["**total**"] + [str(int(counts[s].sum())) for s in splits])
-    return f"{len(class_names)} classes, images per split (`{split.name}` of the training run):\n\n" + _table(
+    return f"{len(class_names)} classes, images per split (`{split.name}` of the training run):\n\n" + markdown_table(
         ["class", *splits], rows
     )
 
@@ -74,7 +71,7 @@ def _metrics(run: Path) -> str:
     final = {k: v for k, v in (metrics.get("final") or {}).items() if k.startswith(("val", "test"))}
     keep = [k for k in sorted(final) if any(k.endswith(s) for s in ("/acc", "/f1", "/loss")) or "/f1_" in k]
     rows = [[k, f"{final[k]:.4f}"] for k in keep if isinstance(final[k], int | float)]
-    return f"At the end of training ({metrics.get('epochs')} epochs, `{path.name}`):\n\n" + _table(
+    return f"At the end of training ({metrics.get('epochs')} epochs, `{path.name}`):\n\n" + markdown_table(
         ["metric", "value"], rows
     )
 
@@ -100,7 +97,7 @@ def write_model_card(
     path: Path, classifier: Classifier, ckpt: str, meta: dict[str, str], result: dict[str, Any]
 ) -> Path:
     spec = classifier.hparams.data_spec
-    run = Path(ckpt).resolve().parents[1]
+    run = run_dir_of(ckpt)
     shape = json.loads(meta["imgcls.input"])["shape"]
     size = "x".join(
         str(v) for v in (spec["image_size"] if isinstance(spec["image_size"], list) else [spec["image_size"]] * 2)
@@ -121,7 +118,7 @@ def write_model_card(
             ]
             for r in result["check"]
         ]
-        check = "On real images of the checkpoint's validation split:\n\n" + _table(HEADER, rows)
+        check = f"On the images of {result['check_images_from']}:\n\n" + markdown_table(HEADER, rows)
     nchw = result["layout"] == "nchw"
     colours = {3: "RGB", 1: "grayscale"}.get(spec["channels"], "as trained")
     bbox = (
@@ -129,7 +126,21 @@ def write_model_card(
         if (spec.get("crop") or {}).get("mode") == "bbox"
         else ""
     )
-    onnx_file = files[0] if files[0].endswith(".onnx") else "model.onnx"
+    if files[0].endswith(".onnx"):
+        loader = (
+            "import json, numpy as np, onnxruntime as ort\nfrom PIL import Image\n\n"
+            f'session = ort.InferenceSession("{files[0]}", providers=["CPUExecutionProvider"])\n'
+            'classes = json.loads(session.get_modelmeta().custom_metadata_map["imgcls.class_names"])'
+        )
+        call = 'probs = session.run(["probs"], {"image": np.ascontiguousarray(x)})[0]'
+    else:
+        loader = (
+            "import json, numpy as np, torch\nfrom PIL import Image\n\n"
+            'extra = {"imgcls.json": ""}\n'
+            f'model = torch.jit.load("{files[0]}", _extra_files=extra)\n'
+            'classes = json.loads(json.loads(extra["imgcls.json"])["imgcls.class_names"])'
+        )
+        call = "probs = model(torch.from_numpy(np.ascontiguousarray(x))).numpy()"
     batch_of_one = "[None]" if spec["channels"] == 3 else "[None, ..., None]"
     text = f"""# Model card: {spec.get("name", "imgcls")} classifier ({classifier.hparams.name})
 
@@ -168,16 +179,11 @@ relying on it; probabilities are only as calibrated as said above. It is not a d
 
 ## Run it
 ```python
-import json, numpy as np, onnxruntime as ort
-from PIL import Image
-
-session = ort.InferenceSession("{onnx_file}", providers=["CPUExecutionProvider"])
-meta = session.get_modelmeta().custom_metadata_map
-classes = json.loads(meta["imgcls.class_names"])
+{loader}
 image = Image.open("photo.jpg").convert("{"RGB" if spec["channels"] == 3 else "L"}")  # then: {how}
 x = np.asarray(image, dtype=np.uint8){batch_of_one}  # N, H, W, C
 {"x = x.transpose(0, 3, 1, 2)  # -> N, C, H, W" if nchw else "# the model takes N, H, W, C as it is"}
-probs = session.run(["probs"], {{"image": np.ascontiguousarray(x)}})[0]
+{call}
 print(classes[int(probs[0].argmax())], float(probs[0].max()))
 ```
 Or with this repository: `python predict.py ckpt_path={files[0]} input=<images>` (the exact pre-processing).

@@ -32,24 +32,28 @@ class _Scores(nn.Module):
         return self.head.log_probs(self.network(x))
 
 
-def target_layer(network: nn.Module) -> tuple[nn.Module, Any]:
-    """(the layer whose activations are weighted, the reshape of its output to N x C x h x w or None)."""
+MIN_MAP_SIDE = 4  # a stage whose map is smaller (1x1 at the last stage of a 32x32 input) explains nothing
+
+
+def target_layer(network: nn.Module, image_size: Sequence[int]) -> tuple[nn.Module, Any]:
+    """(the layer whose activations are weighted, the reshape of its output to N x C x h x w or None): the
+    deepest CNN stage whose map is at least MIN_MAP_SIDE pixels a side at this input size, or a ViT's last block."""
+    h, w = image_size
     if hasattr(network, "blocks") and hasattr(network, "patch_embed"):  # ViT-style: tokens -> patch grid
         prefix = int(getattr(network, "num_prefix_tokens", 1))
+        ph, pw = network.patch_embed.patch_size
+        grid = (h // ph, w // pw)  # the input's grid (a dynamic-size ViT was built for another)
 
         def tokens_to_grid(tokens: torch.Tensor) -> torch.Tensor:
-            grid = tokens[:, prefix:]
-            side = int(round(grid.shape[1] ** 0.5))
-            h, w = getattr(network.patch_embed, "grid_size", (side, side))
-            if h * w != grid.shape[1]:
-                h = w = side
-            return grid.reshape(grid.shape[0], h, w, grid.shape[2]).permute(0, 3, 1, 2)
+            patches = tokens[:, prefix:]
+            return patches.reshape(patches.shape[0], *grid, patches.shape[2]).permute(0, 3, 1, 2)
 
         return network.blocks[-1].norm1, tokens_to_grid
     info = getattr(network, "feature_info", None)
     if info:
-        name = info[-1]["module"] if isinstance(info, list) else info.module_name()[-1]
-        return dict(network.named_modules())[name], None
+        stages = info if isinstance(info, list) else info.get_dicts()
+        usable = [s for s in stages if min(h, w) // int(s.get("reduction", 1)) >= MIN_MAP_SIDE] or stages[:1]
+        return dict(network.named_modules())[usable[-1]["module"]], None
     raise ConfigError(
         f"explain: no feature stage found in {type(network).__name__} (neither timm feature_info nor ViT blocks): "
         "explain=false for this model"
@@ -60,7 +64,7 @@ def explain(classifier: Classifier, images: np.ndarray, classes: Sequence[int]) 
     """uint8 NCHW images -> (N, H, W) maps in [0, 1] (each its own scale) for the given class of each image."""
     from torchcam.methods import GradCAM
 
-    layer, reshape = target_layer(classifier.model)
+    layer, reshape = target_layer(classifier.model, images.shape[-2:])
     scores = _Scores(classifier).eval()
     x = classifier.normalize(torch.from_numpy(np.ascontiguousarray(images)).to(classifier.device))
     with torch.enable_grad(), GradCAM(scores, target_layer=layer, reshape_transform=reshape) as cam:
@@ -75,7 +79,7 @@ def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.5) -> np.ndarr
     from torchcam.utils import overlay_mask
 
     rgb = np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image
-    mask = Image.fromarray((heat * 255).astype(np.uint8), mode="L")
+    mask = Image.fromarray(heat.astype(np.float32), mode="F")  # floats in [0, 1], as torchcam expects (not uint8)
     return np.asarray(overlay_mask(Image.fromarray(rgb), mask, alpha=alpha))
 
 

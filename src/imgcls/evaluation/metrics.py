@@ -1,6 +1,6 @@
 """Metrics of probabilities against labels, from the well-kept libraries: scikit-learn for the classification
-report and confusion matrix, torchmetrics for the expected calibration error (the implementation training logs
-with). Plain numpy in, plain dicts out (eval.json)."""
+report and confusion matrix, torchmetrics for the expected calibration error. Plain numpy in, plain dicts out
+(eval.json)."""
 
 from __future__ import annotations
 

@@ -11,14 +11,17 @@ import numpy as np
 import pandas as pd
 
 from imgcls.utils import atomic_write_text
+from imgcls.utils.markdown import markdown_table
 from imgcls.utils.plots import confusion_figure, image_grid, save_figure
 
 
-def reliability_figure(before: list[dict[str, float]], after: list[dict[str, float]] | None, title: str) -> plt.Figure:
+def reliability_figure(
+    before: list[dict[str, float]], after: list[dict[str, float]] | None, title: str, labels: tuple[str, str]
+) -> plt.Figure:
     """Accuracy per confidence bin against the diagonal (perfect calibration); bar width = the bin."""
     fig, ax = plt.subplots(figsize=(4.6, 4.2))
     ax.plot([0, 1], [0, 1], "--", color="grey", lw=1, label="perfectly calibrated")
-    for rows, name, colour in ((before, "as trained", "C3"), (after, "temperature-scaled", "C0")):
+    for rows, name, colour in ((before, labels[0], "C3"), (after, labels[1], "C0")):
         if rows:
             ax.bar(
                 [r["low"] for r in rows],
@@ -61,12 +64,6 @@ def mistakes_figure(images: list[np.ndarray], mistakes: pd.DataFrame) -> plt.Fig
     return image_grid(images, titles, ncols=8, title="Most confident mistakes (true → predicted, probability)")
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    return "\n".join(
-        ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
-    )
-
-
 def write_report(out: Path, result: dict[str, Any], pictures: dict[str, Path], mistakes: pd.DataFrame) -> Path:
     """report.md: the headline numbers, calibration, per-class table, the pictures and the worst mistakes."""
     m = result["metrics"]
@@ -85,7 +82,7 @@ def write_report(out: Path, result: dict[str, Any], pictures: dict[str, Path], m
         f"Checkpoint(s): {', '.join(f'`{c}`' for c in result['checkpoints'])}; TTA {result['tta'] or 'none'}; "
         f"temperature {result['temperature']:.4f}.",
         "",
-        _table(["metric", "value"], head),
+        markdown_table(["metric", "value"], head),
         "",
     ]
     cal = result.get("calibration")
@@ -95,7 +92,7 @@ def write_report(out: Path, result: dict[str, Any], pictures: dict[str, Path], m
             f"Temperature {cal['temperature']:.4f} fitted on the `{cal['fitted_on']}` split ({cal['n']} images, "
             f"never the evaluated ones); stored in `{cal['file']}`, used by predict.py and export.py from now on.",
             "",
-            _table(
+            markdown_table(
                 ["", "ECE", "NLL"],
                 [
                     ["before", f"{cal['ece_before']:.4f}", f"{cal['nll_before']:.4f}"],
@@ -109,7 +106,7 @@ def write_report(out: Path, result: dict[str, Any], pictures: dict[str, Path], m
         [c["class"], f"{c['precision']:.3f}", f"{c['recall']:.3f}", f"{c['f1']:.3f}", str(c["support"])]
         for c in m["per_class"]
     ]
-    lines += ["## Per class", "", _table(["class", "precision", "recall", "F1", "images"], per_class), ""]
+    lines += ["## Per class", "", markdown_table(["class", "precision", "recall", "F1", "images"], per_class), ""]
     if len(mistakes):
         rows = [
             [f"`{r.path}`", str(r.label_name), str(r.pred_name), f"{r.prob:.3f}", f"{r.prob_true:.3f}"]
@@ -118,10 +115,14 @@ def write_report(out: Path, result: dict[str, Any], pictures: dict[str, Path], m
         lines += [
             "## Most confident mistakes",
             "",
-            _table(["image", "true", "predicted", "p(predicted)", "p(true)"], rows),
+            markdown_table(["image", "true", "predicted", "p(predicted)", "p(true)"], rows),
             "",
         ]
     return atomic_write_text(out, "\n".join(lines))
+
+
+def _at(temperature: float, ece: float) -> str:
+    return f"as trained (ECE {ece:.3f})" if temperature == 1.0 else f"temperature {temperature:.2f} (ECE {ece:.3f})"
 
 
 def save_pictures(
@@ -141,7 +142,11 @@ def save_pictures(
             reliability_figure(
                 cal["reliability_before"] if cal else m["reliability"],
                 m["reliability"] if cal else None,
-                f"Reliability (ECE {m['ece']:.3f})",
+                f"Reliability on {result['evaluated']}",
+                (
+                    f"as trained (ECE {cal['ece_before']:.3f})" if cal else _at(result["temperature"], m["ece"]),
+                    f"temperature {cal['temperature']:.2f} (ECE {cal['ece_after']:.3f})" if cal else "",
+                ),
             ),
             out_dir / "reliability.png",
         ),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -100,6 +101,11 @@ def weights_mismatch(own: Mapping[str, torch.Tensor], found: Mapping[str, Any]) 
             f"{len(reshaped)} of another shape, first {k} {list(found[k].shape)} in the file vs {list(own[k].shape)}"
         )
     return "; ".join(parts)
+
+
+def run_dir_of(checkpoint: str | os.PathLike) -> Path:
+    """The training run a checkpoint belongs to (`<run dir>/checkpoints/<name>.ckpt`): its split.csv, metrics."""
+    return Path(checkpoint).resolve().parents[1]
 
 
 def checkpoint_paths(value: Any) -> list[str]:

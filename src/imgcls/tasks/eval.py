@@ -25,7 +25,15 @@ from imgcls.evaluation.explain import explain, overlay
 from imgcls.evaluation.metrics import classification_metrics, expected_calibration_error, reliability
 from imgcls.evaluation.report import mistakes_table, save_pictures, write_report
 from imgcls.feeding.loaders import resolve_num_workers
-from imgcls.tasks.predict import data_spec, describe, ensemble_probabilities, load_models, model_name
+from imgcls.models.checkpoint import run_dir_of
+from imgcls.tasks.predict import (
+    check_explainable,
+    data_spec,
+    describe,
+    ensemble_probabilities,
+    load_models,
+    model_name,
+)
 from imgcls.utils import atomic_write_text, get_logger, write_json_atomic
 from imgcls.utils.errors import ConfigError
 from imgcls.utils.plots import image_grid, save_figure
@@ -34,22 +42,25 @@ log = get_logger(__name__)
 SPLITS = ("val", "test")
 
 
-def _run_split(ckpt: str) -> Path:
-    return Path(ckpt).resolve().parents[1] / "split.csv"
+def _run_split(model: Any, ckpt: str) -> Path:
+    """The training run's split.csv (an exported file names the checkpoint it came from)."""
+    origin = model.meta["imgcls.checkpoint"] if isinstance(model, DeployedModel) else ckpt
+    return run_dir_of(origin) / "split.csv"
 
 
 def labelled_rows(
-    cfg: DictConfig, spec: dict[str, Any], ckpt: str, output_dir: Path, split: str | None
+    cfg: DictConfig, model: Any, ckpt: str, output_dir: Path, split: str | None, key: str = "split"
 ) -> pd.DataFrame:
     """`input=` (a labelled CSV or a folder of class folders), else the rows of `split` in the checkpoint's run's
-    split.csv; unreadable images skipped and listed (or an error: `on_bad_image`)."""
+    split.csv (`key` names the setting that chose it); unreadable images skipped and listed (or an error)."""
+    spec = data_spec(model)
     if cfg.get("input") and split is None:
         source, which = str(cfg.input), cfg.get("input_split")
     else:
-        source, which = str(_run_split(ckpt)), split
+        source, which = str(_run_split(model, ckpt)), split
         if not Path(source).is_file():
             raise DataConfigError(
-                f"split={split}: the checkpoint's run has no split.csv at {source}: pass input=<labelled CSV or "
+                f"{key}={split}: the checkpoint's run has no split.csv at {source}: pass input=<labelled CSV or "
                 "folder of class folders>"
             )
     table = read_rows(source, spec, which, cfg.path_column)
@@ -62,19 +73,31 @@ def labelled_rows(
     return readable_inputs(table.reset_index(drop=True), spec, cfg.on_bad_image, workers, output_dir)
 
 
+def check_settings(cfg: DictConfig, ckpts: list[str], models: list[Any]) -> None:
+    """What cannot work, said before anything is predicted."""
+    if cfg.calibrate and (len(ckpts) > 1 or isinstance(models[0], DeployedModel)):
+        raise ConfigError(
+            "calibrate=true fits the temperature of one checkpoint (.ckpt): an ensemble or an exported file "
+            "(its temperature is inside) cannot be calibrated; pass ckpt_path=<one .ckpt>"
+        )
+    if cfg.calibrate and cfg.tta:
+        raise ConfigError(
+            f"calibrate=true with tta={list(cfg.tta)}: the temperature scales each view's logits, so it is fitted "
+            "without TTA; drop tta= (predict applies it to every view)"
+        )
+    if cfg.explain:
+        check_explainable(models)
+
+
 def calibrate(
     cfg: DictConfig, ckpts: list[str], models: list[Any], table: pd.DataFrame, output_dir: Path
 ) -> tuple[float, int]:
     """The temperature fitted on the validation split (never on the evaluated rows) and how many images it saw;
     the model then predicts at T = 1 (eval tempers its probabilities: the same numbers, one pass)."""
-    if len(ckpts) > 1 or isinstance(models[0], DeployedModel):
-        raise ConfigError(
-            "calibrate=true fits the temperature of one checkpoint (.ckpt): an ensemble or an exported file "
-            "(its temperature is inside) cannot be calibrated; pass ckpt_path=<one .ckpt>"
-        )
-    spec = data_spec(models[0])
-    fit_rows = labelled_rows(cfg, spec, ckpts[0], output_dir / "calibration", cfg.calibration_split)
-    shared = set(fit_rows["path"]) & set(table["path"])
+    fit_rows = labelled_rows(
+        cfg, models[0], ckpts[0], output_dir / "calibration", cfg.calibration_split, "calibration_split"
+    )
+    shared = {str(Path(p).resolve()) for p in fit_rows["path"]} & {str(Path(p).resolve()) for p in table["path"]}
     if shared:
         raise ConfigError(
             f"calibrate=true: {len(shared)} evaluated images are in the calibration split "
@@ -82,7 +105,10 @@ def calibrate(
             "(a temperature is never fitted on the evaluated images)"
         )
     models[0].temperature = 1.0  # fit from the model's own probabilities, not an earlier fit
-    temperature = fit_temperature(log_probabilities(cfg, models, fit_rows, output_dir), fit_rows["label"].to_numpy())
+    log_probs = log_probabilities(cfg, models, fit_rows, output_dir)
+    if log_probs is None:  # a re-launched DDP rank: rank 0 fits (and reports)
+        return 1.0, len(fit_rows)
+    temperature = fit_temperature(log_probs, fit_rows["label"].to_numpy())
     log.info(f"Temperature {temperature:.4f} fitted on {len(fit_rows)} {cfg.calibration_split} images")
     return temperature, len(fit_rows)
 
@@ -115,8 +141,6 @@ def explanations(
 ) -> dict[str, Path]:
     """`explain=true`: Grad-CAM overlays of the most confident mistakes and of one image per class, each for the
     class the model answered (why it said that)."""
-    if len(models) > 1 or isinstance(models[0], DeployedModel):
-        raise ConfigError("explain=true explains one checkpoint (.ckpt): pass ckpt_path=<one .ckpt>")
     names, preds = spec["class_names"], probs.argmax(1)
     first = table.reset_index(drop=True).groupby("label").head(1).index.tolist()  # one image per true class
     samples = _mistake_images(spec, table, first, cfg.loader)
@@ -152,9 +176,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if cfg.split not in SPLITS:
         raise ConfigError(f"split={cfg.split!r}: evaluate one of {', '.join(SPLITS)} (or input=<labelled data>)")
     ckpts, models = load_models(cfg)
+    check_settings(cfg, ckpts, models)
     spec, class_names = data_spec(models[0]), data_spec(models[0])["class_names"]
     log.info(describe(models[0]))
-    table = labelled_rows(cfg, spec, ckpts[0], output_dir, None if cfg.get("input") else cfg.split)
+    table = labelled_rows(cfg, models[0], ckpts[0], output_dir, None if cfg.get("input") else cfg.split)
     evaluated = f"`{cfg.input}`" if cfg.get("input") else f"the {cfg.split} split"
     log.info(f"Evaluating {len(table)} labelled images ({evaluated})")
 
@@ -169,6 +194,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         raw, probs = probs, softmax(log_probs, temperature)  # = predicting at T (deploy/calibrate.py)
         record = {
             "fitted_on": str(cfg.calibration_split),
+            "weights": models[0].loaded_weights,  # ema or raw: the temperature is theirs
             "n": n_fit,
             "evaluated": evaluated,
             "ece_before": expected_calibration_error(raw, labels, bins),

@@ -27,7 +27,7 @@ from imgcls.deploy.files import FORMATS, export_onnx, export_torchscript, load_d
 from imgcls.deploy.model import LAYOUTS, Deployable, input_shape, metadata
 from imgcls.deploy.model_card import write_model_card
 from imgcls.deploy.quantize import quantize_onnx
-from imgcls.models.checkpoint import checkpoint_paths, load_classifier
+from imgcls.models.checkpoint import checkpoint_paths, load_classifier, run_dir_of
 from imgcls.models.classifier import Classifier
 from imgcls.models.weights import ModelConfigError
 from imgcls.utils import get_logger, write_json_atomic
@@ -53,13 +53,18 @@ def _settings(cfg: DictConfig) -> tuple[str, str]:
     ckpt = ckpts[0]
     if Path(ckpt).suffix != ".ckpt":
         raise ModelConfigError(f"ckpt_path='{ckpt}' is not a .ckpt: export takes a checkpoint written by train.py")
+    suffix = FORMATS[cfg.format]
+    if cfg.get("output") and Path(cfg.output).suffix != suffix:
+        raise ConfigError(
+            f"output='{cfg.output}' for format={cfg.format}: name it *{suffix} (predict.py reads by suffix)"
+        )
     return ckpt, str(cfg.format)
 
 
 def check_images(cfg: DictConfig, classifier: Classifier, ckpt: str, output_dir: Path) -> pd.DataFrame:
     """Real images for the check: by default the checkpoint's own validation rows (its run's split.csv)."""
     spec = classifier.hparams.data_spec
-    source = cfg.get("check_input") or Path(ckpt).resolve().parents[1] / "split.csv"
+    source = cfg.get("check_input") or run_dir_of(ckpt) / "split.csv"
     if cfg.get("check_input") and not Path(source).exists():
         raise DataConfigError(f"check_input='{source}' does not exist: give an image, a folder or a CSV")
     if not Path(source).exists():
@@ -67,7 +72,7 @@ def check_images(cfg: DictConfig, classifier: Classifier, ckpt: str, output_dir:
             f"check_input: the checkpoint's run has no split.csv at {source}: pass check_input=<images or CSV> "
             "(or check=false)"
         )
-    split = cfg.check_split if Path(source).suffix == ".csv" and cfg.get("check_input") is None else None
+    split = cfg.get("check_split") if Path(source).suffix == ".csv" else None
     table = read_rows(str(source), spec, split)
     table = table.head(int(cfg.check_images)).reset_index(drop=True)
     return readable_inputs(table, spec, cfg.on_bad_image, 0, output_dir).reset_index(drop=True)
@@ -94,7 +99,7 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     output_dir = Path(cfg.paths.output_dir)
     ckpt, fmt = _settings(cfg)
     classifier = load_classifier(ckpt, ema=bool(cfg.ema))
-    temperature = load_temperature(ckpt)
+    temperature = load_temperature(ckpt, classifier.loaded_weights)
     spec = classifier.hparams.data_spec
     log.info(
         f"Exporting {classifier.hparams.name} ({len(spec['class_names'])} classes, input {spec['image_size']}, "
@@ -104,10 +109,17 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     meta = metadata(classifier, ckpt, temperature, cfg.layout)
     output = Path(cfg.output) if cfg.get("output") else output_dir / f"model{FORMATS[fmt]}"
     example = torch.zeros([2 if d == "N" else d for d in input_shape(spec, cfg.layout)], dtype=torch.uint8)
-    if fmt == "onnx":
-        export_onnx(module, example, output, meta, int(cfg.opset))
-    else:
-        export_torchscript(module, example, output, meta)
+    try:
+        if fmt == "onnx":
+            export_onnx(module, example, output, meta, int(cfg.opset))
+        else:
+            export_torchscript(module, example, output, meta)
+    except (RuntimeError, ValueError, TypeError) as exc:  # torch's exporters: an op or construct they cannot write
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ExportCheckError(
+            f"format={fmt} cannot export {classifier.hparams.name} ({first}): try "
+            + ("another opset= or format=torchscript" if fmt == "onnx" else "format=onnx")
+        ) from exc
     log.info(f"Wrote {output} ({output.stat().st_size / 1e6:.1f} MB)")
     files = [output]
     if cfg.quantize:
@@ -130,6 +142,8 @@ def export(cfg: DictConfig) -> dict[str, Any]:
         _print(rows)
         exported = rows[1]
         if exported.max_abs_diff > float(cfg.tolerance) or exported.top1_agree < 1.0:
+            for file in files:  # a file that fails its check is not left where a deployment would pick it up
+                file.unlink(missing_ok=True)
             raise ExportCheckError(
                 f"{output.name} differs from the checkpoint on {exported.n} images (max |Δprob| "
                 f"{exported.max_abs_diff:.1e} > tolerance={cfg.tolerance} or top-1 agreement "
@@ -143,6 +157,7 @@ def export(cfg: DictConfig) -> dict[str, Any]:
         "temperature": temperature,
         "check": [vars(r) for r in rows],
     }
+    result["check_images_from"] = str(cfg.get("check_input") or f"{run_dir_of(ckpt) / 'split.csv'} ({cfg.check_split})")
     card = write_model_card(output.with_name("MODEL_CARD.md"), classifier, ckpt, meta, result)
     log.info(f"Wrote {card}")
     write_json_atomic(output_dir / "export.json", result)

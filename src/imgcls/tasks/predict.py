@@ -31,6 +31,7 @@ from imgcls.evaluation.explain import explain, overlay, png_bytes
 from imgcls.extras.competition import Submission, load_submission
 from imgcls.feeding.loaders import make_loader, resolve_num_workers
 from imgcls.models.checkpoint import checkpoint_paths, load_ensemble
+from imgcls.models.classifier import TTA
 from imgcls.models.weights import ModelConfigError
 from imgcls.utils import atomic_write_bytes, atomic_write_text, get_logger, write_json_atomic
 from imgcls.utils.errors import ConfigError
@@ -92,13 +93,16 @@ def load_models(cfg: DictConfig) -> tuple[list[str], list[Any]]:
             )
         log.info(f"Loading the exported model {ckpts[0]}")
         model = load_deployed(ckpts[0])
+        unknown = [n for n in cfg.tta or [] if n not in TTA]
+        if unknown:
+            raise ConfigError(f"tta={list(cfg.tta)}: unknown {unknown}; supported: {', '.join(TTA)}")
         model.tta = list(cfg.tta or [])
         return ckpts, [model]
     log.info(f"Loading {len(ckpts)} checkpoint(s): {ckpts}")
     models = load_ensemble(ckpts, ema=bool(cfg.ema))
     for path, model in zip(ckpts, models):
         model.tta = list(cfg.tta or [])
-        model.temperature = load_temperature(path)
+        model.temperature = load_temperature(path, model.loaded_weights)
     return ckpts, models
 
 
@@ -108,7 +112,7 @@ def describe(model: Any) -> str:
         kind = f"{model.format} file"
     else:
         kind = f"{'EMA' if model.loaded_weights == 'ema' else 'trained'} weights"
-    temperature = float(getattr(model, "temperature", 1.0))
+    temperature = float(model.temperature)
     return (
         f"Model {model_name(model)}: {len(spec['class_names'])} classes, input {spec['image_size']}, {kind}"
         + (f", TTA {list(model.tta)}" if model.tta else "")
@@ -156,7 +160,7 @@ def ensemble_probabilities(
 
 def _deployed_probabilities(model: DeployedModel, table: pd.DataFrame, cfg: DictConfig) -> np.ndarray:
     """An exported file over the same pre-processed uint8 batches the checkpoint would see, TTA views averaged."""
-    width_axis = -1 if model.layout == "nchw" else 2
+    width_axis = -1 if model.layout == "nchw" else 2  # hflip (the one TTA, models/classifier.py) on uint8
     out = np.zeros((len(table), len(model.data_spec["class_names"])), dtype=np.float32)
     for images, index in eval_batches(model.data_spec, table, cfg.loader, model.layout):
         views = [images] + [np.flip(images, axis=width_axis) for name in model.tta if name == "hflip"]
@@ -168,6 +172,8 @@ def _deployed_probabilities(model: DeployedModel, table: pd.DataFrame, cfg: Dict
 def predict(cfg: DictConfig) -> dict[str, Any]:
     output_dir = Path(cfg.paths.output_dir)
     ckpts, models = load_models(cfg)
+    if cfg.get("explain"):
+        check_explainable(models)
     spec = data_spec(models[0])
     log.info(describe(models[0]))
     top_k = check_top_k(int(cfg.top_k), len(spec["class_names"]))
@@ -213,8 +219,6 @@ def write_explanations(
 ) -> None:
     """`explain=true`: a Grad-CAM overlay per input (the first `explain_limit`), for the answered class:
     `<out_dir>/<row>_<image name>_<class>.png`, the image as the model saw it."""
-    if len(models) > 1 or isinstance(models[0], DeployedModel):
-        raise ConfigError("explain=true explains one checkpoint (.ckpt): pass ckpt_path=<one .ckpt>")
     spec, names = data_spec(models[0]), data_spec(models[0])["class_names"]
     rows = table.iloc[:limit].reset_index(drop=True)
     for images, index in eval_batches(spec, rows, loader):
@@ -223,6 +227,12 @@ def write_explanations(
             name = f"{i:05d}_{Path(rows['path'].iloc[i]).stem}_{names[preds[i]]}.png"
             atomic_write_bytes(out_dir / name, png_bytes(overlay(image, heat)))
     log.info(f"Wrote {min(limit, len(table))} Grad-CAM overlays to {out_dir}")
+
+
+def check_explainable(models: list[Any]) -> None:
+    """explain=true needs the network's layers: one .ckpt (checked before anything is predicted)."""
+    if len(models) > 1 or isinstance(models[0], DeployedModel):
+        raise ConfigError("explain=true explains one checkpoint (.ckpt): pass ckpt_path=<one .ckpt>")
 
 
 def check_top_k(top_k: int, num_classes: int) -> int:

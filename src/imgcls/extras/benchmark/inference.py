@@ -54,7 +54,7 @@ def runners(classifier: Any, work: Path, compile_settings: Any) -> dict[str, Cal
         return run
 
     out = {"pytorch eager": torch_runner(module)}
-    if compile_settings is not False:
+    if compile_settings not in (False, None):
         settings = dict(compile_settings) if isinstance(compile_settings, dict) else {}
         out["torch.compile"] = torch_runner(torch.compile(module, **settings))
     out["onnxruntime fp32"] = load_deployed(onnx_path, threads=threads).probabilities
