@@ -163,3 +163,24 @@ def test_the_overlay_shows_the_map_where_it_is_hot():
     blended = overlay(np.full((16, 16, 1), 128, np.uint8), heat).astype(int)
     hot, cold = blended[1, 1], blended[14, 14]
     assert hot[0] > cold[0] + 40 and cold[2] > cold[0]  # jet: red where hot, blue where cold
+
+
+def test_an_unreadable_image_is_skipped_and_listed_or_stops_eval_and_export(deploy_runs, image_tree, tmp_path):
+    """eval and export's check read images with predict's policy (`on_bad_image`)."""
+    from imgcls.data.bad_images import BadImageError
+
+    tree = tmp_path / "tree"
+    shutil.copytree(image_tree, tree)
+    bad = tree / "circle" / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not an image")  # a truncated file with an image's name
+    ckpt = deploy_runs["cnn"] / "checkpoints" / "best.ckpt"
+    result = run_task("eval", f"ckpt_path={ckpt}", f"input={tree}", *QUIET, run_dir=tmp_path / "e").value
+    assert result["metrics"]["n"] == 60
+    assert pd.read_csv(tmp_path / "e" / "bad_images.csv")["path"].tolist() == [str(bad)]
+    with pytest.raises(BadImageError, match="cannot read image .*broken.png.*on_bad_image=skip") as info:
+        run_task("eval", f"ckpt_path={ckpt}", f"input={tree}", "on_bad_image=error", *QUIET, run_dir=tmp_path / "s")
+    assert "\n" not in str(info.value)
+    exported = run_task(
+        "export", f"ckpt_path={ckpt}", f"check_input={tree}", "check_images=100", *QUIET, run_dir=tmp_path / "x"
+    ).value
+    assert exported["check"][1]["n"] == 60 and (tmp_path / "x" / "bad_images.csv").is_file()

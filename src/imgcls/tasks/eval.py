@@ -33,6 +33,7 @@ from imgcls.tasks.predict import (
     ensemble_probabilities,
     load_models,
     model_name,
+    predictions_table,
 )
 from imgcls.utils import atomic_write_text, get_logger, write_json_atomic
 from imgcls.utils.errors import ConfigError
@@ -228,9 +229,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     pictures = save_pictures(output_dir, result, class_names, images, mistakes)
     if cfg.explain:
         pictures |= explanations(models, spec, table, probs, mistakes, images, cfg, output_dir)
-    rows = table[["path", "label"]].assign(
-        label_name=[class_names[i] for i in labels], pred=probs.argmax(1), prob=probs.max(1).round(6)
-    )
+    rows = predictions_table(table, probs, class_names)  # predict's columns, at eval's temperature
     atomic_write_text(output_dir / "predictions.csv", rows.to_csv(index=False))
     write_json_atomic(output_dir / "eval.json", result)
     report = write_report(output_dir / "report.md", result, pictures, mistakes)

@@ -39,10 +39,14 @@ from imgcls.utils.errors import ConfigError
 log = get_logger(__name__)
 
 
-def predictions_table(paths: list[str], probs: np.ndarray, class_names: list[str], top_k: int = 1) -> pd.DataFrame:
-    """`path,pred,pred_name,prob`, then `pred_2,pred_name_2,prob_2`... for top-k > 1."""
+def predictions_table(table: pd.DataFrame, probs: np.ndarray, class_names: list[str], top_k: int = 1) -> pd.DataFrame:
+    """`path,pred,pred_name,prob`, then `pred_2,pred_name_2,prob_2`... for top-k > 1; labelled input (split.csv,
+    a folder of class folders) gets `label,label_name` after the path: the truth beside each answer."""
     order = np.argsort(-probs, axis=1)[:, : max(1, top_k)]
-    out = pd.DataFrame({"path": paths})
+    out = pd.DataFrame({"path": table["path"].tolist()})
+    if "label" in table:
+        out["label"] = table["label"].to_numpy()
+        out["label_name"] = [class_names[i] for i in out["label"]]
     for rank in range(order.shape[1]):
         suffix = "" if rank == 0 else f"_{rank + 1}"
         idx = order[:, rank]
@@ -183,11 +187,7 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     if probs is None:  # a re-launched DDP rank: rank 0 writes the outputs
         return {}
 
-    result = predictions_table(table["path"].tolist(), probs, spec["class_names"], top_k)
-    if "label" in table:  # labelled input (split.csv, a folder of class folders): the truth beside each answer
-        labels = table["label"].to_numpy()
-        result.insert(1, "label", labels)
-        result.insert(2, "label_name", [spec["class_names"][i] for i in labels])
+    result = predictions_table(table, probs, spec["class_names"], top_k)
     default = "submission.csv" if submission is not None else "predictions.csv"
     output = Path(cfg.output) if cfg.get("output") else output_dir / default
     if submission is not None:
