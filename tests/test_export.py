@@ -68,9 +68,11 @@ def test_the_onnx_file_says_what_it_takes_and_takes_any_batch(deploy_runs, tmp_p
         probs = session.run(["probs"], {"image": np.zeros((n, 40, 32, 3), np.uint8)})[0]
         assert probs.shape == (n, 18) and np.allclose(probs.sum(1), 1, atol=1e-5)
     # predict.py feeds an nhwc file its own layout: the rows predict writes from the .ckpt
-    from_ckpt = _predict(run / "checkpoints" / "best.ckpt", run, tmp_path, "ckpt")
-    from_file = _predict(path, run, tmp_path, "file")
-    assert from_file["pred"].equals(from_ckpt["pred"]) and np.abs(from_file["prob"] - from_ckpt["prob"]).max() <= 1e-4
+    for i, tta in enumerate(("tta=[]", "tta=[hflip]")):  # the flipped view too: the same flip as the checkpoint's
+        from_ckpt = _predict(run / "checkpoints" / "best.ckpt", run, tmp_path, f"ckpt{i}", tta)
+        from_file = _predict(path, run, tmp_path, f"file{i}", tta)
+        assert from_file["pred"].equals(from_ckpt["pred"])
+        assert np.abs(from_file["prob"] - from_ckpt["prob"]).max() <= 1e-4
     card = (tmp_path / "e" / "MODEL_CARD.md").read_text()
     for part in (
         "## Data",

@@ -15,11 +15,10 @@ from imgcls.feeding.loaders import make_loader
 
 
 def eval_batches(
-    spec: Mapping[str, Any], table: pd.DataFrame, loader: Mapping[str, Any], layout: str = "nchw"
+    spec: Mapping[str, Any], table: pd.DataFrame, loader: Mapping[str, Any]
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(uint8 images in `layout`, their row positions in `table`) per batch."""
+    """(uint8 NCHW images, their row positions in `table`) per batch."""
     transform, fitted = spec_eval_transform(spec)
     dataset = ImageDataset(table, transform, spec["channels"], spec["crop"], decode_size=fitted)
     for batch in make_loader(dataset, loader, train=False):
-        images = batch["image"].numpy()
-        yield (images.transpose(0, 2, 3, 1) if layout == "nhwc" else images), np.asarray(batch["index"])
+        yield batch["image"].numpy(), np.asarray(batch["index"])

@@ -80,11 +80,19 @@ class DeployedModel:
         return float(self.meta.get("imgcls.temperature", 1.0))
 
     @property
+    def loaded_weights(self) -> str:
+        """The checkpoint weights it was exported from ("ema" or "raw"), as a Classifier's."""
+        return self.meta.get("imgcls.weights", "raw")
+
+    @property
     def layout(self) -> str:
         return json.loads(self.meta["imgcls.input"])["layout"]
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
-        """uint8 images in the file's layout -> float32 probabilities."""
+        """uint8 NCHW images (what the loaders batch) -> float32 probabilities; an `nhwc` file gets them
+        transposed to its layout."""
+        if self.layout == "nhwc":
+            images = images.transpose(0, 2, 3, 1)
         return self._run(np.ascontiguousarray(images, dtype=np.uint8))
 
 

@@ -47,7 +47,8 @@ def _part(value: Any, group: str) -> Callable[..., Any] | None:
         ) from None
 
 
-# Test-time augmentations on the normalised NCHW batch; predict averages the class probabilities of all views.
+# Test-time augmentations on an NCHW batch (normalised, or uint8 for an exported file: tasks/predict.py); predict
+# averages the class probabilities of all views.
 TTA: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"hflip": lambda x: x.flip(-1)}
 
 

@@ -136,7 +136,7 @@ def export(cfg: DictConfig) -> dict[str, Any]:
         for images, index in eval_batches(spec, table, cfg.loader):
             reference[index] = reference_probabilities(classifier, images, temperature)
             for model, out in zip(deployed, outputs):
-                out[index] = model.probabilities(images.transpose(0, 2, 3, 1) if cfg.layout == "nhwc" else images)
+                out[index] = model.probabilities(images)
         rows = [compare("pytorch (checkpoint)", reference, reference, labels)]
         rows += [compare(f.name, reference, out, labels) for f, out in zip(files, outputs)]
         _print(rows)
@@ -156,8 +156,8 @@ def export(cfg: DictConfig) -> dict[str, Any]:
         "layout": cfg.layout,
         "temperature": temperature,
         "check": [vars(r) for r in rows],
+        "check_images_from": str(cfg.get("check_input") or f"{run_dir_of(ckpt) / 'split.csv'} ({cfg.check_split})"),
     }
-    result["check_images_from"] = str(cfg.get("check_input") or f"{run_dir_of(ckpt) / 'split.csv'} ({cfg.check_split})")
     card = write_model_card(output.with_name("MODEL_CARD.md"), classifier, ckpt, meta, result)
     log.info(f"Wrote {card}")
     write_json_atomic(output_dir / "export.json", result)

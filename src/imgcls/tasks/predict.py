@@ -14,6 +14,7 @@ import hydra
 import lightning as L
 import numpy as np
 import pandas as pd
+import torch
 from lightning.pytorch.callbacks import RichProgressBar
 from omegaconf import DictConfig
 
@@ -164,11 +165,11 @@ def ensemble_probabilities(
 
 def _deployed_probabilities(model: DeployedModel, table: pd.DataFrame, cfg: DictConfig) -> np.ndarray:
     """An exported file over the same pre-processed uint8 batches the checkpoint would see, TTA views averaged."""
-    width_axis = -1 if model.layout == "nchw" else 2  # hflip (the one TTA, models/classifier.py) on uint8
     out = np.zeros((len(table), len(model.data_spec["class_names"])), dtype=np.float32)
-    for images, index in eval_batches(model.data_spec, table, cfg.loader, model.layout):
-        views = [images] + [np.flip(images, axis=width_axis) for name in model.tta if name == "hflip"]
-        out[index] = np.mean([model.probabilities(v) for v in views], axis=0)
+    for images, index in eval_batches(model.data_spec, table, cfg.loader):
+        batch = torch.from_numpy(images)  # NCHW, as the checkpoint's TTA views take them (models/classifier.py)
+        views = [batch] + [TTA[name](batch) for name in model.tta]
+        out[index] = np.mean([model.probabilities(v.numpy()) for v in views], axis=0)
     return out
 
 
@@ -205,7 +206,7 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         "output": str(output),
         "checkpoints": ckpts,
         "tta": list(cfg.tta or []),
-        "weights": [getattr(m, "loaded_weights", getattr(m, "format", None)) for m in models],
+        "weights": [m.loaded_weights for m in models],
     }
     if "label" in table:
         metrics["acc"] = float((result["pred"].to_numpy() == table["label"].to_numpy()).mean())
@@ -219,7 +220,8 @@ def write_explanations(
 ) -> None:
     """`explain=true`: a Grad-CAM overlay per input (the first `explain_limit`), for the answered class:
     `<out_dir>/<row>_<image name>_<class>.png`, the image as the model saw it."""
-    spec, names = data_spec(models[0]), data_spec(models[0])["class_names"]
+    spec = data_spec(models[0])
+    names = spec["class_names"]
     rows = table.iloc[:limit].reset_index(drop=True)
     for images, index in eval_batches(spec, rows, loader):
         maps = explain(models[0], images, preds[index])
