@@ -85,6 +85,8 @@ def test_temperature_scaling_makes_an_over_confident_model_honest(deploy_runs, t
         (["split=train"], r"split='train': evaluate one of val, test"),
         (["calibrate=true"], r"calibrate=true: \d+ evaluated images are in the calibration split \(val\)"),
         (["split=test", "calibration_split=test", "calibrate=true"], r"evaluated images are in the calibration split"),
+        (["bins=0"], r"bins=0: use an integer >= 1"),
+        (["mistakes=-1"], r"mistakes=-1: use an integer >= 0"),
         (["split=test", "calibrate=true", "tta=[hflip]"], r"calibrate=true with tta=\['hflip'\]: .* drop tta="),
     ],
 )
@@ -140,6 +142,16 @@ def test_explanations_are_maps_over_the_image(deploy_runs, tmp_path, kind):
     )
     written = sorted((tmp_path / "p" / "explain").glob("*.png"))
     assert len(written) == 5 and written[0].name.startswith("00000_")
+    with pytest.raises(ConfigError, match="explain_limit=0: use an integer >= 1"):
+        run_task(
+            "predict",
+            f"ckpt_path={ckpt}",
+            f"input={deploy_runs[kind] / 'split.csv'}",
+            "explain=true",
+            "explain_limit=0",
+            *QUIET,
+            run_dir=tmp_path / "q",
+        )
 
 
 def test_a_temperature_is_applied_only_to_the_weights_it_was_fitted_for(deploy_runs, tmp_path):

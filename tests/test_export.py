@@ -128,6 +128,7 @@ def test_int8_copy_is_checked_and_reported(deploy_runs, tmp_path):
         (["layout=chw"], r"layout='chw': use one of nchw, nhwc"),
         (["format=torchscript", "quantize=true"], r"quantize=true quantises ONNX models"),
         (["tolerance=0"], r"model.onnx differs from the checkpoint on \d+ images"),
+        (["check_images=0"], r"check_images=0, tolerance=0.0001: use check_images >= 1 and tolerance >= 0"),
         (["output=model.bin"], r"output='model.bin' for format=onnx: name it \*.onnx"),
     ],
 )

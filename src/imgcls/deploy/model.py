@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 import imgcls
+from imgcls.data.transforms import as_hw
 from imgcls.models.classifier import Classifier
 
 INPUT_NAME, OUTPUT_NAME = "image", "probs"
@@ -48,16 +49,20 @@ def fixed_grid(network: nn.Module, image_size: Any) -> nn.Module:
     it once (timm's `set_input_size`, the same resampling) computes the same numbers. Others as they are."""
     if not getattr(network, "dynamic_img_size", False) or not hasattr(network, "set_input_size"):
         return network
-    size = tuple(image_size) if isinstance(image_size, list | tuple) else (image_size, image_size)
     fixed = copy.deepcopy(network)
-    fixed.set_input_size(img_size=size)  # at its own grid size the per-forward resampling returns at once
+    fixed.set_input_size(img_size=as_hw(image_size))  # at its own grid size the per-forward resampling returns at once
     return fixed
 
 
 def input_shape(spec: dict[str, Any], layout: str) -> list[Any]:
     """The input's shape with a symbolic batch: ["N", 3, 224, 224] (nchw) or ["N", 224, 224, 3] (nhwc)."""
-    height, width = spec["image_size"] if isinstance(spec["image_size"], list | tuple) else [spec["image_size"]] * 2
+    height, width = as_hw(spec["image_size"])
     return ["N", spec["channels"], height, width] if layout == "nchw" else ["N", height, width, spec["channels"]]
+
+
+def example_input(spec: dict[str, Any], layout: str) -> torch.Tensor:
+    """A blank uint8 batch of 2 for the exporters to trace (its batch axis is declared dynamic)."""
+    return torch.zeros([2 if d == "N" else d for d in input_shape(spec, layout)], dtype=torch.uint8)
 
 
 def metadata(classifier: Classifier, checkpoint: str, temperature: float, layout: str) -> dict[str, str]:

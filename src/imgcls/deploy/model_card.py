@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 from omegaconf import OmegaConf
 
+from imgcls.data.transforms import as_hw
 from imgcls.deploy.calibrate import calibration_path
 from imgcls.deploy.check import HEADER
 from imgcls.models.checkpoint import run_dir_of
@@ -99,9 +100,7 @@ def write_model_card(
     spec = classifier.hparams.data_spec
     run = run_dir_of(ckpt)
     shape = json.loads(meta["imgcls.input"])["shape"]
-    size = "x".join(
-        str(v) for v in (spec["image_size"] if isinstance(spec["image_size"], list) else [spec["image_size"]] * 2)
-    )
+    size = "x".join(str(v) for v in as_hw(spec["image_size"]))
     resize = spec.get("resize") or {"mode": "stretch", "fitted": None, "interpolation": "bilinear", "fill": [0]}
     fitted = "x".join(str(v) for v in resize.get("fitted") or []) or size
     how = _MODES[resize["mode"]].format(size=size, fit=fitted, fill=resize.get("fill"))

@@ -76,6 +76,9 @@ def labelled_rows(
 
 def check_settings(cfg: DictConfig, ckpts: list[str], models: list[Any]) -> None:
     """What cannot work, said before anything is predicted."""
+    for key, low in (("bins", 1), ("mistakes", 0)):
+        if int(cfg[key]) < low:
+            raise ConfigError(f"{key}={cfg[key]}: use an integer >= {low} (see configs/eval.yaml)")
     if cfg.calibrate and (len(ckpts) > 1 or isinstance(models[0], DeployedModel)):
         raise ConfigError(
             "calibrate=true fits the temperature of one checkpoint (.ckpt): an ensemble or an exported file "

@@ -24,7 +24,7 @@ from imgcls.deploy.batches import eval_batches
 from imgcls.deploy.calibrate import load_temperature
 from imgcls.deploy.check import HEADER, Agreement, compare
 from imgcls.deploy.files import FORMATS, export_onnx, export_torchscript, load_deployed
-from imgcls.deploy.model import LAYOUTS, Deployable, input_shape, metadata
+from imgcls.deploy.model import LAYOUTS, Deployable, example_input, metadata
 from imgcls.deploy.model_card import write_model_card
 from imgcls.deploy.quantize import quantize_onnx
 from imgcls.models.checkpoint import checkpoint_paths, load_classifier, run_dir_of
@@ -47,6 +47,11 @@ def _settings(cfg: DictConfig) -> tuple[str, str]:
         raise ConfigError(f"layout={cfg.layout!r}: use one of {', '.join(LAYOUTS)}")
     if cfg.quantize and cfg.format != "onnx":
         raise ConfigError("quantize=true quantises ONNX models (ONNX Runtime's dynamic int8): use format=onnx")
+    if int(cfg.check_images) < 1 or float(cfg.tolerance) < 0:
+        raise ConfigError(
+            f"check_images={cfg.check_images}, tolerance={cfg.tolerance}: use check_images >= 1 and tolerance >= 0 "
+            "(or check=false)"
+        )
     ckpts = checkpoint_paths(cfg.ckpt_path)
     if len(ckpts) > 1:
         raise ConfigError(f"ckpt_path matches {len(ckpts)} checkpoints: export one at a time (ckpt_path=<one .ckpt>)")
@@ -108,7 +113,7 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     module = Deployable(classifier, temperature, cfg.layout).eval()
     meta = metadata(classifier, ckpt, temperature, cfg.layout)
     output = Path(cfg.output) if cfg.get("output") else output_dir / f"model{FORMATS[fmt]}"
-    example = torch.zeros([2 if d == "N" else d for d in input_shape(spec, cfg.layout)], dtype=torch.uint8)
+    example = example_input(spec, cfg.layout)
     try:
         if fmt == "onnx":
             export_onnx(module, example, output, meta, int(cfg.opset))

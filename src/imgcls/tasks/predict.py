@@ -179,6 +179,8 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     ckpts, models = load_models(cfg)
     if cfg.get("explain"):
         check_explainable(models)
+        if int(cfg.explain_limit) < 1:
+            raise ConfigError(f"explain_limit={cfg.explain_limit}: use an integer >= 1 (inputs to explain)")
     spec = data_spec(models[0])
     log.info(describe(models[0]))
     top_k = check_top_k(int(cfg.top_k), len(spec["class_names"]))

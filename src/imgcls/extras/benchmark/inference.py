@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from imgcls.deploy.files import export_onnx, load_deployed
-from imgcls.deploy.model import Deployable, input_shape, metadata
+from imgcls.deploy.model import Deployable, example_input, metadata
 from imgcls.deploy.quantize import quantize_onnx
 from imgcls.utils import atomic_write_bytes, get_logger, write_json_atomic
 
@@ -41,7 +41,7 @@ def runners(classifier: Any, work: Path, compile_settings: Any) -> dict[str, Cal
     """name -> `probabilities(uint8 NCHW batch)` for each way of running the same model."""
     module = Deployable(classifier).eval()
     spec = classifier.hparams.data_spec
-    example = torch.zeros([2 if d == "N" else d for d in input_shape(spec, "nchw")], dtype=torch.uint8)
+    example = example_input(spec, "nchw")
     onnx_path = export_onnx(module, example, work / "model.onnx", metadata(classifier, "bench", 1.0, "nchw"), 18)
     int8_path = quantize_onnx(onnx_path, work / "model.int8.onnx")
     threads = torch.get_num_threads()
