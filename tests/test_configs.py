@@ -126,4 +126,10 @@ def test_the_monitored_metric_is_defined_once():
     assert cfg.optimized_metric == "val/loss_best"
     assert cfg.hydra.callbacks.sweep_summary.monitor_key == "monitor"
     typed = [p for p in (ROOT / "configs").rglob("*.yaml") if "monitor: val/" in p.read_text()]
-    assert typed == [ROOT / "configs" / "train.yaml"], f"the metric is typed again in {typed}"
+    assert typed == [], f"the metric is typed in {typed}: it comes from data.task (utils/resolvers.py)"
+    by_task = {d: compose("train", [f"data={d}", "paths.output_dir=/x"]) for d in ("mnist", "mnist_multilabel")}
+    assert [(c.monitor, c.optimized_metric) for c in by_task.values()] == [
+        ("val/f1", "val/f1_best"),
+        ("val/map", "val/map_best"),
+    ]
+    assert by_task["mnist_multilabel"].callbacks.model_checkpoint.monitor == "val/map"

@@ -1,4 +1,5 @@
-"""Pictures people look at: augmented samples, the best epoch's confusion matrix, per-class scores, worst errors.
+"""Pictures people look at: augmented samples, the best epoch's confusion matrix, per-class scores, worst errors
+(for multi-label data: per-class AP, label co-occurrence, confident false positives and misses; multilabel_pictures).
 
 Saved as PNG/CSV in the run dir and, with `logger=wandb`, logged as W&B images and tables.
 """
@@ -21,6 +22,13 @@ from torchmetrics.functional.classification import (
     multiclass_recall,
 )
 
+from imgcls.callbacks.multilabel_pictures import (
+    ap_figure,
+    cooccurrence_figure,
+    label_text,
+    mistakes_figure,
+    per_class_table,
+)
 from imgcls.distributed.gather import gather_uneven
 from imgcls.utils.io import atomic_write_text
 from imgcls.utils.logging import get_logger
@@ -31,6 +39,12 @@ log = get_logger(__name__)
 
 def _wandb(trainer: L.Trainer) -> WandbLogger | None:
     return next((lg for lg in trainer.loggers if isinstance(lg, WandbLogger)), None)
+
+
+def _caption(target: Any, names: list[str]) -> str:
+    """A class index's name, or a multi-hot row's names (`3|7`, `none`)."""
+    target = np.asarray(target)
+    return label_text(target, names) if target.ndim else names[int(target)]
 
 
 def _hwc(image: Any) -> np.ndarray:
@@ -64,7 +78,7 @@ class RunPictures(Callback):
         names = pl_module.class_names
         fig = image_grid(
             [_hwc(it["image"]) for it in items],
-            [names[int(it["target"])] for it in items],
+            [_caption(it["target"], names) for it in items],
             title=f"Augmented training samples ({trainer.datamodule.augment.get('name', '?')})",
         )
         self._publish(trainer, save_figure(fig, self.output_dir / "augmented_samples.png"), "augmented_samples")
@@ -82,7 +96,9 @@ class RunPictures(Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        if isinstance(outputs, dict) and "preds" in outputs:
+        if isinstance(outputs, dict) and "probs" in outputs:  # multi-label: each class's probability
+            self._outputs.append({"probs": outputs["probs"], "target": batch["target"], "index": batch["index"]})
+        elif isinstance(outputs, dict) and "preds" in outputs:
             self._outputs.append(
                 {"preds": outputs["preds"], "conf": outputs["conf"], "target": batch["target"], "index": batch["index"]}
             )
@@ -92,17 +108,20 @@ class RunPictures(Callback):
         if trainer.sanity_checking or not self._outputs:
             return
         gathered = gather_uneven(
-            trainer,
-            pl_module,
-            {k: torch.cat([o[k] for o in self._outputs]) for k in ("preds", "conf", "target", "index")},
+            trainer, pl_module, {k: torch.cat([o[k] for o in self._outputs]) for k in self._outputs[0]}
         )
+        if "probs" in gathered:  # the thresholds predict would use with this epoch's checkpoint
+            gathered["thresholds"] = pl_module.thresholds.detach().cpu()
         score = trainer.callback_metrics.get(self.monitor)
         score = self.sign * float(score) if score is not None else -float("inf")
         if trainer.is_global_zero and score > self._best_score:
             # Each image once, whatever the sampler did (a padding sampler repeats some across ranks).
             _, first = np.unique(gathered["index"].numpy(), return_index=True)
             self._best_score = score
-            self._best = {"epoch": trainer.current_epoch, **{k: v.numpy()[first] for k, v in gathered.items()}}
+            self._best = {
+                "epoch": trainer.current_epoch,
+                **{k: v.numpy() if k == "thresholds" else v.numpy()[first] for k, v in gathered.items()},
+            }
 
     # ---- resume: the best epoch so far travels in the checkpoint (tensors, so weights_only loading works) ---
     def state_dict(self) -> dict[str, Any]:
@@ -125,6 +144,9 @@ class RunPictures(Callback):
         if not trainer.is_global_zero or self._best is None:
             return
         best, names = self._best, pl_module.class_names
+        if "probs" in best:
+            self._multilabel_reports(trainer, best, names)
+            return
         k = len(names)
         preds, target = torch.as_tensor(best["preds"]), torch.as_tensor(best["target"])
         matrix = multiclass_confusion_matrix(preds, target, k).numpy()
@@ -150,6 +172,30 @@ class RunPictures(Callback):
             wb.log_table("val/per_class", dataframe=table)
 
         self._worst_grid(trainer, best, names)
+
+    def _multilabel_reports(self, trainer: L.Trainer, best: dict[str, Any], names: list[str]) -> None:
+        probs, target, thresholds = best["probs"], best["target"], best["thresholds"]
+        epoch = f"best epoch {best['epoch']} ({self.monitor}={self.sign * self._best_score:.4f})"
+        table = per_class_table(probs, target, thresholds, names)
+        atomic_write_text(self.output_dir / "per_class.csv", table.to_csv(index=False))
+        if (wb := _wandb(trainer)) is not None:
+            wb.log_table("val/per_class", dataframe=table)
+        ap = ap_figure(table, f"Validation average precision per class, {epoch}")
+        self._publish(trainer, save_figure(ap, self.output_dir / "per_class_ap.png"), "per_class_ap")
+        both = cooccurrence_figure(target, names, "Validation label co-occurrence")
+        self._publish(trainer, save_figure(both, self.output_dir / "label_cooccurrence.png"), "label_cooccurrence")
+        dataset = getattr(trainer.datamodule, "val_set", None) if trainer.datamodule else None
+        if dataset is not None:
+            fig = mistakes_figure(
+                probs,
+                target,
+                thresholds,
+                names,
+                lambda row: _hwc(dataset[int(best["index"][row])]["image"]),
+                self.worst,
+                f"Most confident validation mistakes, epoch {best['epoch']}",
+            )
+            self._publish(trainer, save_figure(fig, self.output_dir / "worst_misclassified.png"), "worst_misclassified")
 
     def _worst_grid(self, trainer: L.Trainer, best: dict[str, Any], names: list[str]) -> None:
         wrong = np.flatnonzero(best["preds"] != best["target"])

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 
 from imgcls.data.bad_images import check_policy, drop_unreadable, find_unreadable
 from imgcls.data.dataset import ImageDataset
+from imgcls.data.labels import check_task, is_multilabel, join_names, multi_hot, present
 from imgcls.data.resize import Resize
 from imgcls.data.sources import DataConfigError, Discovered, check_given_split
 from imgcls.data.split import assign_splits
@@ -44,6 +45,7 @@ class ImageDataModule(L.LightningDataModule):
         self,
         source: Any,
         root: str | None = None,
+        task: str = "multiclass",
         image_size: int | Sequence[int] = 224,
         channels: int = 3,
         crop: Mapping[str, Any] | None = None,
@@ -71,6 +73,7 @@ class ImageDataModule(L.LightningDataModule):
         # A `_target_` config (from Hydra, which leaves nested configs to this class) or a source object.
         self.source = hydra.utils.instantiate(source) if isinstance(source, Mapping) else source
         self.root = root  # informational: the sources read it from the config
+        self.task = check_task(task)
         self.image_size = as_hw(to_plain(image_size))
         self.channels = int(channels)
         self.crop = to_plain(crop) or {"mode": "none"}
@@ -180,7 +183,7 @@ class ImageDataModule(L.LightningDataModule):
         kept = drop_unreadable(
             table, bad, self.on_bad_image, key="data.on_bad_image", source="data.root", listed=where
         ).reset_index(drop=True)
-        lost = sorted(set(table["label"]) - set(kept["label"]))
+        lost = sorted(present(table) - present(kept))
         if lost:
             raise DataConfigError(
                 f"class(es) {[self.class_names[i] for i in lost]} have no readable images "
@@ -193,7 +196,16 @@ class ImageDataModule(L.LightningDataModule):
     def discovered(self) -> Discovered:
         if self._discovered is None:
             self.source.prepare()  # idempotent; lets `spec` work before the Trainer exists
-            self._discovered = self.source.discover()
+            found = self.source.discover()
+            if found.multilabel != (self.task == "multilabel"):
+                fix = (
+                    "set data.task=multilabel"
+                    if found.multilabel
+                    else "multi-label data comes from data=csv (label_separator/label_columns) or data=mnist_multilabel"
+                )
+                kind = "label sets" if found.multilabel else "one label per image"
+                raise DataConfigError(f"data.task={self.task} but {type(self.source).__name__} gives {kind}: {fix}")
+            self._discovered = found
             log.info(f"Found {len(self._discovered.table)} images in {len(self._discovered.class_names)} classes")
         return self._discovered
 
@@ -217,7 +229,13 @@ class ImageDataModule(L.LightningDataModule):
             "mean": self.mean,
             "std": self.std,
             "tasks": self.discovered.tasks,
+            "multilabel": self.multilabel,
         }
+
+    @property
+    def multilabel(self) -> bool:
+        """Several labels per image (data.task=multilabel): targets are multi-hot, the model sigmoid."""
+        return bool(self.discovered.multilabel)
 
     # ---- split and datasets ------------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
@@ -238,7 +256,13 @@ class ImageDataModule(L.LightningDataModule):
         def dataset(name: str, transform: Any) -> ImageDataset:
             rows = table[table["split"] == name].reset_index(drop=True)
             return ImageDataset(
-                rows, transform, self.channels, self.crop, decode_size=self.cache_size, cache_file=cache
+                rows,
+                transform,
+                self.channels,
+                self.crop,
+                decode_size=self.cache_size,
+                cache_file=cache,
+                num_classes=self.num_classes,
             )
 
         self.train_set = dataset("train", train_tf)
@@ -254,15 +278,28 @@ class ImageDataModule(L.LightningDataModule):
         )
 
     def train_class_counts(self) -> np.ndarray:
-        """Training images per class (for class-weighted losses), zeros included."""
+        """Training images per class (for class-weighted losses), zeros included; multi-label: the positives."""
         self.setup()
-        labels = self.table.loc[self.table["split"] == "train", "label"].to_numpy()
-        return np.bincount(labels, minlength=self.num_classes)
+        train = self.table[self.table["split"] == "train"]
+        if self.multilabel:
+            return multi_hot(train["labels"], self.num_classes).sum(axis=0).astype(np.int64)
+        return np.bincount(train["label"].to_numpy(), minlength=self.num_classes)
+
+    def train_size(self) -> int:
+        """Training images (with `train_class_counts`: the negatives of each class, for BCE's pos_weight)."""
+        self.setup()
+        return int((self.table["split"] == "train").sum())
 
     def _write_split(self) -> None:
         names = self.class_names
-        out = self.table.assign(label_name=[names[i] for i in self.table["label"]])
-        cols = ["path", "label", "label_name", "split"] + [c for c in ("fold", "group") if c in out]
+        if is_multilabel(self.table):  # the set as names, `cat|dog` (empty = no label): data/labels.py
+            out, label_cols = self.table.assign(labels=join_names(self.table["labels"], names)), ["labels"]
+        else:
+            out, label_cols = (
+                self.table.assign(label_name=[names[i] for i in self.table["label"]]),
+                ["label", "label_name"],
+            )
+        cols = ["path", *label_cols, "split"] + [c for c in ("fold", "group") if c in out]
         self._write_output("split.csv", out[cols])
 
     def _write_output(self, name: str, frame: pd.DataFrame) -> Path | None:
@@ -308,6 +345,11 @@ class ImageDataModule(L.LightningDataModule):
         """Shuffle (or class-balanced draw) and per-image augmentation seeds from (`draw_seed`, epoch) only: the
         same on every DDP rank before sharding, and replayed exactly by a resumed run (see resume/sampler.py)."""
         world = self.trainer.world_size if self.trainer is not None else 1
+        if self.sampler == "weighted" and self.multilabel:
+            raise DataConfigError(
+                "data.sampler=weighted draws each class equally often, which needs one class per image: use "
+                "data.sampler=random for multi-label data (and model.loss.pos_weight for rare classes)"
+            )
         weights = balanced_weights(self.train_set.targets) if self.sampler == "weighted" else None
         sampler = EpochSampler(len(self.train_set), seed=self.draw_seed, weights=weights)
         start, self.train_start = self.train_start, None

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from torch.utils.data import Dataset
 
+from imgcls.data.labels import is_multilabel, multi_hot
 from imgcls.feeding.cache import CacheReader
 from imgcls.feeding.image_io import load_image
 
@@ -21,8 +22,8 @@ from imgcls.feeding.image_io import load_image
 class ImageDataset(Dataset):
     """Samples from a discovery table (`path`, optional `label`, `row`, bbox columns); items are dicts.
 
-    `{"image": uint8[C,H,W], "target": int64, "index": int64}`; `index` is the row in the table, so predictions
-    can be written back in input order (and de-duplicated under DDP).
+    `{"image": uint8[C,H,W], "target": int64 (multi-label: float32[num_classes] 0/1), "index": int64}`;
+    `index` is the row in the table, so predictions can be written back in input order (and de-duplicated under DDP).
 
     With `cache_file` the pre-processed image is read from the memory-mapped cache (row = `table.row`),
     otherwise it is decoded and cropped from the file, at reduced JPEG scale when `decode_size` allows.
@@ -36,9 +37,10 @@ class ImageDataset(Dataset):
         crop: dict[str, Any] | None = None,
         decode_size: Sequence[int] | None = None,
         cache_file: str | None = None,
+        num_classes: int | None = None,
     ) -> None:
         self.paths = table["path"].tolist()
-        self.targets = table["label"].to_numpy(np.int64) if "label" in table else np.full(len(table), -1, np.int64)
+        self.targets = _targets(table, num_classes)
         self.rows = table["row"].to_numpy(np.int64) if "row" in table else np.arange(len(table))
         self.crop = dict(crop or {})
         columns: Sequence[str] = self.crop.get("columns") or ()
@@ -72,7 +74,7 @@ class ImageDataset(Dataset):
         img = self.transform(image=self.read(index))["image"]
         if img.ndim == 2:  # cv2 drops a single channel axis on some ops
             img = img[:, :, None]
-        return {"image": img, "target": int(self.targets[index]), "index": index}
+        return {"image": img, "target": self.targets[index], "index": index}
 
     def reseed(self, seed: int) -> None:
         """Albumentations keeps its own RNG; without this every worker would apply identical augmentations."""
@@ -86,6 +88,13 @@ class ImageDataset(Dataset):
         generator, py_random = np.random.Generator(np.random.PCG64(seed)), random.Random(seed)
         for node in self._nodes:
             node.random_generator, node.py_random = generator, py_random
+
+
+def _targets(table: pd.DataFrame, num_classes: int | None) -> np.ndarray:
+    """(N,) int64 class indices (-1 = unlabelled), or (N, num_classes) float32 multi-hot for a `labels` table."""
+    if is_multilabel(table) and num_classes is not None:  # without num_classes: a decode-only pass (cache, checks)
+        return multi_hot(table["labels"], num_classes)
+    return table["label"].to_numpy(np.int64) if "label" in table else np.full(len(table), -1, np.int64)
 
 
 def _pipeline_nodes(transform: Any) -> Iterator[Any]:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 
+from imgcls.data.labels import SEPARATOR, parse_label_sets
 from imgcls.data.sources import SPLIT_NAMES, DataConfigError, list_images
 
 
@@ -18,11 +19,13 @@ def read_inputs(
     split: str | None = None,
     path_column: str = "path",
     bbox_columns: list[str] | None = None,
+    multilabel: bool = False,
 ) -> pd.DataFrame:
     """Columns `path` (+ `label` when the CSV carries known labels, so predict can report accuracy), plus the
     bbox columns a `crop.mode=bbox` checkpoint needs (only a CSV can carry them).
 
-    Known labels come from a `label_name` column (as in split.csv) or a `label` column of class names.
+    Known labels come from a `label_name` column (as in split.csv) or a `label` column of class names; for a
+    multi-label model from a `labels` column of names joined by `|` (split.csv's), read into sets (`labels`).
     """
     path = Path(str(source)).expanduser()
     if not path.exists():
@@ -40,7 +43,7 @@ def read_inputs(
         # A folder of class folders (as data=folder reads it) is labelled: every image in a folder named by a class.
         parts = [p.relative_to(path).parts for p in files]
         index = {str(n): i for i, n in enumerate(class_names)}
-        if all(len(p) > 1 and p[0] in index for p in parts):
+        if not multilabel and all(len(p) > 1 and p[0] in index for p in parts):
             table["label"] = [index[p[0]] for p in parts]
         return table
     if path.suffix.lower() != ".csv":
@@ -62,6 +65,11 @@ def read_inputs(
         raise DataConfigError(f"input CSV '{path}' lacks the bbox column(s) {missing} the checkpoint crops with")
     for column in bbox_columns or []:
         table[column] = df[column].astype(float).values
+    if multilabel:
+        if "labels" in df:
+            sets, _ = parse_label_sets(df["labels"].tolist(), class_names, SEPARATOR, f"input CSV '{path}'", "labels")
+            table["labels"] = pd.Series(sets, dtype=object)
+        return table
     names = df["label_name"] if "label_name" in df else df["label"] if "label" in df else None
     if names is not None:
         index = {n: i for i, n in enumerate(class_names)}
@@ -84,4 +92,5 @@ def read_rows(source: str, spec: Mapping[str, Any], split: str | None, path_colu
         split=split,
         path_column=path_column,
         bbox_columns=list(crop.get("columns") or []) if crop.get("mode") == "bbox" else None,
+        multilabel=bool(spec.get("multilabel")),
     )

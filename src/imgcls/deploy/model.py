@@ -78,7 +78,21 @@ def metadata(classifier: Classifier, checkpoint: str, temperature: float, layout
         "imgcls.input": json.dumps(
             {"name": INPUT_NAME, "dtype": "uint8", "layout": layout, "shape": input_shape(spec, layout)}
         ),
-        "imgcls.output": json.dumps({"name": OUTPUT_NAME, "dtype": "float32", "meaning": "class probabilities"}),
+        "imgcls.output": json.dumps({"name": OUTPUT_NAME, "dtype": "float32", "meaning": _meaning(classifier)}),
         "imgcls.temperature": repr(float(temperature)),
+        **_thresholds(classifier),
         "imgcls.data_spec": json.dumps(spec, default=str),  # the pre-processing predict.py runs (resize, crop)
     }
+
+
+def _meaning(classifier: Classifier) -> str:
+    if getattr(classifier, "multilabel", False):
+        return "per-class probabilities (independent sigmoids: multi-label; a class is present at >= its threshold)"
+    return "class probabilities"
+
+
+def _thresholds(classifier: Classifier) -> dict[str, str]:
+    """A multi-label model's per-class decision thresholds (tuned on validation), for whoever deploys the file."""
+    if not getattr(classifier, "multilabel", False):
+        return {}
+    return {"imgcls.thresholds": json.dumps([round(float(t), 6) for t in classifier.thresholds])}

@@ -17,6 +17,7 @@ from imgcls.deploy.check import HEADER
 from imgcls.models.checkpoint import run_dir_of
 from imgcls.models.classifier import Classifier
 from imgcls.utils import atomic_write_text
+from imgcls.data.labels import SEPARATOR
 from imgcls.utils.markdown import markdown_table
 
 _MODES = {
@@ -32,7 +33,9 @@ def _data(run: Path, class_names: list[str]) -> str:
     split = run / "split.csv"
     if not split.is_file():
         return f"{len(class_names)} classes: {', '.join(map(str, class_names))}. Split not recorded (no {split})."
-    df = pd.read_csv(split, dtype=str)
+    df = pd.read_csv(split, dtype=str, keep_default_na=False)
+    if "labels" in df:  # multi-label: an image counts once for each of its labels (`3|7`)
+        df = df.assign(label_name=df["labels"].str.split(SEPARATOR)).explode("label_name")
     counts = df.groupby(["label_name", "split"]).size().unstack(fill_value=0)
     splits = [s for s in ("train", "val", "test") if s in counts.columns]
     rows = [

@@ -43,7 +43,7 @@ def collate_images(items: list[dict[str, Any]], pool: BatchPool | None = None) -
     # shared-memory file and a file-descriptor hand-over (~1 ms per batch). The model makes them tensors.
     return {
         "image": image,
-        "target": np.array([it["target"] for it in items], np.int64),
+        "target": np.stack([np.asarray(it["target"]) for it in items]),  # int64, or float32 multi-hot rows
         "index": np.array([it["index"] for it in items], np.int64),
     }
 

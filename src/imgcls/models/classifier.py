@@ -13,16 +13,17 @@ from typing import Any
 import lightning as L
 import torch
 from timm.data import resolve_model_data_config
-from torchmetrics import MaxMetric, MeanMetric, MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+from torchmetrics import MaxMetric, MeanMetric
+from torchmetrics.classification import MulticlassF1Score, MultilabelPrecisionRecallCurve
 from torchmetrics.wrappers import MultitaskWrapper
 
 from imgcls import CONFIG_DIR
 from imgcls.models.ema import ModelEma, check_ema_settings
 from imgcls.models.factory import create_classifier
 from imgcls.models.freeze import FreezeBackbone, check_freeze_epochs
-from imgcls.models.heads import SingleHead, TaskLayout
+from imgcls.models.heads import MultiLabelHead, SingleHead, TaskLayout, build_head
 from imgcls.models.losses import CrossEntropy
+from imgcls.models.metrics import classification_metrics, tune_thresholds
 from imgcls.models.mixup import build_mixup
 from imgcls.models.optim import parameter_groups
 from imgcls.models.schedulers import ObservePlateau, warmup_plateau
@@ -93,7 +94,8 @@ class Classifier(L.LightningModule):
         num_classes = len(self.class_names)
         self.layout = TaskLayout.from_spec(data_spec)
         loss_factory = _part(loss, "loss")
-        self.head = _part(head, "head")(data_spec, loss_factory, label_smoothing)
+        self.head = build_head(_part(head, "head"), data_spec, loss_factory, label_smoothing)
+        self.multilabel = isinstance(self.head, MultiLabelHead)
         self.class_weights = _part(class_weights, "class_weights")
         channels = int(data_spec.get("channels", 3))
         self.model = create_classifier(
@@ -122,22 +124,23 @@ class Classifier(L.LightningModule):
         self.ema_settings = check_ema_settings(to_plain(ema))
         self.scheduler_factory = factory(scheduler, "model.scheduler")
         # Batch-level mixup/cutmix (augment.mixup): mixes on the device, targets become soft (smoothing included).
-        self.mixup = build_mixup(to_plain(mixup), num_classes, label_smoothing)
+        self.mixup = build_mixup(to_plain(mixup), num_classes, label_smoothing, self.multilabel)
         self._tta: list[str] = []
         # Predict divides the logits by it: 1 = as trained; a calibrated checkpoint's comes from deploy/calibrate.py.
         self.temperature = 1.0
         # Predict returns log-probabilities instead (eval.py: a calibration fit needs the ones that underflow to 0).
         self.log_space = False
 
-        metrics = MetricCollection(
-            {
-                "acc": MulticlassAccuracy(num_classes, average="micro"),
-                "f1": MulticlassF1Score(num_classes, average="macro"),
-            }
-        )
-        self.train_metrics = metrics.clone(prefix="train/")
+        metrics = classification_metrics(num_classes, self.multilabel)
+        self.train_metrics = classification_metrics(num_classes, self.multilabel, ranking=False).clone(prefix="train/")
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
+        if self.multilabel:
+            # Each class's decision threshold, tuned on every validation (max F1; models/metrics.py): in the
+            # checkpoint's state, so predict answers with the best epoch's thresholds.
+            self.register_buffer("thresholds", torch.full((num_classes,), 0.5))
+            self.val_curve = MultilabelPrecisionRecallCurve(num_classes, thresholds=None)
+            self.val_map_best = MaxMetric()
         # Per-sub-task macro-F1 (val/f1_mask, ...): shows which part (age, usually) limits the combined F1.
         task_f1 = (
             MultitaskWrapper(
@@ -154,6 +157,8 @@ class Classifier(L.LightningModule):
     def setup(self, stage: str) -> None:
         """`model/class_weights=balanced`: weights from the training split's label counts (per task for the multi
         head), given to each of the head's losses."""
+        if stage != "predict":
+            self._fit_loss_counts()
         if self.class_weights is None or stage == "predict":
             return
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
@@ -171,6 +176,17 @@ class Classifier(L.LightningModule):
         log.info(
             "Class weights: " + "; ".join(" ".join(f"{w:.2f}" for w in c.weight.tolist()) for c in self.head.criteria)
         )
+
+    def _fit_loss_counts(self) -> None:
+        """A loss that wants the training split's class counts (`model.loss.pos_weight=balanced`) gets them."""
+        wanting = [c for c in self.head.criteria if getattr(c, "balanced", False)]
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        if not wanting or datamodule is None:
+            return
+        positives = torch.as_tensor(datamodule.train_class_counts())
+        for criterion in wanting:
+            criterion.fit_counts(positives.to(self.device), datamodule.train_size())
+        log.info("pos_weight (negatives/positives per class): " + " ".join(f"{w:.2f}" for w in wanting[0].pos_weight))
 
     @property
     def tta(self) -> list[str]:
@@ -234,11 +250,19 @@ class Classifier(L.LightningModule):
         return self.head.compute_loss(logits, target)
 
     # ---- steps -------------------------------------------------------------------------------------------
+    def predictions(self, logits: torch.Tensor) -> torch.Tensor:
+        """What the metrics take: class indices, or for multi-label data each class's probability."""
+        log_probs = self.log_probs(logits.detach())
+        return log_probs.exp() if self.multilabel else log_probs.argmax(dim=1)
+
+    def metric_target(self, target: torch.Tensor) -> torch.Tensor:
+        return target.int() if self.multilabel else target
+
     def _shared_step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         logits = self(batch["image"])
         # Mixed images (training with augment.mixup) come with soft targets.
         loss = self.compute_loss(logits, batch.get("soft_target", batch["target"]))
-        return loss, self.log_probs(logits.detach()).argmax(dim=1), batch["target"]
+        return loss, self.predictions(logits), self.metric_target(batch["target"])
 
     def _update_task_f1(self, metric: MultitaskWrapper | None, preds: torch.Tensor, target: torch.Tensor) -> None:
         if metric is not None:
@@ -265,10 +289,19 @@ class Classifier(L.LightningModule):
         self.val_metrics.reset()
         if self.val_task_f1 is not None:
             self.val_task_f1.reset()
+        if self.multilabel:
+            self.val_curve.reset()
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         logits = self(batch["image"])
         loss = self.compute_loss(logits, batch["target"])
+        if self.multilabel:
+            probs, target = self.predictions(logits), self.metric_target(batch["target"])
+            self.val_loss(loss)
+            self.val_metrics.update(probs, target)
+            self.val_curve.update(probs, target)
+            self.log("val/loss", self.val_loss, on_step=False, on_epoch=True, prog_bar=True)
+            return {"probs": probs}
         conf, preds = self.log_probs(logits.detach()).exp().max(dim=1)
         self.val_loss(loss)
         self.val_metrics.update(preds, batch["target"])
@@ -287,9 +320,12 @@ class Classifier(L.LightningModule):
             return
         self.val_f1_best(values["val/f1"])
         self.val_acc_best(values["val/acc"])
-        self.log_dict(
-            {"val/f1_best": self.val_f1_best.compute(), "val/acc_best": self.val_acc_best.compute()}, sync_dist=True
-        )
+        best = {"val/f1_best": self.val_f1_best.compute(), "val/acc_best": self.val_acc_best.compute()}
+        if self.multilabel:
+            self.thresholds, tuned_f1 = (t.to(self.device) for t in tune_thresholds(*self.val_curve.compute()))
+            self.val_map_best(values["val/map"])
+            best |= {"val/map_best": self.val_map_best.compute(), "val/f1_tuned": tuned_f1.mean()}
+        self.log_dict(best, sync_dist=True)
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         loss, preds, targets = self._shared_step(batch)

@@ -102,7 +102,7 @@ class ModelEma(Callback):
         with trainer.precision_plugin.forward_context():  # the same autocast as the step the model just ran
             logits = self.ema.module(batch["image"])
         self.loss.update(pl_module.compute_loss(logits, batch["target"]))
-        self.metrics[stage].update(pl_module.log_probs(logits).argmax(dim=1), batch["target"])
+        self.metrics[stage].update(pl_module.predictions(logits), pl_module.metric_target(batch["target"]))
 
     def _log(self, pl_module: Any, stage: str) -> dict[str, torch.Tensor]:
         values = {**self.metrics[stage].compute(), f"{stage}_ema/loss": self.loss.compute()}  # DDP-reduced

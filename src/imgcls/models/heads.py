@@ -1,5 +1,8 @@
 """Heads: how the network's logits become class probabilities and a loss (`model/head=single|multi`, by `_target_`).
 
+Multi-label data (`data_spec["multilabel"]`) gets `MultiLabelHead` in place of the single head: one sigmoid per
+class, whose "log_probs" are per-class log-probabilities (they do not sum to one).
+
 A head is an nn.Module built as `head(data_spec, loss, label_smoothing)`, with `num_outputs` (logits the network
 must produce), `log_probs(logits)` (N, num_classes), `compute_loss(logits, target)` and `criteria` (its losses, each
 fed with the class-count block `blocks(counts)` gives it). Combined classes made of sub-tasks (mask x gender x age)
@@ -19,7 +22,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from imgcls.models.losses import BinaryCrossEntropy, CrossEntropy
 from imgcls.utils.errors import ConfigError
+from imgcls.utils.logging import get_logger
+
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -141,3 +148,60 @@ class MultiTaskHead(nn.Module):
 
     def blocks(self, counts: torch.Tensor) -> list[torch.Tensor]:
         return self.layout.marginal(counts)
+
+
+def _loss_of(factory: Callable[..., nn.Module]) -> type | None:
+    """The class a loss factory builds (a class, or a functools.partial of one from a `_partial_` config)."""
+    target = getattr(factory, "func", factory)
+    return target if isinstance(target, type) else None
+
+
+class MultiLabelHead(nn.Module):
+    """One independent sigmoid per class (several labels per image, or none): binary losses (`model/loss=bce|asl`).
+
+    The default `model/loss=ce` is read as `bce` (said in the log); a single-label loss chosen on purpose (focal)
+    is an error rather than silently replaced."""
+
+    def __init__(
+        self, data_spec: Mapping[str, Any], loss: Callable[..., nn.Module], label_smoothing: float = 0.0
+    ) -> None:
+        super().__init__()
+        self.num_outputs = len(data_spec["class_names"])
+        kind = _loss_of(loss)
+        if kind is CrossEntropy:
+            log.info("Multi-label data: training with binary cross-entropy per class (model/loss=bce)")
+            loss = BinaryCrossEntropy
+        elif kind is not None and not getattr(kind, "multilabel", False):
+            raise ConfigError(
+                f"model.loss={kind.__name__} is a single-label loss, but the data is multi-label: use model/loss=bce "
+                "or model/loss=asl"
+            )
+        self.criteria = nn.ModuleList([loss(label_smoothing=label_smoothing)])
+
+    def log_probs(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.logsigmoid(logits.float())
+
+    def compute_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """(N, C) 0/1 targets, or mixed ones (mixup)."""
+        return self.criteria[0](logits, target)
+
+    def blocks(self, counts: torch.Tensor) -> list[torch.Tensor]:
+        return [counts]
+
+
+def build_head(
+    head: Callable[..., nn.Module], data_spec: Mapping[str, Any], loss: Callable[..., nn.Module], smoothing: float
+) -> nn.Module:
+    """`head(data_spec, loss, smoothing)`, with the single head read as `MultiLabelHead` for multi-label data."""
+    multilabel = bool(data_spec.get("multilabel"))
+    target = getattr(head, "func", head)
+    if multilabel and target is MultiTaskHead:
+        raise ConfigError("model/head=multi is for sub-tasks of one label each; multi-label data: model/head=single")
+    if multilabel and target is SingleHead:
+        head = MultiLabelHead
+    if not multilabel and getattr(_loss_of(loss), "multilabel", False):
+        raise ConfigError(
+            f"model.loss={_loss_of(loss).__name__} is a multi-label loss, but the data has one label per image: use "
+            "model/loss=ce or focal (or data.task=multilabel)"
+        )
+    return head(data_spec, loss, smoothing)

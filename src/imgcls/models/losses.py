@@ -1,4 +1,5 @@
-"""Classification losses: cross-entropy or focal, with class weights, label smoothing and soft (mixup) targets.
+"""Classification losses: cross-entropy or focal, with class weights, label smoothing and soft (mixup) targets;
+for multi-label data binary cross-entropy or the asymmetric loss.
 
 Chosen by `_target_` (configs/model/loss/); any nn.Module factory taking `label_smoothing` works.
 
@@ -85,3 +86,60 @@ class FocalLoss(CrossEntropy):
 
     def extra_repr(self) -> str:
         return f"gamma={self.gamma}, label_smoothing={self.label_smoothing}"
+
+
+class BinaryCrossEntropy(nn.Module):
+    """Multi-label loss (`model/loss=bce`): one sigmoid cross-entropy per class, averaged over images and classes.
+
+    `label_smoothing` pulls every 0/1 target towards 1/2 (y(1-e) + e/2), mixed (mixup) targets included.
+    `pos_weight`: null, per-class weights, or `balanced` = negatives/positives of each class in the training split
+    (set by the module's setup through `fit_counts`), so a rare class's positives weigh as much as its negatives.
+    """
+
+    multilabel = True
+
+    def __init__(self, label_smoothing: float = 0.0, pos_weight: str | Sequence[float] | None = None) -> None:
+        super().__init__()
+        self.label_smoothing = float(label_smoothing)
+        if isinstance(pos_weight, str) and pos_weight != "balanced":
+            raise ValueError(f"model.loss.pos_weight={pos_weight!r}: use balanced, a list of per-class weights or null")
+        self.balanced = pos_weight == "balanced"
+        given = None if pos_weight is None or self.balanced else torch.as_tensor(list(pos_weight), dtype=torch.float32)
+        # Not persistent: recomputed from the training data each run (old checkpoints have no such key).
+        self.register_buffer("pos_weight", given, persistent=False)
+
+    def fit_counts(self, positives: torch.Tensor, total: int) -> None:
+        """`pos_weight=balanced`: negatives/positives per class (a class without positives gets 1)."""
+        if self.balanced:
+            positives = positives.float()
+            self.pos_weight = torch.where(positives > 0, (total - positives) / positives.clamp(min=1), 1.0)
+
+    def smooth(self, target: torch.Tensor) -> torch.Tensor:
+        target = target.float()
+        return target * (1.0 - self.label_smoothing) + self.label_smoothing / 2 if self.label_smoothing else target
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(logits.float(), self.smooth(target), pos_weight=self.pos_weight)
+
+    def extra_repr(self) -> str:
+        return f"label_smoothing={self.label_smoothing}, pos_weight={'balanced' if self.balanced else None}"
+
+
+class AsymmetricLoss(BinaryCrossEntropy):
+    """Asymmetric loss (`model/loss=asl`, Ridnik et al. 2021; timm's `AsymmetricLossMultiLabel`): focusing with
+    a stronger `gamma_neg` and a probability margin `clip` on the negatives, which dominate multi-label data.
+    timm sums over images and classes; divided here by their number, so its scale (and a good lr) is BCE's."""
+
+    def __init__(
+        self, gamma_neg: float = 4.0, gamma_pos: float = 1.0, clip: float = 0.05, label_smoothing: float = 0.0
+    ) -> None:
+        super().__init__(label_smoothing)
+        from timm.loss import AsymmetricLossMultiLabel
+
+        self.asl = AsymmetricLossMultiLabel(gamma_neg=gamma_neg, gamma_pos=gamma_pos, clip=clip)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.asl(logits.float(), self.smooth(target)) / logits.numel()
+
+    def extra_repr(self) -> str:
+        return f"gamma_neg={self.asl.gamma_neg}, gamma_pos={self.asl.gamma_pos}, clip={self.asl.clip}"

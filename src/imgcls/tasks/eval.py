@@ -17,12 +17,14 @@ from omegaconf import DictConfig
 from imgcls.cli.wrapper import task_wrapper
 from imgcls.data.bad_images import readable_inputs
 from imgcls.data.inputs import read_rows
+from imgcls.data.labels import multi_hot
 from imgcls.data.sources import DataConfigError
 from imgcls.deploy.batches import eval_batches
 from imgcls.deploy.calibrate import fit_temperature, nll, save_temperature, softmax
 from imgcls.deploy.files import DeployedModel
 from imgcls.evaluation.explain import explain, overlay
 from imgcls.evaluation.metrics import classification_metrics, expected_calibration_error, reliability
+from imgcls.evaluation.multilabel import evaluate_multilabel, write_multilabel_report
 from imgcls.evaluation.report import mistakes_table, save_pictures, write_report
 from imgcls.feeding.loaders import resolve_num_workers
 from imgcls.models.checkpoint import run_dir_of
@@ -34,6 +36,7 @@ from imgcls.tasks.predict import (
     load_models,
     model_name,
     predictions_table,
+    thresholds_of,
 )
 from imgcls.utils import atomic_write_text, get_logger, write_json_atomic
 from imgcls.utils.errors import ConfigError
@@ -65,7 +68,7 @@ def labelled_rows(
                 "folder of class folders>"
             )
     table = read_rows(source, spec, which, cfg.path_column)
-    if "label" not in table:
+    if "label" not in table and "labels" not in table:
         raise DataConfigError(
             f"input='{source}' has no labels: eval needs a CSV with a label_name (or label) column of class names, "
             "or a folder of class folders"
@@ -91,6 +94,11 @@ def check_settings(cfg: DictConfig, ckpts: list[str], models: list[Any]) -> None
         )
     if cfg.explain:
         check_explainable(models)
+    if thresholds_of(models) is not None and cfg.calibrate:
+        raise ConfigError(
+            "calibrate=true fits one softmax temperature; a multi-label model's per-class thresholds are tuned on "
+            "validation by training already: drop calibrate=true"
+        )
 
 
 def calibrate(
@@ -191,6 +199,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     log_probs = log_probabilities(cfg, models, table, output_dir)
     if log_probs is None:  # a re-launched DDP rank: rank 0 reports
         return {}
+    thresholds = thresholds_of(models)
+    if thresholds is not None:
+        return _evaluate_multilabel(cfg, ckpts, models, table, np.exp(log_probs), thresholds, evaluated, output_dir)
     labels, bins = table["label"].to_numpy(), int(cfg.bins)
     probs, calibration = softmax(log_probs), None
     if fitted is not None:
@@ -239,5 +250,43 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     log.info(
         f"acc {metrics['acc']:.4f}, top-5 {metrics['top5_acc']:.4f}, macro-F1 {metrics['f1']:.4f}, "
         f"ECE {metrics['ece']:.4f} on {metrics['n']} images: {report}"
+    )
+    return result
+
+
+def _evaluate_multilabel(
+    cfg: DictConfig,
+    ckpts: list[str],
+    models: list[Any],
+    table: pd.DataFrame,
+    probs: np.ndarray,
+    thresholds: np.ndarray,
+    evaluated: str,
+    output_dir: Path,
+) -> dict[str, Any]:
+    spec, class_names = data_spec(models[0]), data_spec(models[0])["class_names"]
+    target = multi_hot(table["labels"], len(class_names))
+
+    def image_of(row: int) -> np.ndarray:
+        return _mistake_images(spec, table, [row], cfg.loader)[0]
+
+    metrics, pictures = evaluate_multilabel(
+        probs, target, thresholds, class_names, image_of, int(cfg.mistakes), output_dir
+    )
+    result = {
+        "model": model_name(models[0]),
+        "checkpoints": ckpts,
+        "evaluated": evaluated,
+        "tta": list(cfg.tta or []),
+        "thresholds": [float(t) for t in thresholds],
+        "metrics": metrics,
+    }
+    rows = predictions_table(table, probs, class_names, thresholds=thresholds)
+    atomic_write_text(output_dir / "predictions.csv", rows.to_csv(index=False))
+    write_json_atomic(output_dir / "eval.json", result)
+    report = write_multilabel_report(output_dir / "report.md", result, pictures)
+    log.info(
+        f"mAP {metrics['map']:.4f}, macro-F1 {metrics['f1']:.4f}, subset accuracy {metrics['acc']:.4f} on "
+        f"{metrics['n']} images: {report}"
     )
     return result

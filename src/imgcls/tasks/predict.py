@@ -22,6 +22,7 @@ from imgcls.cli.wrapper import task_wrapper
 from imgcls.data.bad_images import readable_inputs
 from imgcls.data.dataset import ImageDataset
 from imgcls.data.inputs import read_rows
+from imgcls.data.labels import join_names, multi_hot
 from imgcls.data.sources import DataConfigError
 from imgcls.data.transforms import spec_eval_transform
 from imgcls.deploy.batches import eval_batches
@@ -33,6 +34,7 @@ from imgcls.extras.competition import Submission, load_submission
 from imgcls.feeding.loaders import make_loader, resolve_num_workers
 from imgcls.models.checkpoint import checkpoint_paths, load_ensemble
 from imgcls.models.classifier import TTA
+from imgcls.models.metrics import multilabel_scores
 from imgcls.models.weights import ModelConfigError
 from imgcls.utils import atomic_write_bytes, atomic_write_text, get_logger, write_json_atomic
 from imgcls.utils.errors import ConfigError
@@ -40,9 +42,20 @@ from imgcls.utils.errors import ConfigError
 log = get_logger(__name__)
 
 
-def predictions_table(table: pd.DataFrame, probs: np.ndarray, class_names: list[str], top_k: int = 1) -> pd.DataFrame:
+def predictions_table(
+    table: pd.DataFrame,
+    probs: np.ndarray,
+    class_names: list[str],
+    top_k: int = 1,
+    thresholds: np.ndarray | None = None,
+) -> pd.DataFrame:
     """`path,pred,pred_name,prob`, then `pred_2,pred_name_2,prob_2`... for top-k > 1; labelled input (split.csv,
-    a folder of class folders) gets `label,label_name` after the path: the truth beside each answer."""
+    a folder of class folders) gets `label,label_name` after the path: the truth beside each answer.
+
+    A multi-label model (`thresholds` given): `path,labels,prob_<class>...`, `labels` = the classes at or above
+    their threshold joined by `|` (empty = none); labelled input gets `true_labels` after the path."""
+    if thresholds is not None:
+        return multilabel_table(table, probs, class_names, thresholds)
     order = np.argsort(-probs, axis=1)[:, : max(1, top_k)]
     out = pd.DataFrame({"path": table["path"].tolist()})
     if "label" in table:
@@ -55,6 +68,27 @@ def predictions_table(table: pd.DataFrame, probs: np.ndarray, class_names: list[
         out[f"pred_name{suffix}"] = [class_names[i] for i in idx]
         out[f"prob{suffix}"] = probs[np.arange(len(idx)), idx].round(6)
     return out
+
+
+def multilabel_table(
+    table: pd.DataFrame, probs: np.ndarray, class_names: list[str], thresholds: np.ndarray
+) -> pd.DataFrame:
+    out = pd.DataFrame({"path": table["path"].tolist()})
+    if "labels" in table:
+        out["true_labels"] = join_names(table["labels"], class_names)
+    out["labels"] = join_names((np.flatnonzero(row) for row in probs >= thresholds[None, :]), class_names)
+    for i, name in enumerate(class_names):
+        out[f"prob_{name}"] = probs[:, i].round(6)
+    return out
+
+
+def thresholds_of(models: list[Any]) -> np.ndarray | None:
+    """A multi-label model's per-class thresholds (an ensemble: their mean, as its probabilities are); None for
+    single-label models."""
+    found = [m.thresholds if isinstance(m, DeployedModel) else getattr(m, "thresholds", None) for m in models]
+    if not getattr(models[0], "multilabel", False) and found[0] is None:
+        return None
+    return np.mean([np.asarray(torch.as_tensor(t).cpu(), dtype=np.float32) for t in found], axis=0)
 
 
 def _inputs(cfg: DictConfig, spec: dict[str, Any], ckpt: str) -> tuple[pd.DataFrame, Submission | None]:
@@ -190,7 +224,10 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     if probs is None:  # a re-launched DDP rank: rank 0 writes the outputs
         return {}
 
-    result = predictions_table(table, probs, spec["class_names"], top_k)
+    thresholds = thresholds_of(models)
+    if thresholds is not None and top_k > 1:
+        log.warning(f"top_k={top_k} is for single-label models: a multi-label one writes every class's probability")
+    result = predictions_table(table, probs, spec["class_names"], top_k, thresholds)
     default = "submission.csv" if submission is not None else "predictions.csv"
     output = Path(cfg.output) if cfg.get("output") else output_dir / default
     if submission is not None:
@@ -213,6 +250,9 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     if "label" in table:
         metrics["acc"] = float((result["pred"].to_numpy() == table["label"].to_numpy()).mean())
         log.info(f"Accuracy against the input's labels: {metrics['acc']:.4f}")
+    if "labels" in table:  # multi-label: subset accuracy (every label right) and macro-F1, at the thresholds
+        metrics |= multilabel_scores(probs, multi_hot(table["labels"], len(spec["class_names"])), thresholds)
+        log.info(f"Against the input's labels: subset accuracy {metrics['acc']:.4f}, macro-F1 {metrics['f1']:.4f}")
     write_json_atomic(output_dir / "metrics.json", metrics)
     return metrics
 

@@ -11,6 +11,10 @@ class ConfigError(ValueError):
     shown for it on the command line (it is still in the run's log file)."""
 
 
+class DataConfigError(ConfigError):
+    """A data config or data file that cannot work; the message names the config key (or file and row) and the fix."""
+
+
 def did_you_mean(name: str, known: Sequence[str], prefix: str = "") -> str:
     """`did you mean <prefix><closest>? ` for a misspelt key, or "" when nothing in `known` is close."""
     close = difflib.get_close_matches(name, known, n=1)

@@ -48,8 +48,11 @@ def image_grid(
     return fig
 
 
-def confusion_figure(matrix: np.ndarray, class_names: Sequence[str], title: str) -> plt.Figure:
-    """Row-normalised confusion matrix (each row = one true class, sums to 1), counts in the cells."""
+def confusion_figure(
+    matrix: np.ndarray, class_names: Sequence[str], title: str, axes: tuple[str, str] = ("predicted", "true")
+) -> plt.Figure:
+    """Row-normalised confusion matrix (each row = one true class, sums to 1), counts in the cells; `axes` names
+    (columns, rows), e.g. a label co-occurrence matrix's."""
     counts = matrix.astype(np.int64)
     norm = counts / np.clip(counts.sum(axis=1, keepdims=True), 1, None)
     k = len(class_names)
@@ -58,8 +61,8 @@ def confusion_figure(matrix: np.ndarray, class_names: Sequence[str], title: str)
     im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(k), labels=class_names, rotation=60, ha="right", fontsize=8)
     ax.set_yticks(range(k), labels=class_names, fontsize=8)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
+    ax.set_xlabel(axes[0])
+    ax.set_ylabel(axes[1])
     if k <= 30:
         for i in range(k):
             for j in range(k):

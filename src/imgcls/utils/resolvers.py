@@ -35,6 +35,13 @@ def sweep_group() -> str:
         return ""
 
 
+def default_monitor(task: str) -> str:
+    """The checkpoint metric of a task kind (`monitor` in train.yaml): macro-F1, or for multi-label data the mean
+    average precision over classes (threshold-free; the thresholds are tuned on validation afterwards)."""
+    return "val/map" if task == "multilabel" else "val/f1"
+
+
 def register_resolvers() -> None:
+    OmegaConf.register_new_resolver("imgcls.monitor", default_monitor, replace=True)
     OmegaConf.register_new_resolver("imgcls.wandb_offline", wandb_offline, replace=True)
     OmegaConf.register_new_resolver("imgcls.sweep_group", sweep_group, replace=True)
