@@ -143,7 +143,8 @@ def test_multi_head_without_tasks_names_the_key_and_the_fix():
     with pytest.raises(ValueError, match=r"model/head=multi.*no sub-tasks.*data=mask"):
         Classifier("test_resnet", PLAIN, head=MultiTaskHead)
     # A name where a `_target_` config belongs (the pre-`_target_` style) names the group and its options.
-    with pytest.raises(ValueError, match=r"model.loss='dice' is not a `_target_` config.*model/loss=<asl\|bce\|ce\|focal>"):
+    options = r"model/loss=<asl\|bce\|ce\|focal>"
+    with pytest.raises(ValueError, match=r"model.loss='dice' is not a `_target_` config.*" + options):
         Classifier("test_resnet", SPEC, loss="dice")
     with pytest.raises(ValueError, match=r"model.class_weights='inverse'.*model/class_weights=<balanced>"):
         Classifier("test_resnet", SPEC, class_weights="inverse")

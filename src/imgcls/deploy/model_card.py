@@ -11,13 +11,13 @@ from typing import Any
 import pandas as pd
 from omegaconf import OmegaConf
 
+from imgcls.data.labels import SEPARATOR
 from imgcls.data.transforms import as_hw
 from imgcls.deploy.calibrate import calibration_path
 from imgcls.deploy.check import HEADER
 from imgcls.models.checkpoint import run_dir_of
 from imgcls.models.classifier import Classifier
 from imgcls.utils import atomic_write_text
-from imgcls.data.labels import SEPARATOR
 from imgcls.utils.markdown import markdown_table
 
 _MODES = {

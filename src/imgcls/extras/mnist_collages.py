@@ -33,8 +33,11 @@ def make_collages(pixels: np.ndarray, labels: np.ndarray, seed: int = 0) -> tupl
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(labels))
     images, sets, start = [], [], 0
-    while start + 2 <= len(order):
-        take = order[start : start + int(rng.integers(2, 5))]
+    while start < len(order):
+        k, rest = int(rng.integers(2, 5)), len(order) - start
+        if rest - k == 1:  # never leave a single digit over: every digit goes into a collage
+            k = k + 1 if k < 4 else k - 1
+        take = order[start : start + min(k, rest)]
         start += len(take)
         canvas = np.zeros((2 * CELL, 2 * CELL), np.uint8)
         for digit, cell in zip(take, rng.permutation(4)):

@@ -50,12 +50,12 @@ def tune_thresholds(
     """Per class, the threshold (among the validation probabilities) with the highest F1, and that F1.
 
     The inputs are torchmetrics' per-class precision-recall curve (`MultilabelPrecisionRecallCurve(thresholds=None)`:
-    `preds >= t` is positive). A class without positives in validation keeps `default` (its F1 there is 0)."""
+    `preds >= t` is positive). A class without positives in validation (torchmetrics warns) keeps `default`."""
     best_t, best_f1 = [], []
     for p, r, t in zip(precision, recall, thresholds):
         p, r = p[: len(t)], r[: len(t)]  # the curve's last point (p=1, r=0) has no threshold
         f1 = torch.where(p + r > 0, 2 * p * r / (p + r).clamp(min=1e-12), torch.zeros_like(p))
-        if len(t) == 0 or not bool(r.max() > 0):
+        if len(t) == 0 or not bool(f1.max() > 0):  # no true positive at any threshold (or no positives at all)
             best_t.append(torch.tensor(default)), best_f1.append(torch.tensor(0.0))
             continue
         i = int(f1.argmax())
