@@ -20,7 +20,9 @@ from omegaconf import DictConfig
 from PIL import Image
 from rich.progress import track
 
+from imgcls.callbacks.multilabel_pictures import cooccurrence_figure
 from imgcls.cli.wrapper import task_wrapper
+from imgcls.data.labels import join_names, multi_hot
 from imgcls.feeding.image_io import BadImageError, load_image
 from imgcls.utils import atomic_write_text, get_logger, write_json_atomic
 from imgcls.utils.plots import bar_chart, image_grid, save_figure
@@ -93,14 +95,20 @@ def eda(cfg: DictConfig) -> dict[str, Any]:
     dm = hydra.utils.instantiate(cfg.data, cache=False)
     dm.setup()  # training's own split of the files it keeps (data.on_bad_image); also writes split.csv
     table, names = dm.table.copy(), dm.class_names
-    table["label_name"] = [names[i] for i in table["label"]]
+    if dm.multilabel:  # per image its set (`3|7`, for duplicates); per label one row each (counts, samples)
+        table["label_name"] = join_names(table["labels"], names)
+        per_label = table.assign(label_name=[[names[i] for i in s] for s in table["labels"]]).explode("label_name")
+        per_label = per_label.dropna(subset=["label_name"])
+    else:
+        table["label_name"] = [names[i] for i in table["label"]]
+        per_label = table
 
     info, mean, std = scan(table, dm.channels, int(cfg.eda.stats_size))
     info = table.merge(info, on="path")
     failed = info.loc[info["error"].notna(), "path"].tolist() if "error" in info else []
     unreadable = dm.bad_images()["path"].tolist() + failed  # dropped by training + any the scan could not read
 
-    counts = table["label_name"].value_counts().reindex(names, fill_value=0)
+    counts = per_label["label_name"].value_counts().reindex(names, fill_value=0)
     imbalance = float(counts.max() / max(counts.min(), 1))
     save_figure(
         bar_chart(names, counts.tolist(), f"Images per class (imbalance ratio {imbalance:.1f})", "images"),
@@ -110,7 +118,7 @@ def eda(cfg: DictConfig) -> dict[str, Any]:
     save_figure(_size_figure(good), out / "image_sizes.png")
 
     per_class = int(cfg.eda.samples_per_class)
-    picks = good.groupby("label_name", sort=False).head(per_class)
+    picks = per_label[per_label["path"].isin(good["path"])].groupby("label_name", sort=False).head(per_class)
     picks = picks.set_index("label_name").loc[[n for n in names if n in set(picks["label_name"])]].reset_index()
     thumbs = [cv2.resize(load_image(p, 3, min_size=(96, 96)), (96, 96)) for p in picks["path"]]
     save_figure(
@@ -141,11 +149,27 @@ def eda(cfg: DictConfig) -> dict[str, Any]:
         "groups_straddling_split": straddling,
         "split_counts": table["split"].value_counts().to_dict(),
     }
+    if dm.multilabel:
+        summary |= _label_sets(table, names, out)
     write_json_atomic(out / "eda.json", summary)
     atomic_write_text(out / "report.md", _markdown(summary, cfg))
     log.info(f"EDA report: {out / 'report.md'}")
     log.info(f"Normalise with: data.mean={summary['mean']} data.std={summary['std']}")
     return summary
+
+
+def _label_sets(table: pd.DataFrame, names: list[str], out: Path) -> dict[str, Any]:
+    """Multi-label data: how many labels an image has (`labels_per_image.png`) and which classes come together
+    (`label_cooccurrence.png`)."""
+    sizes = table["labels"].map(len)
+    per_image = sizes.value_counts().reindex(range(int(sizes.max()) + 1), fill_value=0)
+    title = f"Labels per image (mean {sizes.mean():.2f}; {int(per_image[0])} without a label)"
+    save_figure(
+        bar_chart([str(k) for k in per_image.index], per_image.tolist(), title, "images"), out / "labels_per_image.png"
+    )
+    together = cooccurrence_figure(multi_hot(table["labels"], len(names)), names, "Label co-occurrence")
+    save_figure(together, out / "label_cooccurrence.png")
+    return {"labels_per_image": {int(k): int(v) for k, v in per_image.items()}, "without_label": int(per_image[0])}
 
 
 def _markdown(s: dict[str, Any], cfg: DictConfig) -> str:
@@ -191,6 +215,18 @@ def _markdown(s: dict[str, Any], cfg: DictConfig) -> str:
         "class or on the other side of the split (label conflict or leakage). Details: duplicates.csv.",
         "",
     ]
+    if "labels_per_image" in s:
+        lines += [
+            "## Label sets (multi-label)",
+            "",
+            f"Labels per image: {s['labels_per_image']} ({s['without_label']} images without a label). The class "
+            "counts above count an image once for each of its labels.",
+            "",
+            "![labels per image](labels_per_image.png)",
+            "",
+            "![label co-occurrence](label_cooccurrence.png)",
+            "",
+        ]
     if s["groups_per_split"]:
         lines += [
             "## Groups",
