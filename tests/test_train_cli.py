@@ -115,19 +115,20 @@ def test_config_errors_name_the_key(overrides, expected, mnist_root, tmp_path):
 
 
 @pytest.fixture(scope="session")  # session: built once per worker even if its tests are not run in a row
-def ddp_sweep(image_tree, tmp_path_factory):
-    """`python train.py -m trainer=ddp_cpu model.name=test_resnet,test_efficientnet ...`: two jobs, each spawning its
-    own 2 processes (gloo). Job 0 is also the plain `trainer=ddp_cpu` run checked below (one DDP training less)."""
+def ddp_sweep(manifest, tmp_path_factory):
+    """`python train.py -m trainer=ddp_cpu data=csv data.task=multiclass,multilabel ...`: two jobs, each spawning
+    its own 2 processes (gloo); the manifest's single labels read as one-label sets in the multi-label job. Job 0
+    is also the plain `trainer=ddp_cpu` run checked below (one DDP training less)."""
     sweep = tmp_path_factory.mktemp("ddp_sweep")
     proc = run_cli(
         "train.py",
         "-m",
         "trainer=ddp_cpu",
-        "data=folder",
-        f"data.root={image_tree}",
+        "data=csv",
+        f"data.root={manifest.parent}",
         "data.val_fraction=0.25",
         *FAST,
-        "model.name=test_resnet,test_efficientnet",
+        "data.task=multiclass,multilabel",
         "model.ema={decay:0.9,warmup:false}",  # each rank averages its own (identical) weights
         f"hydra.sweep.dir={sweep}",
         timeout=600,
@@ -153,6 +154,23 @@ def test_ddp_cpu_two_processes(ddp_sweep, tmp_path):
     assert metrics["final"]["val_ema/acc"] == pytest.approx(predicted["acc"], abs=1e-6)
     run_task("predict", *predict, "ema=false", "loader.num_workers=0", run_dir=tmp_path / "raw")
     assert metrics["final"]["val/acc"] == pytest.approx(read_metrics(tmp_path / "raw")["acc"], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_ddp_multilabel_metrics_count_each_image_once(ddp_sweep, tmp_path):
+    """The multi-label job: mAP, subset accuracy and the tuned-threshold F1 logged under DDP are those of the same
+    weights on the same 15 validation images in one process (each image once, the thresholds tuned on all)."""
+    sweep, _ = ddp_sweep
+    metrics = read_metrics(sweep / "1")
+    predict = (f"ckpt_path={metrics['best_checkpoint']}", f"input={sweep / '1' / 'split.csv'}", "split=val")
+    run_task("predict", *predict, "ema=false", "loader.num_workers=0", run_dir=tmp_path / "raw")
+    raw = read_metrics(tmp_path / "raw")
+    assert raw["n"] == 15
+    final = metrics["final"]
+    assert final["val/map"] == pytest.approx(raw["map"], abs=1e-6)
+    assert final["val/f1_tuned"] == pytest.approx(raw["f1"], abs=1e-6)
+    run_task("predict", *predict, "loader.num_workers=0", run_dir=tmp_path / "ema")
+    assert final["val_ema/map"] == pytest.approx(read_metrics(tmp_path / "ema")["map"], abs=1e-6)
 
 
 @pytest.mark.slow
