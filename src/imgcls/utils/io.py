@@ -5,8 +5,9 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,33 @@ def file_lock(lock_path: str | os.PathLike) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+EXPORTED = ".complete"  # the marker of a finished export_once folder
+
+
+def export_once(root: str | os.PathLike, write: Callable[[Path], str], log: Callable[[str], None]) -> Path:
+    """Make the folder `root` once, whole or not at all: `write(tmp)` fills a temporary sibling and returns what
+    to log; it is renamed into place with a marker file. Other DDP ranks and multirun jobs wait on a lock and then
+    find it done; a stale folder without the marker (an export killed halfway) is replaced."""
+    root = Path(root).expanduser()
+    if (root / EXPORTED).exists():
+        return root
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(root.parent / f".{root.name}.lock"):
+        if (root / EXPORTED).exists():
+            return root
+        tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}."))
+        try:
+            message = write(tmp)
+            (tmp / EXPORTED).touch()
+            if root.exists():
+                shutil.rmtree(root)
+            os.replace(tmp, root)
+            log(message)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return root
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
