@@ -33,7 +33,11 @@ def test_bench_writes_json_and_png(image_tree, tmp_path):
     result = json.loads((tmp_path / "bench.json").read_text())
     assert result["model"]["images_per_sec"] > 0 and result["model"]["name"] == "test_resnet"
     assert result["model"]["compiled_images_per_sec"] > 0
-    ours = [r for r in result["rows"] if r["pipeline"] == "imgcls"]
+    ours = [r for r in result["rows"] if r["pipeline"] == "imgcls" and r["placement"] == "host"]
+    # data.placement=device: a row for `none`; RandAugment has no device version (said in the log, no row)
+    device = [r for r in result["rows"] if r.get("placement") == "device"]
+    assert [(r["augment"], r["num_workers"]) for r in device] == [("none", 0)] and device[0]["images_per_sec"] > 0
+    assert any(line.startswith("none, on the device: ") for line in result["speedups"])
     assert {(r["augment"], r["cache"], r["num_workers"]) for r in ours} == {
         (a, c, w) for a in ("none", "randaugment") for c in (True, False) for w in (0, 1)
     }

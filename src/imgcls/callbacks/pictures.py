@@ -69,12 +69,12 @@ class RunPictures(Callback):
 
     # ---- augmented samples -----------------------------------------------------------------------------
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        dataset = getattr(trainer.datamodule, "train_set", None) if trainer.datamodule else None
-        if not trainer.is_global_zero or dataset is None or len(dataset) == 0:
+        samples = getattr(trainer.datamodule, "augmented_samples", None) if trainer.datamodule else None
+        if not trainer.is_global_zero or samples is None:
             return
-        rng = np.random.default_rng(0)
-        picks = rng.choice(len(dataset), size=min(self.samples, len(dataset)), replace=False)
-        items = [dataset[int(i)] for i in picks]
+        items = samples(self.samples)  # as the model gets them, on the host's or the device's pipeline
+        if not items:
+            return
         names = pl_module.class_names
         fig = image_grid(
             [_hwc(it["image"]) for it in items],

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 from imgcls.data.bad_images import check_policy, drop_unreadable, find_unreadable
 from imgcls.data.dataset import ImageDataset
 from imgcls.data.labels import check_task, is_multilabel, join_names, multi_hot, present
+from imgcls.data.placement import SMALL_DATA_BYTES, DevicePlacement, check_placement
 from imgcls.data.resize import Resize
 from imgcls.data.sources import DataConfigError, Discovered, check_given_split
 from imgcls.data.split import assign_splits
@@ -25,6 +26,7 @@ from imgcls.feeding.cache import build_cache, cache_path, check_list_path, why_n
 from imgcls.feeding.checks import bad_list_path
 from imgcls.feeding.image_io import DEFAULT_MAX_IMAGE_PIXELS, set_max_image_pixels
 from imgcls.feeding.loaders import DEFAULT_BATCH_SIZE, check_loader_settings, make_loader, resolve_num_workers
+from imgcls.feeding.resident import ResidentLoader
 from imgcls.resume.sampler import EpochSampler, balanced_weights
 from imgcls.utils.compat import unrepeated_distributed_sampler
 from imgcls.utils.config import to_plain
@@ -68,6 +70,7 @@ class ImageDataModule(L.LightningDataModule):
         output_dir: str | None = None,
         on_bad_image: str = "skip",
         max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+        placement: str = "host",
     ) -> None:
         super().__init__()
         # A `_target_` config (from Hydra, which leaves nested configs to this class) or a source object.
@@ -102,6 +105,15 @@ class ImageDataModule(L.LightningDataModule):
         )
         self.loader = to_plain(loader) or {}
         check_loader_settings(self.loader)  # here too, so a misspelt key stops the run before the model is built
+        self.placement = check_placement(placement, self.cache)
+        # data.placement=device: the same pipeline, batched on the device (an op it lacks stops the run here)
+        self.on_device = (
+            DevicePlacement(
+                self.train_transform, self.augment, self.cache_size, self.image_size, self.resize, self.channels
+            )
+            if self.placement == "device"
+            else None
+        )
         self.output_dir = output_dir
         self.on_bad_image = check_policy(on_bad_image, "data.on_bad_image")
         self.max_image_pixels = int(max_image_pixels) if max_image_pixels else None
@@ -252,6 +264,12 @@ class ImageDataModule(L.LightningDataModule):
         cache = str(self.cache_file()) if self.cache else None
         if cache:
             log.info(f"Reading pre-processed images from the cache {cache}")
+            size = Path(cache).stat().st_size
+            if self.placement == "host" and size <= SMALL_DATA_BYTES:  # opt-in: the device ops differ a little
+                log.info(
+                    f"The pre-processed images take {size / 2**20:.0f} MiB: data.placement=device would hold them "
+                    "on the device and augment whole batches there, without loader workers (configs/data/_common.yaml)"
+                )
 
         def dataset(name: str, transform: Any) -> ImageDataset:
             rows = table[table["split"] == name].reset_index(drop=True)
@@ -355,6 +373,8 @@ class ImageDataModule(L.LightningDataModule):
         start, self.train_start = self.train_start, None
         if start is not None:
             log.info(f"Resuming the training data at epoch {start[0]}, batch {start[1]}")
+        if self.placement == "device":
+            return self.resident_loader(self.train_set, sampler=sampler, start=start)
         return make_loader(
             self.train_set,
             self.loader,
@@ -378,7 +398,47 @@ class ImageDataModule(L.LightningDataModule):
             sampler = unrepeated_distributed_sampler(
                 dataset, num_replicas=self.trainer.world_size, rank=self.trainer.global_rank, shuffle=False
             )
+        if self.on_device is not None and self.on_device.eval_crop is not None:
+            return self.resident_loader(dataset)
         return make_loader(dataset, self.loader, train=False, on_cuda=self._on_cuda(), sampler=sampler)
+
+    # ---- data.placement=device (feeding/resident.py) ------------------------------------------------------
+    def resident_loader(
+        self,
+        dataset: ImageDataset,
+        sampler: EpochSampler | None = None,
+        start: tuple[int, int] | None = None,
+        device: torch.device | None = None,
+    ) -> ResidentLoader:
+        """data.placement=device: batches drawn from the images held on `device` (default: the trainer's),
+        augmented there (training, with the host loader's sampler and drop_last rule) or centre-cropped
+        (evaluation, each DDP rank a disjoint share)."""
+        trainer = self.trainer
+        if device is None:
+            device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        train = sampler is not None
+        batch_size = self.batch_size if train else int(self.loader.get("eval_batch_size") or self.batch_size)
+        return self.on_device.loader(
+            self.on_device.images(self.cache_file(), device),
+            dataset,
+            batch_size,
+            sampler=sampler,
+            start=start,
+            rank=rank,
+            world=world,
+            drop_last=train and bool(self.loader.get("drop_last", True)) and -(-len(dataset) // world) > batch_size,
+        )
+
+    def augmented_samples(self, count: int, seed: int = 0) -> list[dict[str, Any]]:
+        """`count` training images as the model gets them (`{"image": uint8 HxWxC, "target"}`), drawn with `seed`,
+        through the host's pipeline or the device's (data.placement): for augmented_samples.png."""
+        self.setup()
+        n = len(self.train_set)
+        picks = np.random.default_rng(seed).choice(n, size=min(count, n), replace=False)
+        if self.on_device is None:
+            return [self.train_set[int(i)] for i in picks]
+        return self.on_device.samples(self.train_set, picks, seed)
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader(self.val_set)

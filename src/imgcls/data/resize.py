@@ -169,7 +169,7 @@ class Fit(A.ImageOnlyTransform):
         if self.mode == "center":  # crop the centre of the source first: only the kept part is resampled
             ratio = min(h / fh, w / fw)
             ch, cw = min(h, round(fh * ratio)), min(w, round(fw * ratio))
-            top, left = _centre(h, ch), _centre(w, cw)
+            top, left = centre_start(h, ch), centre_start(w, cw)
             return _resize(img[top : top + ch, left : left + cw], fh, fw, self.interpolation, self.fast)
         ratio = max(h / fh, w / fw)  # border: the whole image fits, the rest is `fill`
         nh, nw = max(1, min(fh, round(h / ratio))), max(1, min(fw, round(w / ratio)))
@@ -184,7 +184,7 @@ class Fit(A.ImageOnlyTransform):
         return ("mode", "size", "interpolation", "fill", "fast")
 
 
-def _centre(size: int, crop: int) -> int:
+def centre_start(size: int, crop: int) -> int:
     """Where a centred crop starts: torchvision's (and so timm's) rounding, not floor division."""
     return int(round((size - crop) / 2.0))
 
@@ -198,7 +198,7 @@ class CenterCrop(A.ImageOnlyTransform):
 
     def apply(self, img: np.ndarray, **params: Any) -> np.ndarray:
         (h, w), (ch, cw) = img.shape[:2], self.size
-        top, left = _centre(h, ch), _centre(w, cw)
+        top, left = centre_start(h, ch), centre_start(w, cw)
         return img[top : top + ch, left : left + cw]
 
     def get_transform_init_args_names(self) -> tuple[str, ...]:

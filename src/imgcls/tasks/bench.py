@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+import hydra.errors
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -24,8 +25,10 @@ from imgcls.extras.benchmark import inference, report
 from imgcls.extras.benchmark.baselines import BASELINES
 from imgcls.extras.benchmark.timing import bare_rate, ddp_loader_rates, loader_rate, model_rate
 from imgcls.feeding.loaders import available_cpus, make_loader
+from imgcls.resume.sampler import EpochSampler
 from imgcls.utils import get_logger
 from imgcls.utils.config import to_plain
+from imgcls.utils.errors import ConfigError
 
 log = get_logger(__name__)
 
@@ -68,13 +71,13 @@ def _loader_timer(
     return measure
 
 
-def _ready(cfg: DictConfig, augment: dict[str, Any], cache: bool) -> Any:
-    """A DataModule for one preset and cache setting, prepared and split (the cache built if missing)."""
+def _ready(cfg: DictConfig, augment: dict[str, Any], cache: bool, placement: str = "host") -> Any:
+    """A DataModule for one preset, cache and placement setting, prepared and split (the cache built if missing)."""
     data = cfg.data.copy()
     # Replaced, not merged: instantiate(cfg.data, augment=...) would merge the preset into the composed config's
     # own preset, and every row would also run that preset's ops (a bench of `strong + randaugment`).
     OmegaConf.update(data, "augment", augment, merge=False)
-    dm = hydra.utils.instantiate(data, cache=cache)
+    dm = hydra.utils.instantiate(data, cache=cache, placement=placement)
     dm.prepare_data()
     dm.setup("fit")
     return dm
@@ -100,6 +103,8 @@ def _rows(cfg: DictConfig, datamodule: Any, workers: list[int]) -> list[dict[str
                     "measure": _loader_timer(modules[cache].train_set, cfg, w, processes=int(procs)),
                 }
             )
+        if "device" in (b.get("placement") or []):
+            rows += _device_rows(cfg, augment, preset)
         # The ceiling: the preset alone, one thread, on in-memory pre-processed (cached-size) arrays.
         train_set = modules[True].train_set
         arrays = [train_set.read(i) for i in range(min(200, len(train_set)))]
@@ -130,6 +135,34 @@ def _rows(cfg: DictConfig, datamodule: Any, workers: list[int]) -> list[dict[str
                 }
             )
     return rows
+
+
+def _device_rows(cfg: DictConfig, augment: dict[str, Any], preset: str) -> list[dict[str, Any]]:
+    """data.placement=device for one preset: the cache on the model's device, whole batches augmented there (no
+    workers); none when the preset has an op without a device version (said in the log)."""
+    b = cfg.bench
+    try:
+        dm = _ready(cfg, augment, cache=True, placement="device")
+    except hydra.errors.InstantiationException as exc:  # instantiate wraps what the DataModule raised
+        if not isinstance(exc.__cause__, ConfigError):
+            raise
+        log.info(f"  no device row for augment={preset}: {exc.__cause__}")
+        return []
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    sampler = EpochSampler(len(dm.train_set), seed=0)
+    loader = dm.resident_loader(dm.train_set, sampler=sampler, device=device)
+    return [
+        {
+            "pipeline": "imgcls",
+            "placement": "device",
+            "augment": preset,
+            "cache": True,
+            "num_workers": 0,
+            "processes": 1,
+            "ops": [type(op).__name__ for op in [dm.on_device.augment.warp, *dm.on_device.augment.ops]],
+            "measure": lambda: loader_rate(loader, b.warmup_batches, b.min_batches, b.min_seconds),
+        }
+    ]
 
 
 def inference_bench(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
@@ -217,6 +250,7 @@ def bench(cfg: DictConfig) -> dict[str, Any]:
         ceiling = bare.get(row["augment"])
         results.append(
             {k: row[k] for k in ("pipeline", "augment", "cache", "num_workers", "processes")}
+            | {"placement": row.get("placement", "host")}
             | ({"ops": row["ops"]} if "ops" in row else {})  # what the row ran, to check a preset is itself
             | {
                 "images_per_sec": ips,
@@ -227,7 +261,7 @@ def bench(cfg: DictConfig) -> dict[str, Any]:
                 "bare_images_per_sec": ceiling if row["pipeline"] == "imgcls" else None,
                 # the ceiling is one bare thread per worker process (each DDP process has its own workers)
                 "efficiency": ips / (ceiling * max(1, row["num_workers"]) * row["processes"])
-                if row["pipeline"] == "imgcls" and row["cache"]
+                if row["pipeline"] == "imgcls" and row["cache"] and row.get("placement", "host") == "host"
                 else None,
                 "keeps_up": ips >= model_ips,
             }
@@ -264,8 +298,15 @@ def _speedups(rows: list[dict[str, Any]]) -> list[str]:
     ours = {
         (r["augment"], r["cache"], r["num_workers"]): r["images_per_sec"]
         for r in rows
-        if r["pipeline"] == "imgcls" and r["processes"] == 1
+        if r["pipeline"] == "imgcls" and r["processes"] == 1 and r["placement"] == "host"
     }
+    for r in rows:  # data.placement=device vs the cached host loader with the most workers
+        if r.get("placement") == "device":
+            host = [(w, ips) for (a, c, w), ips in ours.items() if a == r["augment"] and c]
+            if host:
+                w, ips = max(host)
+                ratio = r["images_per_sec"] / ips
+                lines.append(f"{r['augment']}, on the device: {ratio:.1f}x the cached loader with {w} workers")
     for r in rows:
         if r["pipeline"] not in BASELINES:
             continue

@@ -26,6 +26,7 @@ def print_table(result: dict[str, Any], console: Console | None = None) -> None:
         "pipeline",
         "augment",
         "cache",
+        "placement",
         "procs",
         "workers",
         "img/s",
@@ -44,6 +45,7 @@ def print_table(result: dict[str, Any], console: Console | None = None) -> None:
             row["pipeline"],
             row["augment"],
             {True: "on", False: "off"}.get(row["cache"], "-"),
+            row.get("placement", "host") if row["pipeline"] == "imgcls" else "-",
             str(row.get("processes", 1)),
             str(row["num_workers"]),
             f"{row['images_per_sec']:.0f}",
@@ -74,17 +76,27 @@ def write_png(result: dict[str, Any], out_dir: Path) -> Path:
     fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
     series: dict[tuple, list[tuple[int, float]]] = {}
     for row in result["rows"]:
-        series.setdefault((row["pipeline"], row["augment"], row["cache"], row.get("processes", 1)), []).append(
-            (row["num_workers"], row["images_per_sec"])
-        )
+        key = (row["pipeline"], row["augment"], row["cache"], row.get("processes", 1), row.get("placement", "host"))
+        series.setdefault(key, []).append((row["num_workers"], row["images_per_sec"]))
     colours: dict[tuple, str] = {}  # one colour per pipeline/preset: cache on solid, off dashed, baselines dotted
-    for (pipeline, augment, cache, procs), points in sorted(series.items(), key=str):
+    for (pipeline, augment, cache, procs, placement), points in sorted(series.items(), key=str):
         points.sort()
         colour = colours.setdefault((pipeline, augment, procs), f"C{len(colours)}")
         label = f"{augment}, cache {'on' if cache else 'off'}" if pipeline == "imgcls" else f"baseline: {pipeline}"
         label += f", {procs} DDP processes (total)" if procs > 1 else ""
+        device = placement == "device"  # one point (no workers), a star in its preset's colour
+        label = f"{augment}, data.placement=device" if device else label
         style = ":" if pipeline != "imgcls" else "-" if cache else "--"
-        ax.plot([p[0] for p in points], [p[1] for p in points], style, color=colour, marker="o", label=label)
+        marker = "*" if device else "o"
+        ax.plot(
+            [p[0] for p in points],
+            [p[1] for p in points],
+            style,
+            color=colour,
+            marker=marker,
+            ms=12 if device else 6,
+            label=label,
+        )
     model = result["model"]
     ax.axhline(model["images_per_sec"], color="red", linewidth=2, label=f"model: {model['name']} ({model['device']})")
     if model.get("compiled_images_per_sec"):

@@ -23,9 +23,19 @@ def _batch_size(batch: Any) -> int:
 def _timed(batches: Iterator[Any], min_batches: int, min_seconds: float) -> float:
     images, count, start = 0, 0, time.perf_counter()
     while count < min_batches or time.perf_counter() - start < min_seconds:
-        images += _batch_size(next(batches))
+        batch = next(batches)
+        images += _batch_size(batch)
         count += 1
+        if count % 16 == 0:
+            _wait_for(batch)  # device batches are queued work: the clock must see it done (not every batch)
+    _wait_for(batch)
     return images / (time.perf_counter() - start)
+
+
+def _wait_for(batch: Any) -> None:
+    image = batch["image"] if isinstance(batch, dict) else batch[0]
+    if isinstance(image, torch.Tensor) and image.is_cuda:
+        torch.cuda.synchronize(image.device)
 
 
 def loader_rate(loader: Iterable, warmup_batches: int = 3, min_batches: int = 20, min_seconds: float = 2.0) -> float:
