@@ -4,21 +4,26 @@ model's loss and mixup, thresholds tuned on validation, and predict/eval/export 
 from __future__ import annotations
 
 import json
+import re
 
+import hydra
+import hydra.errors
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from helpers import FAST_WITH_PICTURES, read_metrics, run_task
+from helpers import FAST_WITH_PICTURES, compose, read_metrics, run_task
 from torchmetrics.classification import MultilabelPrecisionRecallCurve
 
+from imgcls.callbacks.multilabel_pictures import cooccurrence_figure
 from imgcls.data import CsvSource, DataConfigError
 from imgcls.data.labels import multi_hot
 from imgcls.data.split import assign_splits
 from imgcls.extras.mnist_collages import MnistCollageSource, make_collages
 from imgcls.models.losses import BinaryCrossEntropy
-from imgcls.models.metrics import tune_thresholds
+from imgcls.models.metrics import at_thresholds, tune_thresholds
 from imgcls.models.mixup import build_mixup
+from imgcls.utils.errors import ConfigError
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +106,53 @@ def test_bad_label_sets_are_one_line_errors_naming_the_row(tmp_path, labels, kwa
         _csv_source(tmp_path, {"path": ["a.png", "b.png", "c.png"], "label": labels}, **kwargs).discover()
 
 
+def test_na_like_labels_are_class_names_and_only_an_empty_cell_is_no_label(tmp_path):
+    """pandas reads NA, None, null, nan as missing: a label set would silently become empty ("no label")."""
+    rows = {"path": ["a.png", "b.png", "c.png", "d.png"], "label": ["cat", "NA", "NA|None", ""]}
+    found = _csv_source(tmp_path, rows).discover()
+    assert found.class_names == ["NA", "None", "cat"]
+    assert found.table["labels"].tolist() == [(2,), (0,), (0, 1), ()]
+    single = {"path": ["a.png", "b.png"], "label": ["None", "cat"]}  # one label per image: 'None' is a class too
+    pd.DataFrame(single).to_csv(tmp_path / "labels.csv", index=False)
+    assert CsvSource(str(tmp_path)).discover().class_names == ["None", "cat"]
+
+
+def test_a_class_name_holding_the_separator_is_refused(tmp_path):
+    """Label sets are written `a|b` in split.csv and predictions: a class named `a|b` could not be read back."""
+    rows = {"path": ["a.png", "b.png"], "a|b": [1, 0], "c": [0, 1]}
+    with pytest.raises(DataConfigError, match=r"class name 'a\|b' contains '\|'.*rename the class"):
+        _csv_source(tmp_path, rows, label_columns=["a|b", "c"]).discover()
+    rows = {"path": ["a.png", "b.png"], "label": ["a|b;c", "c"]}
+    with pytest.raises(DataConfigError, match=r"class name 'a\|b' contains"):
+        _csv_source(tmp_path, rows, label_separator=";").discover()
+
+
+def test_class_weights_on_multilabel_data_point_to_pos_weight():
+    cfg = compose("train", ["data=mnist_multilabel", "model/class_weights=balanced"])
+    spec = {"class_names": ["a", "b"], "channels": 1, "image_size": [32, 32], "crop": {}, "multilabel": True}
+    spec |= {"mean": None, "std": None}
+    with pytest.raises(hydra.errors.InstantiationException) as info:
+        hydra.utils.instantiate(cfg.model, data_spec=spec)
+    assert isinstance(info.value.__cause__, ConfigError)
+    assert re.search(r"^model\.class_weights .* use model\.loss\.pos_weight=balanced", str(info.value.__cause__))
+
+
+def test_at_thresholds_keeps_the_ranking_and_puts_each_threshold_at_one_half():
+    probs = torch.rand(200, 3, generator=torch.Generator().manual_seed(0))
+    thresholds = torch.tensor([0.2, 0.5, 0.9])
+    moved = at_thresholds(probs, thresholds)
+    assert torch.equal(moved >= 0.5, probs >= thresholds)
+    for c in range(3):
+        assert torch.equal(moved[:, c].argsort(), probs[:, c].argsort())
+
+
+def test_cooccurrence_rows_are_shares_of_each_class_s_images():
+    target = np.array([[1, 1, 0], [1, 0, 0], [0, 1, 1], [1, 1, 0]])
+    figure = cooccurrence_figure(target, ["a", "b", "c"], "co-occurrence")
+    shown = figure.axes[0].images[0].get_array()
+    assert np.allclose(np.diag(shown), 1) and shown[0, 1] == pytest.approx(2 / 3)  # 2 of a's 3 images have b
+
+
 def test_a_label_column_not_zero_or_one_and_single_label_data_with_sets_are_named(tmp_path):
     rows = {"path": ["a.png", "b.png"], "cat": [1, 2], "dog": [0, 1]}
     with pytest.raises(DataConfigError, match=r"row 3 has cat='2': label columns hold 0 or 1"):
@@ -179,14 +231,17 @@ def multilabel_run(collages, tmp_path_factory):
         "trainer.max_epochs=2",
         "trainer.limit_train_batches=30",
         "loader.batch_size=32",
+        "data.test_fraction=0.1",  # test/* is scored at the tuned thresholds, as eval scores it
+        "model.ema={decay: 0.9}",  # predict, eval and export use the EMA weights and their own thresholds
         run_dir=run_dir,
     )
     return run_dir
 
 
-def _predict(run_dir, tmp_path, ckpt=None, name="predict"):
+def _predict(run_dir, tmp_path, ckpt=None, name="predict", *extra):
     ckpt = ckpt or run_dir / "checkpoints" / "best.ckpt"
-    run_task("predict", f"ckpt_path={ckpt}", f"input={run_dir / 'split.csv'}", "split=val", run_dir=tmp_path / name)
+    overrides = (f"ckpt_path={ckpt}", f"input={run_dir / 'split.csv'}", "split=val", *extra)
+    run_task("predict", *overrides, run_dir=tmp_path / name)
     return pd.read_csv(tmp_path / name / "predictions.csv", keep_default_na=False), read_metrics(tmp_path / name)
 
 
@@ -207,18 +262,22 @@ def test_a_run_records_label_sets_and_ranks_by_map(multilabel_run):
 @pytest.mark.slow
 def test_checkpoint_thresholds_maximise_validation_f1_and_predict_applies_them(multilabel_run, tmp_path):
     ckpt = torch.load(multilabel_run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)
-    thresholds = ckpt["state_dict"]["thresholds"].numpy()
-    rows, metrics = _predict(multilabel_run, tmp_path)
-    probs = rows[[f"prob_{c}" for c in range(10)]].to_numpy()
-    truth = multi_hot([tuple(int(c) for c in s.split("|")) if s else () for s in rows["true_labels"]], 10) > 0
-    said = probs >= thresholds[None, :]
-    assert rows["labels"].tolist() == ["|".join(str(c) for c in np.flatnonzero(r)) for r in said]
-    for c in range(10):  # the tuned thresholds are the validation F1 maximisers (probabilities rounded to 1e-6)
-        assert _f1(said[:, c], truth[:, c]) == pytest.approx(_best_f1_brute_force(probs[:, c], truth[:, c]), abs=0.02)
-    assert metrics["f1"] == pytest.approx(read_metrics(multilabel_run)["final"]["val/f1_tuned"], abs=0.02)
+    for weights, key, tuned in (("ema", "thresholds_ema", "val_ema/f1_tuned"), ("raw", "thresholds", "val/f1_tuned")):
+        thresholds = ckpt["state_dict"][key].numpy()  # each set of weights has its own, tuned on its outputs
+        rows, metrics = _predict(multilabel_run, tmp_path, None, weights, f"ema={weights == 'ema'}")
+        probs = rows[[f"prob_{c}" for c in range(10)]].to_numpy()
+        truth = multi_hot([tuple(int(c) for c in s.split("|")) if s else () for s in rows["true_labels"]], 10) > 0
+        said = probs >= thresholds[None, :]
+        assert rows["labels"].tolist() == ["|".join(str(c) for c in np.flatnonzero(r)) for r in said]
+        for c in range(10):  # the tuned thresholds are the validation F1 maximisers (probabilities rounded to 1e-6)
+            best = _best_f1_brute_force(probs[:, c], truth[:, c])
+            assert _f1(said[:, c], truth[:, c]) == pytest.approx(best, abs=0.02)
+        assert metrics["f1"] == pytest.approx(read_metrics(multilabel_run)["final"][tuned], abs=0.02)
+    assert not np.allclose(ckpt["state_dict"]["thresholds"], ckpt["state_dict"]["thresholds_ema"])
 
     # Other thresholds in the checkpoint: predict follows them (class 0 always said, class 1 never).
-    ckpt["state_dict"]["thresholds"] = torch.tensor([0.0, 1.01] + thresholds[2:].tolist())
+    thresholds = ckpt["state_dict"]["thresholds_ema"]
+    ckpt["state_dict"]["thresholds_ema"] = torch.tensor([0.0, 1.01] + thresholds[2:].tolist())
     torch.save(ckpt, tmp_path / "edited.ckpt")
     edited, _ = _predict(multilabel_run, tmp_path, tmp_path / "edited.ckpt", "edited")
     assert all("0" in s.split("|") and "1" not in s.split("|") for s in edited["labels"])
@@ -228,7 +287,11 @@ def test_checkpoint_thresholds_maximise_validation_f1_and_predict_applies_them(m
 def test_eval_and_export_keep_the_sigmoid_outputs_and_thresholds(multilabel_run, tmp_path):
     best = multilabel_run / "checkpoints" / "best.ckpt"
     result = run_task("eval", f"ckpt_path={best}", "mistakes=4", run_dir=tmp_path / "eval").value
-    assert result["metrics"]["map"] == pytest.approx(read_metrics(multilabel_run)["final"]["val/map"], abs=1e-4)
+    final = read_metrics(multilabel_run)["final"]
+    assert result["metrics"]["map"] == pytest.approx(final["val_ema/map"], abs=1e-4)
+    # After fit, the test split was scored at the tuned thresholds: what eval reports for the same images
+    tested = run_task("eval", f"ckpt_path={best}", "split=test", run_dir=tmp_path / "eval_test").value["metrics"]
+    assert tested["f1"] == pytest.approx(read_metrics(multilabel_run)["test"]["test_ema/f1"], abs=1e-4)
     assert (tmp_path / "eval" / "per_class.csv").exists() and (tmp_path / "eval" / "report.md").exists()
     run_task("export", f"ckpt_path={best}", run_dir=tmp_path / "export")
     onnx = tmp_path / "export" / "model.onnx"

@@ -54,7 +54,8 @@ def ap_figure(table: pd.DataFrame, title: str) -> plt.Figure:
 def cooccurrence_figure(target: np.ndarray, names: Sequence[str], title: str) -> plt.Figure:
     """Row c: of the images labelled c, the share that is also labelled each other class (counts in the cells)."""
     truth = target.astype(np.int64)
-    return confusion_figure(truth.T @ truth, names, title, axes=("also labelled", "labelled"))
+    together = truth.T @ truth
+    return confusion_figure(together, names, title, axes=("also labelled", "labelled"), row_totals=np.diag(together))
 
 
 def mistakes_figure(

@@ -259,6 +259,14 @@ class ImageDataModule(L.LightningDataModule):
         folds = f", fold {self.fold} of {self.n_folds}" if self.n_folds else ""
         log.info(f"Split (seed {self.split_seed}{folds}): " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
         self._write_split()
+        if self.multilabel:
+            val = table[table["split"] == "val"]
+            absent = sorted(set(range(self.num_classes)) - present(val))
+            if len(val) and absent:
+                log.warning(
+                    f"class(es) {[self.class_names[i] for i in absent]} have no validation image: their AP counts "
+                    "as 0 in val/map and their threshold stays 0.5; raise data.val_fraction or add images of them"
+                )
         train_tf = self.train_transform
         eval_tf = build_eval_transform(self.image_size, self.resize, self.cache_size, fit=not self.cache)
         cache = str(self.cache_file()) if self.cache else None

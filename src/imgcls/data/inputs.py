@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from imgcls.data.labels import SEPARATOR, parse_label_sets
+from imgcls.data.labels import SEPARATOR, parse_label_sets, read_verbatim
 from imgcls.data.sources import SPLIT_NAMES, DataConfigError, list_images
 
 
@@ -49,7 +49,7 @@ def read_inputs(
     if path.suffix.lower() != ".csv":
         return pd.DataFrame({"path": [str(path.resolve())]})
 
-    df = pd.read_csv(path, dtype=str)
+    df = read_verbatim(path, ["labels", "label_name", "label"], dtype=str)
     if path_column not in df.columns:
         raise DataConfigError(f"input CSV '{path}' has no '{path_column}' column (found {list(df.columns)})")
     if split is not None:

@@ -9,6 +9,7 @@ empty for none). The helpers here are the one place that reads and writes that f
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -47,6 +48,27 @@ def split_names(value: object, sep: str) -> list[str] | None:
     return parts
 
 
+def read_verbatim(path: Any, columns: Sequence[str], **kwargs: Any) -> pd.DataFrame:
+    """`pd.read_csv(path, **kwargs)` with the label `columns` exactly as written: pandas reads NA, None, null, nan,
+    N/A... as missing, which would make a set silently empty ("no label") or a class named 'nan'."""
+    df = pd.read_csv(path, **kwargs)
+    kept = [c for c in columns if c in df.columns]
+    if kept:
+        df[kept] = pd.read_csv(path, usecols=kept, dtype=str, keep_default_na=False)[kept]
+    return df
+
+
+def check_names(names: Sequence[str], where: str) -> None:
+    """Class names are written joined by SEPARATOR (split.csv, predictions): one containing it could not be read
+    back."""
+    bad = [n for n in names if SEPARATOR in str(n)]
+    if bad:
+        raise DataConfigError(
+            f"{where}: class name '{bad[0]}' contains '{SEPARATOR}', which joins label sets in split.csv and "
+            "predictions: rename the class"
+        )
+
+
 def parse_label_sets(
     values: Sequence[object], names: Sequence[str] | None, sep: str, where: str, column: str
 ) -> tuple[list[tuple[int, ...]], list[str]]:
@@ -63,6 +85,7 @@ def parse_label_sets(
             "data.source.label_separator"
         )
     names = list(names) if names else sorted_names([n for p in pieces for n in p])
+    check_names(names, where)
     index = {n: i for i, n in enumerate(names)}
     unknown = [i for i, p in enumerate(pieces) if any(n not in index for n in p)]
     if unknown:

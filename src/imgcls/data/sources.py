@@ -19,7 +19,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from imgcls.data.labels import SEPARATOR, check_task, parse_label_columns, parse_label_sets, present, sorted_names
+from imgcls.data.labels import (
+    SEPARATOR,
+    check_names,
+    check_task,
+    parse_label_columns,
+    parse_label_sets,
+    present,
+    read_verbatim,
+    sorted_names,
+)
 from imgcls.feeding.image_io import is_image_file
 from imgcls.utils.errors import DataConfigError
 from imgcls.utils.io import export_once
@@ -204,7 +213,8 @@ class CsvSource:
                 f"data.source.csv='{csv_path}' not found: set data.source.csv to your manifest "
                 "(columns path,label; relative to data.root)"
             )
-        df = pd.read_csv(csv_path, dtype={self.path_column: str, self.label_column: str})
+        labels = [self.label_column, *(self.label_columns or [])]
+        df = read_verbatim(csv_path, labels, dtype={self.path_column: str, self.label_column: str})
         label_column = [] if self.label_columns else [self.label_column]
         missing = [c for c in (self.path_column, *label_column, *(self.bbox_columns or [])) if c not in df.columns]
         if missing:
@@ -259,6 +269,7 @@ class CsvSource:
                     "data.source.class_names and data.source.label_columns differ: the columns are the classes, "
                     "drop class_names"
                 )
+            check_names(self.label_columns, "data.source.label_columns")
             return parse_label_columns(df, self.label_columns, str(csv_path)), self.label_columns
         return parse_label_sets(
             df[self.label_column].tolist(), self.class_names, self.label_separator, str(csv_path), self.label_column

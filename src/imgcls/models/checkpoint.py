@@ -59,6 +59,8 @@ def load_classifier(path: str | os.PathLike, ema: bool = True) -> Classifier:
     use_ema = ema and EMA_KEY in ckpt
     if use_ema:
         model.model.load_state_dict(ckpt[EMA_KEY])
+        if model.multilabel:  # the thresholds tuned on the EMA weights' own validation outputs
+            model.thresholds = model.thresholds_ema.clone()
     model.loaded_weights = "ema" if use_ema else "raw"
     return model.eval()
 

@@ -23,10 +23,11 @@ from imgcls.models.factory import create_classifier
 from imgcls.models.freeze import FreezeBackbone, check_freeze_epochs
 from imgcls.models.heads import MultiLabelHead, SingleHead, TaskLayout, build_head
 from imgcls.models.losses import CrossEntropy
-from imgcls.models.metrics import classification_metrics, tune_thresholds
+from imgcls.models.metrics import at_thresholds, classification_metrics, tune_thresholds
 from imgcls.models.mixup import build_mixup
 from imgcls.models.optim import parameter_groups
 from imgcls.models.schedulers import ObservePlateau, warmup_plateau
+from imgcls.models.weights import ModelConfigError
 from imgcls.utils.config import as_config, factory, fit_channels, to_plain
 from imgcls.utils.errors import ConfigError
 from imgcls.utils.logging import get_logger
@@ -97,6 +98,11 @@ class Classifier(L.LightningModule):
         self.head = build_head(_part(head, "head"), data_spec, loss_factory, label_smoothing)
         self.multilabel = isinstance(self.head, MultiLabelHead)
         self.class_weights = _part(class_weights, "class_weights")
+        if self.multilabel and self.class_weights is not None:
+            raise ModelConfigError(
+                "model.class_weights weighs the classes of one softmax: for multi-label data drop it and use "
+                "model.loss.pos_weight=balanced (each class's positives weighed by its negatives)"
+            )
         channels = int(data_spec.get("channels", 3))
         self.model = create_classifier(
             name,
@@ -139,6 +145,8 @@ class Classifier(L.LightningModule):
             # Each class's decision threshold, tuned on every validation (max F1; models/metrics.py): in the
             # checkpoint's state, so predict answers with the best epoch's thresholds.
             self.register_buffer("thresholds", torch.full((num_classes,), 0.5))
+            # ...and the EMA weights' own, tuned by models/ema.py on theirs (load_classifier picks the pair).
+            self.register_buffer("thresholds_ema", torch.full((num_classes,), 0.5))
             self.val_curve = MultilabelPrecisionRecallCurve(num_classes, thresholds=None)
             self.val_map_best = MaxMetric()
         # Per-sub-task macro-F1 (val/f1_mask, ...): shows which part (age, usually) limits the combined F1.
@@ -329,6 +337,8 @@ class Classifier(L.LightningModule):
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         loss, preds, targets = self._shared_step(batch)
+        if self.multilabel:  # scored at the thresholds tuned on validation, as eval and predict score them
+            preds = at_thresholds(preds, self.thresholds)
         self.test_loss(loss)
         self.test_metrics(preds, targets)
         self.log("test/loss", self.test_loss, on_step=False, on_epoch=True)

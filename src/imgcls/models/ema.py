@@ -19,7 +19,9 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from timm.utils import ModelEmaV3, distribute_bn
 from torchmetrics import MaxMetric, MeanMetric
+from torchmetrics.classification import MultilabelPrecisionRecallCurve
 
+from imgcls.models.metrics import at_thresholds, tune_thresholds
 from imgcls.utils.errors import ConfigError
 
 CHECKPOINT_KEY = "state_dict_ema"
@@ -76,11 +78,18 @@ class ModelEma(Callback):
             self.metrics = {stage: pl_module.val_metrics.clone(prefix=f"{stage}_ema/") for stage in ("val", "test")}
             self.loss = MeanMetric()
             self.f1_best = MaxMetric()
+            # multi-label: the EMA weights get their own tuned thresholds (the model's are the raw weights')
+            self.curve = (
+                MultilabelPrecisionRecallCurve(len(pl_module.class_names), thresholds=None)
+                if pl_module.multilabel
+                else None
+            )
 
     def _on_device(self, pl_module: Any) -> None:
         assert self.ema is not None, "ModelEma.setup was not called"
-        for part in (self.ema.module, self.loss, self.f1_best, *self.metrics.values()):
-            part.to(pl_module.device)
+        for part in (self.ema.module, self.loss, self.f1_best, *self.metrics.values(), self.curve):
+            if part is not None:
+                part.to(pl_module.device)
 
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
         self._on_device(pl_module)
@@ -97,12 +106,19 @@ class ModelEma(Callback):
         self._on_device(pl_module)
         self.metrics[stage].reset()
         self.loss.reset()
+        if self.curve is not None:
+            self.curve.reset()
 
     def _evaluate(self, trainer: Any, pl_module: Any, batch: dict[str, torch.Tensor], stage: str) -> None:
         with trainer.precision_plugin.forward_context():  # the same autocast as the step the model just ran
             logits = self.ema.module(batch["image"])
         self.loss.update(pl_module.compute_loss(logits, batch["target"]))
-        self.metrics[stage].update(pl_module.predictions(logits), pl_module.metric_target(batch["target"]))
+        preds, target = pl_module.predictions(logits), pl_module.metric_target(batch["target"])
+        if self.curve is not None and stage == "val":
+            self.curve.update(preds, target)
+        if self.curve is not None and stage == "test":  # at the EMA's tuned thresholds, as the model's test is
+            preds = at_thresholds(preds, pl_module.thresholds_ema)
+        self.metrics[stage].update(preds, target)
 
     def _log(self, pl_module: Any, stage: str) -> dict[str, torch.Tensor]:
         values = {**self.metrics[stage].compute(), f"{stage}_ema/loss": self.loss.compute()}  # DDP-reduced
@@ -124,6 +140,10 @@ class ModelEma(Callback):
         values = self._log(pl_module, "val")
         self.f1_best(values[PREFIX + "f1"])
         pl_module.log(PREFIX + "f1_best", self.f1_best.compute(), sync_dist=True)
+        if self.curve is not None:  # in the module's state: best.ckpt keeps the best epoch's pair
+            thresholds, tuned_f1 = tune_thresholds(*self.curve.compute())
+            pl_module.thresholds_ema = thresholds.to(pl_module.device)
+            pl_module.log(PREFIX + "f1_tuned", tuned_f1.mean(), sync_dist=True)
 
     def on_test_epoch_start(self, trainer: Any, pl_module: Any) -> None:
         self._start(pl_module, "test")

@@ -77,3 +77,10 @@ def multilabel_scores(probs: np.ndarray, target: np.ndarray, thresholds: np.ndar
         "f1_micro": float(multilabel_f1_score(said, t, k, average="micro")),
         "map": float(multilabel_average_precision(p, t, k, average="macro")),
     }
+
+
+def at_thresholds(probs: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
+    """Probabilities moved per class so that `thresholds` land on 0.5, order kept: metrics that cut at 0.5 (F1,
+    subset accuracy) then score the tuned decisions (p >= threshold) while ranking metrics (AP) are unchanged."""
+    t = thresholds.to(probs).clamp(1e-6, 1 - 1e-6)
+    return torch.where(probs >= t, 0.5 + 0.5 * (probs - t) / (1 - t), 0.5 * probs / t)

@@ -49,12 +49,18 @@ def image_grid(
 
 
 def confusion_figure(
-    matrix: np.ndarray, class_names: Sequence[str], title: str, axes: tuple[str, str] = ("predicted", "true")
+    matrix: np.ndarray,
+    class_names: Sequence[str],
+    title: str,
+    axes: tuple[str, str] = ("predicted", "true"),
+    row_totals: np.ndarray | None = None,
 ) -> plt.Figure:
     """Row-normalised confusion matrix (each row = one true class, sums to 1), counts in the cells; `axes` names
-    (columns, rows), e.g. a label co-occurrence matrix's."""
+    (columns, rows) and `row_totals` what each row is a share of (default: its sum), e.g. for a label
+    co-occurrence matrix the images of each class."""
     counts = matrix.astype(np.int64)
-    norm = counts / np.clip(counts.sum(axis=1, keepdims=True), 1, None)
+    totals = counts.sum(axis=1) if row_totals is None else np.asarray(row_totals)
+    norm = counts / np.clip(totals[:, None], 1, None)
     k = len(class_names)
     size = min(18.0, 2.5 + 0.45 * k)
     fig, ax = plt.subplots(figsize=(size, size * 0.85))

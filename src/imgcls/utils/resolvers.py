@@ -35,10 +35,11 @@ def sweep_group() -> str:
         return ""
 
 
-def default_monitor(task: str) -> str:
+def default_monitor(task: str, prefix: str = "val") -> str:
     """The checkpoint metric of a task kind (`monitor` in train.yaml): macro-F1, or for multi-label data the mean
-    average precision over classes (threshold-free; the thresholds are tuned on validation afterwards)."""
-    return "val/map" if task == "multilabel" else "val/f1"
+    average precision over classes (threshold-free; the thresholds are tuned on validation afterwards); `prefix`
+    val_ema: the EMA weights' (experiment=finetune)."""
+    return f"{prefix}/map" if task == "multilabel" else f"{prefix}/f1"
 
 
 def register_resolvers() -> None:
