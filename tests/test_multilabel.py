@@ -302,3 +302,30 @@ def test_eval_and_export_keep_the_sigmoid_outputs_and_thresholds(multilabel_run,
     from_file, _ = _predict(multilabel_run, tmp_path, onnx, "onnx")
     from_ckpt, _ = _predict(multilabel_run, tmp_path, best, "ckpt")
     assert from_file["labels"].tolist() == from_ckpt["labels"].tolist()
+
+
+def test_the_model_card_counts_labels_per_class_and_images_per_split(tmp_path):
+    from imgcls.deploy.model_card import _data
+
+    rows = {"path": ["a", "b", "c", "d"], "labels": ["cat|dog", "", "dog", "cat"], "split": ["train"] * 3 + ["val"]}
+    pd.DataFrame(rows).to_csv(tmp_path / "split.csv", index=False)
+    table = _data(tmp_path, ["cat", "dog"])
+    assert "| cat | 1 | 1 |" in table and "| dog | 2 | 0 |" in table
+    assert "| **total** | 3 | 1 |" in table  # images, the unlabelled one included, not labels
+
+
+def test_a_labelled_input_is_read_as_its_training_manifest_writes_sets(tmp_path):
+    """predict/eval input: split.csv's `labels` (`a|b`), the manifest's own `label` with its separator, or 0/1
+    columns, all to the same sets."""
+    from imgcls.data.inputs import read_rows
+
+    spec = {"class_names": ["cat", "dog"], "multilabel": True, "label_separator": ";"}
+    forms = {
+        "labels": {"labels": ["cat|dog", "", "dog"]},
+        "label": {"label": ["dog;cat", "", "dog"]},
+        "columns": {"cat": [1, 0, 0], "dog": [1, 0, 1]},
+    }
+    for name, columns in forms.items():
+        pd.DataFrame({"path": ["a.png", "b.png", "c.png"], **columns}).to_csv(tmp_path / f"{name}.csv", index=False)
+        table = read_rows(str(tmp_path / f"{name}.csv"), spec, None)
+        assert table["labels"].tolist() == [(0, 1), (), (1,)], name

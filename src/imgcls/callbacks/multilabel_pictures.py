@@ -13,12 +13,13 @@ import pandas as pd
 import torch
 from torchmetrics.functional.classification import multilabel_average_precision
 
+from imgcls.data.labels import join_names
 from imgcls.utils.plots import bar_chart, confusion_figure, image_grid
 
 
 def label_text(target: np.ndarray, names: Sequence[str]) -> str:
     """A multi-hot row as `3|7`, or `none`."""
-    return "|".join(str(names[i]) for i in np.flatnonzero(target)) or "none"
+    return join_names([np.flatnonzero(target)], [str(n) for n in names])[0] or "none"
 
 
 def per_class_table(

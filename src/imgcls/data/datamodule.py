@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 
 from imgcls.data.bad_images import check_policy, drop_unreadable, find_unreadable
 from imgcls.data.dataset import ImageDataset
-from imgcls.data.labels import check_task, is_multilabel, join_names, multi_hot, present
+from imgcls.data.labels import SEPARATOR, check_task, is_multilabel, join_names, multi_hot, present
 from imgcls.data.placement import SMALL_DATA_BYTES, DevicePlacement, check_placement
 from imgcls.data.resize import Resize
 from imgcls.data.sources import DataConfigError, Discovered, check_given_split
@@ -242,6 +242,8 @@ class ImageDataModule(L.LightningDataModule):
             "std": self.std,
             "tasks": self.discovered.tasks,
             "multilabel": self.multilabel,
+            # how a labelled CSV given to predict/eval writes its sets, as the training manifest did
+            "label_separator": getattr(self.source, "label_separator", SEPARATOR),
         }
 
     @property

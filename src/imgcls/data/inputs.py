@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from imgcls.data.labels import SEPARATOR, parse_label_sets, read_verbatim
+from imgcls.data.labels import SEPARATOR, parse_label_columns, parse_label_sets, read_verbatim
 from imgcls.data.sources import SPLIT_NAMES, DataConfigError, list_images
 
 
@@ -20,12 +20,14 @@ def read_inputs(
     path_column: str = "path",
     bbox_columns: list[str] | None = None,
     multilabel: bool = False,
+    label_separator: str = SEPARATOR,
 ) -> pd.DataFrame:
     """Columns `path` (+ `label` when the CSV carries known labels, so predict can report accuracy), plus the
     bbox columns a `crop.mode=bbox` checkpoint needs (only a CSV can carry them).
 
     Known labels come from a `label_name` column (as in split.csv) or a `label` column of class names; for a
-    multi-label model from a `labels` column of names joined by `|` (split.csv's), read into sets (`labels`).
+    multi-label model, read into sets (`labels`), from a `labels` column of names joined by `|` (split.csv's), a
+    `label` column joined by `label_separator` (the training manifest's), or one 0/1 column per class.
     """
     path = Path(str(source)).expanduser()
     if not path.exists():
@@ -66,9 +68,16 @@ def read_inputs(
     for column in bbox_columns or []:
         table[column] = df[column].astype(float).values
     if multilabel:
+        where = f"input CSV '{path}'"
         if "labels" in df:
-            sets, _ = parse_label_sets(df["labels"].tolist(), class_names, SEPARATOR, f"input CSV '{path}'", "labels")
-            table["labels"] = pd.Series(sets, dtype=object)
+            sets, _ = parse_label_sets(df["labels"].tolist(), class_names, SEPARATOR, where, "labels")
+        elif "label" in df:
+            sets, _ = parse_label_sets(df["label"].tolist(), class_names, label_separator, where, "label")
+        elif all(str(c) in df for c in class_names):
+            sets = parse_label_columns(df, [str(c) for c in class_names], where)
+        else:
+            return table
+        table["labels"] = pd.Series(sets, dtype=object)
         return table
     names = df["label_name"] if "label_name" in df else df["label"] if "label" in df else None
     if names is not None:
@@ -93,4 +102,5 @@ def read_rows(source: str, spec: Mapping[str, Any], split: str | None, path_colu
         path_column=path_column,
         bbox_columns=list(crop.get("columns") or []) if crop.get("mode") == "bbox" else None,
         multilabel=bool(spec.get("multilabel")),
+        label_separator=spec.get("label_separator") or SEPARATOR,
     )

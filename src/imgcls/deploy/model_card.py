@@ -34,16 +34,20 @@ def _data(run: Path, class_names: list[str]) -> str:
     if not split.is_file():
         return f"{len(class_names)} classes: {', '.join(map(str, class_names))}. Split not recorded (no {split})."
     df = pd.read_csv(split, dtype=str, keep_default_na=False)
-    if "labels" in df:  # multi-label: an image counts once for each of its labels (`3|7`)
+    images = df["split"].value_counts()
+    what = "images per split"
+    if "labels" in df:  # multi-label: an image counts once for each of its labels (`3|7`), none for an empty set
         df = df.assign(label_name=df["labels"].str.split(SEPARATOR)).explode("label_name")
+        df = df[df["label_name"] != ""]
+        what = "images per class and split (an image counts under each of its labels; total = images)"
     counts = df.groupby(["label_name", "split"]).size().unstack(fill_value=0)
-    splits = [s for s in ("train", "val", "test") if s in counts.columns]
+    splits = [s for s in ("train", "val", "test") if s in images.index]
     rows = [
-        [str(c)] + [str(int(counts.loc[str(c), s])) if str(c) in counts.index else "0" for s in splits]
+        [str(c)] + [str(int(counts.loc[str(c), s])) if str(c) in counts.index and s in counts else "0" for s in splits]
         for c in class_names
     ]
-    rows.append(["**total**"] + [str(int(counts[s].sum())) for s in splits])
-    return f"{len(class_names)} classes, images per split (`{split.name}` of the training run):\n\n" + markdown_table(
+    rows.append(["**total**"] + [str(int(images[s])) for s in splits])
+    return f"{len(class_names)} classes, {what} (`{split.name}` of the training run):\n\n" + markdown_table(
         ["class", *splits], rows
     )
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from imgcls.data.labels import join_names
 from imgcls.data.sources import CsvSource, MnistSource
 from imgcls.utils.io import export_once
 from imgcls.utils.logging import get_logger
@@ -71,6 +72,6 @@ class MnistCollageSource(CsvSource):
         for i, image in enumerate(images):
             Image.fromarray(image, mode="L").save(folder / "images" / f"{i:05d}.png")
         paths = [f"images/{i:05d}.png" for i in range(len(images))]
-        labels = ["|".join(map(str, s)) for s in sets]
+        labels = join_names(sets, [str(d) for d in range(10)])  # the digits present, as data/labels.py writes sets
         pd.DataFrame({"path": paths, "labels": labels}).to_csv(folder / "labels.csv", index=False)
         return f"Made {len(images)} MNIST collages (2-4 digits each) in {self.root}"

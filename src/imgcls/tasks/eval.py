@@ -71,7 +71,7 @@ def labelled_rows(
     if "label" not in table and "labels" not in table:
         raise DataConfigError(
             f"input='{source}' has no labels: eval needs a CSV with a label_name (or label) column of class names, "
-            "or a folder of class folders"
+            "or a folder of class folders (multi-label: a labels or label column of sets, or a 0/1 column per class)"
         )
     workers = resolve_num_workers(cfg.loader.get("num_workers"))
     return readable_inputs(table.reset_index(drop=True), spec, cfg.on_bad_image, workers, output_dir)
