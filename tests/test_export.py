@@ -37,7 +37,7 @@ def test_the_exported_file_reproduces_the_checkpoint(deploy_runs, tmp_path, kind
     result = run_task("export", f"ckpt_path={ckpt}", f"format={fmt}", *QUIET, run_dir=tmp_path / "export").value
     (exported,) = result["files"]
     check = result["check"][1]
-    assert check["n"] > 0 and check["max_abs_diff"] <= 1e-4 and check["top1_agree"] == 1.0
+    assert check["n"] > 0 and check["max_abs_diff"] <= 1e-4 and check["decisions_agree"] == 1.0
     # predict.py from the exported file writes the rows predict.py writes from the .ckpt
     from_ckpt, from_file = _predict(ckpt, run, tmp_path, "ckpt"), _predict(exported, run, tmp_path, "file")
     assert from_file.drop(columns="prob").equals(from_ckpt.drop(columns="prob"))

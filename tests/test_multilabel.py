@@ -329,3 +329,13 @@ def test_a_labelled_input_is_read_as_its_training_manifest_writes_sets(tmp_path)
         pd.DataFrame({"path": ["a.png", "b.png", "c.png"], **columns}).to_csv(tmp_path / f"{name}.csv", index=False)
         table = read_rows(str(tmp_path / f"{name}.csv"), spec, None)
         assert table["labels"].tolist() == [(0, 1), (), (1,)], name
+
+
+def test_export_s_check_compares_label_sets_at_the_thresholds():
+    from imgcls.deploy.check import compare
+
+    reference = np.array([[0.9, 0.6, 0.1], [0.2, 0.3, 0.8]])
+    moved = reference + np.array([[0.0, -0.15, 0.0], [0.0, 0.0, 0.0]])  # class 1 of image 0 falls below 0.5
+    cut = np.array([0.5, 0.5, 0.5])
+    assert compare("file", reference, moved, None).decisions_agree == 1.0  # the top class is the same...
+    assert compare("file", reference, moved, None, cut).decisions_agree == 0.5  # ...its label set is not

@@ -119,7 +119,7 @@ def write_model_card(
                 r["name"],
                 str(r["n"]),
                 f"{r['max_abs_diff']:.2e}",
-                f"{r['top1_agree']:.4f}",
+                f"{r['decisions_agree']:.4f}",
                 "-" if r["accuracy"] is None else f"{r['accuracy']:.4f}",
             ]
             for r in result["check"]

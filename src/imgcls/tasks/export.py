@@ -142,17 +142,19 @@ def export(cfg: DictConfig) -> dict[str, Any]:
             reference[index] = reference_probabilities(classifier, images, temperature)
             for model, out in zip(deployed, outputs):
                 out[index] = model.probabilities(images)
-        rows = [compare("pytorch (checkpoint)", reference, reference, labels)]
-        rows += [compare(f.name, reference, out, labels) for f, out in zip(files, outputs)]
+        # multi-label: the label sets at the checkpoint's thresholds must be the same, not only the top class
+        cut = classifier.thresholds.cpu().numpy() if classifier.multilabel else None
+        rows = [compare("pytorch (checkpoint)", reference, reference, labels, cut)]
+        rows += [compare(f.name, reference, out, labels, cut) for f, out in zip(files, outputs)]
         _print(rows)
         exported = rows[1]
-        if exported.max_abs_diff > float(cfg.tolerance) or exported.top1_agree < 1.0:
+        if exported.max_abs_diff > float(cfg.tolerance) or exported.decisions_agree < 1.0:
             for file in files:  # a file that fails its check is not left where a deployment would pick it up
                 file.unlink(missing_ok=True)
             raise ExportCheckError(
                 f"{output.name} differs from the checkpoint on {exported.n} images (max |Δprob| "
-                f"{exported.max_abs_diff:.1e} > tolerance={cfg.tolerance} or top-1 agreement "
-                f"{exported.top1_agree:.3f} < 1): try format=torchscript or another opset=, and report it"
+                f"{exported.max_abs_diff:.1e} > tolerance={cfg.tolerance} or the same answer on only "
+                f"{exported.decisions_agree:.3f} of them): try format=torchscript or another opset=, and report it"
             )
     result = {
         "checkpoint": ckpt,
