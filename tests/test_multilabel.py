@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from helpers import FAST_WITH_PICTURES, compose, read_metrics, run_task
+from helpers import FAST, FAST_WITH_PICTURES, compose, read_metrics, run_task
 from torchmetrics.classification import MultilabelPrecisionRecallCurve
 
 from imgcls.callbacks.multilabel_pictures import cooccurrence_figure
@@ -67,7 +67,7 @@ def test_grouped_split_and_folds_keep_each_group_on_one_side(collages):
     y = multi_hot(table["labels"], 10)
     split = assign_splits(table, val_fraction=0.2, seed=0)["split"]
     assert (table.assign(split=split).groupby("group")["split"].nunique() == 1).all()
-    assert _gap(y, np.flatnonzero(split == "val")) < 0.045
+    assert _gap(y, np.flatnonzero(split == "val")) < 0.045 and _gap(y, np.flatnonzero(split == "train")) < 0.012
     folds = assign_splits(table, val_fraction=0.1, seed=0, n_folds=5, fold=2)
     assert sorted(set(folds["fold"])) == [0, 1, 2, 3, 4]
     assert (table.assign(fold=folds["fold"]).groupby("group")["fold"].nunique() == 1).all()
@@ -339,3 +339,19 @@ def test_export_s_check_compares_label_sets_at_the_thresholds():
     cut = np.array([0.5, 0.5, 0.5])
     assert compare("file", reference, moved, None).decisions_agree == 1.0  # the top class is the same...
     assert compare("file", reference, moved, None, cut).decisions_agree == 0.5  # ...its label set is not
+
+
+def test_images_without_a_label_train_and_predict_as_all_negative(image_tree, tmp_path):
+    """An empty set ("none of the classes") goes through the split, training and predict like any other."""
+    files = sorted(p for p in image_tree.rglob("*") if p.suffix in (".png", ".jpg") and not p.name.startswith("."))
+    sets = ["", "circle", "circle|square", "bar", "square|bar"]
+    rows = {"path": [str(p) for p in files], "label": [sets[i % len(sets)] for i in range(len(files))]}
+    pd.DataFrame(rows).to_csv(tmp_path / "labels.csv", index=False)
+    overrides = ("data=csv", f"data.root={tmp_path}", "data.task=multilabel", f"paths.data_dir={tmp_path / 'data'}")
+    run = run_task("train", *overrides, *FAST, run_dir=tmp_path / "run")
+    split = pd.read_csv(run.run_dir / "split.csv", keep_default_na=False)
+    assert (split["labels"] == "").sum() == len(files) // 5 and {"train", "val"} <= set(split["split"])
+    predict = (f"ckpt_path={run.run_dir / 'checkpoints' / 'best.ckpt'}", f"input={run.run_dir / 'split.csv'}")
+    run_task("predict", *predict, run_dir=tmp_path / "predict")
+    rows = pd.read_csv(tmp_path / "predict" / "predictions.csv", keep_default_na=False)
+    assert len(rows) == len(files) and (rows["true_labels"] == "").sum() == len(files) // 5
