@@ -39,6 +39,37 @@ def test_exif_orientation_is_applied(tmp_path):
     assert load_image(tmp_path / "x.jpg").shape[:2] == (20, 10)
 
 
+def _pil_reference(path, channels, reduced=None):
+    """What PIL alone decodes (the path every non-JPEG and CMYK JPEG takes): draft, EXIF transpose, channels."""
+    from PIL import ImageOps
+
+    from imgcls.feeding.image_io import to_channels
+
+    with Image.open(path) as img:
+        if reduced:
+            img.draft("L" if channels == 1 else "RGB", reduced)
+        img.load()
+        return to_channels(ImageOps.exif_transpose(img), channels)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_the_fast_jpeg_decoder_gives_pil_s_pixels_for_every_orientation_and_scale(
+    tmp_path, orientation, channels, mode
+):
+    rng = np.random.default_rng(orientation)
+    img = Image.fromarray(rng.integers(0, 256, (48, 80, 3), dtype=np.uint8)).resize((320, 192)).convert(mode)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    img.save(tmp_path / "x.jpg", exif=exif, quality=90)
+    assert np.array_equal(load_image(tmp_path / "x.jpg", channels), _pil_reference(tmp_path / "x.jpg", channels))
+    # decoded at 1/4 scale (DCT scaling) for a 40-pixel target, as PIL's draft would, not libjpeg's 3/8
+    small = load_image(tmp_path / "x.jpg", channels, min_size=(40, 40))
+    reference = _pil_reference(tmp_path / "x.jpg", channels, (80, 48))
+    assert small.shape == reference.shape and np.abs(small.astype(int) - reference).mean() < 0.01
+
+
 def test_unreadable_image_error_names_file(tmp_path):
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"definitely not a jpeg")
