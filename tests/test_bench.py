@@ -37,6 +37,9 @@ def test_bench_writes_json_and_png(image_tree, tmp_path):
     # data.placement=device: a row for `none`; RandAugment has no device version (said in the log, no row)
     device = [r for r in result["rows"] if r.get("placement") == "device"]
     assert [(r["augment"], r["num_workers"]) for r in device] == [("none", 0)] and device[0]["images_per_sec"] > 0
+    for r in result["rows"]:  # one core's share: per worker process (the main process with 0 workers)
+        workers = max(1, r["num_workers"]) * r["processes"]
+        assert r["images_per_sec_per_worker"] == pytest.approx(r["images_per_sec"] / workers)
     assert any(line.startswith("none, on the device: ") for line in result["speedups"])
     assert {(r["augment"], r["cache"], r["num_workers"]) for r in ours} == {
         (a, c, w) for a in ("none", "randaugment") for c in (True, False) for w in (0, 1)

@@ -254,6 +254,8 @@ def bench(cfg: DictConfig) -> dict[str, Any]:
             | ({"ops": row["ops"]} if "ops" in row else {})  # what the row ran, to check a preset is itself
             | {
                 "images_per_sec": ips,
+                # what one core of loading gives: img/s per worker process (the main process when 0 workers)
+                "images_per_sec_per_worker": ips / (max(1, row["num_workers"]) * row["processes"]),
                 "runs": row["runs"],
                 "per_process_images_per_sec": [
                     statistics.median(r[i] for r in row["process_runs"]) for i in range(row["processes"])

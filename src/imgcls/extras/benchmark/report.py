@@ -30,6 +30,7 @@ def print_table(result: dict[str, Any], console: Console | None = None) -> None:
         "procs",
         "workers",
         "img/s",
+        "per worker",
         "per proc",
         "x model",
         "efficiency",
@@ -49,12 +50,13 @@ def print_table(result: dict[str, Any], console: Console | None = None) -> None:
             str(row.get("processes", 1)),
             str(row["num_workers"]),
             f"{row['images_per_sec']:.0f}",
+            f"{row['images_per_sec_per_worker']:.0f}" if "images_per_sec_per_worker" in row else "-",
             per_process if row.get("processes", 1) > 1 else "-",
             f"{ratio:.2f}",
             eff,
             verdict,
         )
-    console = console or Console(width=max(120, Console().width))
+    console = console or Console(width=max(140, Console().width))
     console.print(table)
     for line in result.get("speedups", []):
         console.print(f"  {line}")
