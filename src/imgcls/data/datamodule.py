@@ -25,7 +25,13 @@ from imgcls.data.transforms import as_hw, build_eval_transform, build_train_tran
 from imgcls.feeding.cache import build_cache, cache_path, check_list_path, why_new
 from imgcls.feeding.checks import bad_list_path
 from imgcls.feeding.image_io import DEFAULT_MAX_IMAGE_PIXELS, set_max_image_pixels
-from imgcls.feeding.loaders import DEFAULT_BATCH_SIZE, check_loader_settings, make_loader, resolve_num_workers
+from imgcls.feeding.loaders import (
+    DEFAULT_BATCH_SIZE,
+    batching,
+    check_loader_settings,
+    make_loader,
+    resolve_num_workers,
+)
 from imgcls.feeding.resident import ResidentLoader
 from imgcls.resume.sampler import EpochSampler, balanced_weights
 from imgcls.utils.compat import unrepeated_distributed_sampler
@@ -398,18 +404,19 @@ class ImageDataModule(L.LightningDataModule):
     def _eval_loader(self, dataset: ImageDataset) -> DataLoader:
         """Under DDP each rank evaluates a disjoint share, unpadded (Lightning's default sampler pads with
         duplicates to even out the ranks, which would count some images twice in macro-F1)."""
+        distributed = self.trainer is not None and self.trainer.world_size > 1
+        if distributed and len(dataset) < self.trainer.world_size:  # a rank without a batch would hang the others
+            raise DataConfigError(
+                f"{len(dataset)} evaluation images for {self.trainer.world_size} DDP processes: "
+                "raise data.val_fraction / data.test_fraction or use fewer devices"
+            )
+        if self.on_device is not None and self.on_device.eval_crop is not None:
+            return self.resident_loader(dataset)  # its own disjoint, unpadded shares
         sampler = None
-        if self.trainer is not None and self.trainer.world_size > 1:
-            if len(dataset) < self.trainer.world_size:  # a rank without a batch would hang the others
-                raise DataConfigError(
-                    f"{len(dataset)} evaluation images for {self.trainer.world_size} DDP processes: "
-                    "raise data.val_fraction / data.test_fraction or use fewer devices"
-                )
+        if distributed:
             sampler = unrepeated_distributed_sampler(
                 dataset, num_replicas=self.trainer.world_size, rank=self.trainer.global_rank, shuffle=False
             )
-        if self.on_device is not None and self.on_device.eval_crop is not None:
-            return self.resident_loader(dataset)
         return make_loader(dataset, self.loader, train=False, on_cuda=self._on_cuda(), sampler=sampler)
 
     # ---- data.placement=device (feeding/resident.py) ------------------------------------------------------
@@ -427,17 +434,17 @@ class ImageDataModule(L.LightningDataModule):
         if device is None:
             device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        train = sampler is not None
-        batch_size = self.batch_size if train else int(self.loader.get("eval_batch_size") or self.batch_size)
+        batch_size, drop_last = batching(self.loader, sampler is not None, len(dataset), world)
         return self.on_device.loader(
-            self.on_device.images(self.cache_file(), device),
+            self.cache_file(),
+            device,
             dataset,
             batch_size,
             sampler=sampler,
             start=start,
             rank=rank,
             world=world,
-            drop_last=train and bool(self.loader.get("drop_last", True)) and -(-len(dataset) // world) > batch_size,
+            drop_last=drop_last,
         )
 
     def augmented_samples(self, count: int, seed: int = 0) -> list[dict[str, Any]]:

@@ -73,8 +73,7 @@ def _affine(op: A.Affine, key: str) -> dict[str, Any]:
             f"{key}: data.placement=device runs Affine with border_mode 0, 1, 2 or 4 and without fit_output or "
             "balanced_scale: change it or use data.placement=host"
         )
-    fill = op.fill if isinstance(op.fill, int | float) else None
-    if fill is None:
+    if not isinstance(op.fill, int | float):
         raise ConfigError(f"{key}.fill={op.fill!r}: data.placement=device takes one number (0..255)")
     affine = dict(
         p=float(op.p),
@@ -85,4 +84,4 @@ def _affine(op: A.Affine, key: str) -> dict[str, Any]:
         shear=op.shear,
         keep_ratio=bool(op.keep_ratio),
     )
-    return {"affine": affine, "fill": float(fill) / 255.0, "padding": _BORDERS[op.border_mode]}
+    return {"affine": affine, "fill": float(op.fill) / 255.0, "padding": _BORDERS[op.border_mode]}

@@ -69,14 +69,10 @@ class DevicePlacement:
         self.eval_crop = _eval_crop(resize, tuple(fitted), tuple(image_size))
         self._images: torch.Tensor | None = None
 
-    def images(self, cache_file: Any, device: torch.device) -> torch.Tensor:
-        if self._images is None or self._images.device != device:
-            self._images = load_resident(cache_file, device)
-        return self._images
-
     def loader(
         self,
-        images: torch.Tensor,
+        cache_file: Any,
+        device: torch.device,
         dataset: ImageDataset,
         batch_size: int,
         *,
@@ -86,10 +82,13 @@ class DevicePlacement:
         world: int = 1,
         drop_last: bool = False,
     ) -> ResidentLoader:
-        """Training (with `sampler`): augmented on the device; evaluation: the centre crop, each rank a share."""
+        """Training (with `sampler`): augmented on the device; evaluation: the centre crop, each rank a share. The
+        cache's images are moved to `device` on first use (again only if the device changes)."""
+        if self._images is None or self._images.device != device:
+            self._images = load_resident(cache_file, device)
         train = sampler is not None
         return ResidentLoader(
-            images,
+            self._images,
             dataset.rows,
             dataset.targets,
             batch_size,

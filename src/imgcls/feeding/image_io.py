@@ -159,10 +159,10 @@ def _decode_jpeg(
     data: bytes, mode: str, channels: int, size: tuple[int, int], reduced: tuple[int, int] | None
 ) -> np.ndarray:
     """A baseline/progressive RGB or gray JPEG decoded by libjpeg-turbo through simplejpeg: the same pixels as
-    PIL's decoder (both libjpeg-turbo, accurate IDCT), 2.6x the images/s on the bench's 384x512 photos (PIL's
-    object and mode conversions dominate there). `reduced` (w, h): decode at the power-of-2 DCT scale PIL's
-    `draft` would choose, not libjpeg's other n/8 scales, so cached pixels do not depend on the decoder. Strict:
-    a truncated or corrupt file raises, as PIL does."""
+    PIL's decoder (both libjpeg-turbo, accurate IDCT) at 2.6x its images/s on the bench's 384x512 photos.
+    `reduced` (w, h): decode at the power-of-2 DCT scale PIL's `draft` would choose, not libjpeg's other n/8
+    scales, so cached pixels do not depend on the decoder. Strict: a truncated or corrupt file raises, as PIL
+    does."""
     width, height = size
     if reduced is not None:
         factor = 1
@@ -230,15 +230,11 @@ def load_image(
                 if scale <= 0.5:  # the smallest DCT scale (1/2, 1/4, 1/8) that still covers the requested size
                     reduced = (math.ceil(img.width * scale), math.ceil(img.height * scale))
             if img.format == "JPEG" and img.mode in ("RGB", "L"):  # the common case, ~2.6x faster than PIL's
-                arr = _decode_jpeg(Path(path).read_bytes(), img.mode, channels, img.size, reduced)
+                arr = _orient(_decode_jpeg(Path(path).read_bytes(), img.mode, channels, img.size, reduced), orientation)
             else:
                 if reduced is not None:
                     img.draft("L" if channels == 1 else "RGB", reduced)
                 img.load()
-                arr = None
-            if arr is not None:
-                arr = _orient(arr, orientation)
-            else:
                 if orientation != 1:  # transposing copies the image: only when the camera says so
                     img = ImageOps.exif_transpose(img)
                 arr = to_channels(img, channels)

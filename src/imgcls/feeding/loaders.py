@@ -98,6 +98,17 @@ class TimedDataLoader(ResumableDataLoader):
             yield batch
 
 
+def batching(loader: Mapping[str, Any], train: bool, num_items: int, world_size: int = 1) -> tuple[int, bool]:
+    """(batch size, drop_last) of a loader: `loader.batch_size` (evaluation: `eval_batch_size` if set); training
+    drops the last incomplete batch only while each DDP rank's ceil(N / world_size) samples exceed one batch, so a
+    small dataset never silently trains on zero batches. The host loader and data.placement=device's both use it."""
+    batch_size = int(loader.get("batch_size", DEFAULT_BATCH_SIZE))
+    if not train:
+        return int(loader.get("eval_batch_size") or batch_size), False
+    drop_last = bool(loader.get("drop_last", True)) and math.ceil(num_items / world_size) > batch_size
+    return batch_size, drop_last
+
+
 def make_loader(
     dataset: Dataset,
     loader: Mapping[str, Any],
@@ -113,14 +124,11 @@ def make_loader(
     (so BatchNorm never sees a 1-sample batch), beginning at `start` (see TimedDataLoader).
     Eval: ordered, nothing dropped. `on_cuda`: the batches go to a CUDA device (`loader.pin_memory` pins only then).
 
-    Under DDP each rank sees ceil(N / world_size) samples: `drop_last` is kept only while that is more than
-    one batch, so a small dataset never silently trains on zero batches.
+    Batch size and `drop_last` follow `batching`.
     """
     check_loader_settings(loader)
     workers = resolve_num_workers(loader.get("num_workers"))
-    batch_size = int(loader.get("batch_size", DEFAULT_BATCH_SIZE))
-    if not train:
-        batch_size = int(loader.get("eval_batch_size") or batch_size)
+    batch_size, drop_last = batching(loader, train, len(dataset), world_size)
     extra: dict[str, Any] = {}
     collate = collate_images
     if workers > 0:
@@ -141,7 +149,7 @@ def make_loader(
         batch_size=batch_size,
         sampler=sampler,
         start=start if train else None,
-        drop_last=train and bool(loader.get("drop_last", True)) and math.ceil(len(dataset) / world_size) > batch_size,
+        drop_last=drop_last,
         num_workers=workers,
         pin_memory=resolve_pin_memory(loader.get("pin_memory", "auto"), on_cuda),
         collate_fn=collate,

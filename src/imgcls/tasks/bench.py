@@ -248,21 +248,21 @@ def bench(cfg: DictConfig) -> dict[str, Any]:
             continue
         ips = statistics.median(row["runs"])
         ceiling = bare.get(row["augment"])
+        cores = max(1, row["num_workers"]) * row["processes"]  # loading processes: workers, else the main one
         results.append(
             {k: row[k] for k in ("pipeline", "augment", "cache", "num_workers", "processes")}
             | {"placement": row.get("placement", "host")}
             | ({"ops": row["ops"]} if "ops" in row else {})  # what the row ran, to check a preset is itself
             | {
                 "images_per_sec": ips,
-                # what one core of loading gives: img/s per worker process (the main process when 0 workers)
-                "images_per_sec_per_worker": ips / (max(1, row["num_workers"]) * row["processes"]),
+                "images_per_sec_per_worker": ips / cores,  # what one core of loading gives
                 "runs": row["runs"],
                 "per_process_images_per_sec": [
                     statistics.median(r[i] for r in row["process_runs"]) for i in range(row["processes"])
                 ],
                 "bare_images_per_sec": ceiling if row["pipeline"] == "imgcls" else None,
                 # the ceiling is one bare thread per worker process (each DDP process has its own workers)
-                "efficiency": ips / (ceiling * max(1, row["num_workers"]) * row["processes"])
+                "efficiency": ips / (ceiling * cores)
                 if row["pipeline"] == "imgcls" and row["cache"] and row.get("placement", "host") == "host"
                 else None,
                 "keeps_up": ips >= model_ips,
