@@ -275,6 +275,10 @@ class ImageDataModule(L.LightningDataModule):
                     f"class(es) {[self.class_names[i] for i in absent]} have no validation image: their AP counts "
                     "as 0 in val/map and their threshold stays 0.5; raise data.val_fraction or add images of them"
                 )
+        self._make_datasets(table, counts)
+
+    def _make_datasets(self, table: pd.DataFrame, counts: dict[str, int]) -> None:
+        """train_set/val_set/test_set from the split table: images from the cache, or decoded from their files."""
         train_tf = self.train_transform
         eval_tf = build_eval_transform(self.image_size, self.resize, self.cache_size, fit=not self.cache)
         cache = str(self.cache_file()) if self.cache else None

@@ -71,10 +71,7 @@ class ImageDataset(Dataset):
         index, seed = item if isinstance(item, tuple) else (item, None)
         if seed is not None:
             self.seed_item(seed)
-        img = self.transform(image=self.read(index))["image"]
-        if img.ndim == 2:  # cv2 drops a single channel axis on some ops
-            img = img[:, :, None]
-        return {"image": img, "target": self.targets[index], "index": index}
+        return {"image": transformed(self.transform, self.read(index)), "target": self.targets[index], "index": index}
 
     def reseed(self, seed: int) -> None:
         """Albumentations keeps its own RNG; without this every worker would apply identical augmentations."""
@@ -83,11 +80,24 @@ class ImageDataset(Dataset):
     def seed_item(self, seed: int) -> None:
         """Give the whole pipeline one fresh generator pair seeded with `seed` (~15 us; albumentations'
         `set_random_seed` takes ~60 us, building two generators per transform)."""
-        if self._nodes is None:
-            self._nodes = list(_pipeline_nodes(self.transform))
-        generator, py_random = np.random.Generator(np.random.PCG64(seed)), random.Random(seed)
-        for node in self._nodes:
-            node.random_generator, node.py_random = generator, py_random
+        self._nodes = seed_pipeline(self.transform, seed, self._nodes)
+
+
+def transformed(transform: A.Compose, image: np.ndarray) -> np.ndarray:
+    """`transform` applied to one uint8 HxWxC image, HxWxC out (cv2 drops a single channel axis on some ops)."""
+    img = transform(image=image)["image"]
+    return img[:, :, None] if img.ndim == 2 else img
+
+
+def seed_pipeline(transform: A.Compose, seed: int, nodes: list[Any] | None = None) -> list[Any]:
+    """Give every node of `transform` one fresh generator pair seeded with `seed`; returns the nodes (collected
+    once: pass them back in)."""
+    if nodes is None:
+        nodes = list(_pipeline_nodes(transform))
+    generator, py_random = np.random.Generator(np.random.PCG64(seed)), random.Random(seed)
+    for node in nodes:
+        node.random_generator, node.py_random = generator, py_random
+    return nodes
 
 
 def _targets(table: pd.DataFrame, num_classes: int | None) -> np.ndarray:

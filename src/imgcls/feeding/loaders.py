@@ -86,16 +86,20 @@ class TimedDataLoader(ResumableDataLoader):
         prepare = getattr(self.collate_fn, "prepare", None)
         if prepare is not None:  # a recycled-buffer pool owned by this process, before any worker starts
             prepare()
-        iterator = super().__iter__()
-        while True:
-            start = time.perf_counter()
-            try:
-                batch = next(iterator)
-            except StopIteration:
-                return
-            finally:
-                self.fetch_seconds += time.perf_counter() - start
-            yield batch
+        yield from timed(self, super().__iter__())
+
+
+def timed(owner: Any, iterator: Iterator[Any]) -> Iterator[Any]:
+    """`iterator`'s batches, adding the seconds the consumer waits in `next()` to `owner.fetch_seconds`."""
+    while True:
+        start = time.perf_counter()
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        finally:
+            owner.fetch_seconds += time.perf_counter() - start
+        yield batch
 
 
 def batching(loader: Mapping[str, Any], train: bool, num_items: int, world_size: int = 1) -> tuple[int, bool]:
