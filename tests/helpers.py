@@ -137,6 +137,7 @@ TASKS = {
     "bench": "imgcls.tasks.bench:bench",
     "export": "imgcls.tasks.export:export",
     "eval": "imgcls.tasks.eval:evaluate",
+    "shards": "imgcls.tasks.shards:shards",
 }
 
 

@@ -23,8 +23,9 @@ LAYERS = {
     "extras": 5,
     "cli": 5,  # the entry factory and task wrapper: used by tasks, never importing them (tasks load by name)
     "tasks": 6,
-    "bench": 7,  # the `python -m imgcls.bench|eda` entry modules
+    "bench": 7,  # the `python -m imgcls.bench|eda|shards` entry modules
     "eda": 7,
+    "shards": 7,
 }
 
 

@@ -26,6 +26,7 @@ def test_bench_writes_json_and_png(image_tree, tmp_path):
         "bench.min_batches=2",
         "bench.warmup_batches=1",
         "bench.baselines=true",
+        "bench.shards=[folder]",
         "bench.repeats=2",
         "bench.compile={backend:eager}",  # through torch.compile (dynamo), without inductor's minute of compiling
         run_dir=tmp_path,
@@ -52,6 +53,13 @@ def test_bench_writes_json_and_png(image_tree, tmp_path):
         ("randaugment", True): policy,
         ("randaugment", False): ["Fit", *policy],
     }
+    # data=shards: the data written once, streamed per preset x workers through the preset's own (cached) ops
+    shards = {(r["augment"], r["num_workers"]): r for r in result["rows"] if r["placement"] == "shards:folder"}
+    assert set(shards) == {(a, w) for a in ("none", "randaugment") for w in (0, 1)}
+    assert all(
+        r["ops"] == ops[(r["augment"], True)] and r["cold_images_per_sec"] == r["runs"][0] for r in shards.values()
+    )
+    assert any(line.startswith("randaugment, shards:folder, 1 workers: ") for line in result["speedups"])
     assert {r["pipeline"] for r in result["rows"]} == {"imgcls", "torchvision_v1", "timm", "timm_randaugment"}
     assert any(line.startswith("randaugment, cache on , 1 workers:") for line in result["speedups"])
     for row in result["rows"]:

@@ -35,10 +35,9 @@ def test_every_group_has_options():
 
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS if g != "hydra" for o in _options(g)])
 def test_every_option_composes(group, option, tmp_path):
+    where = "data.input_dir" if option == "shards" else "data.root"  # shards: the writer's output
     overrides = (
-        [f"{group}={option}", f"data.root={tmp_path}"]
-        if group == "data" and option != "mnist"
-        else [f"{group}={option}"]
+        [f"{group}={option}", f"{where}={tmp_path}"] if group == "data" and option != "mnist" else [f"{group}={option}"]
     )
     cfg = compose("train", overrides)
     OmegaConf.resolve(cfg.model)  # interpolations into other groups (e.g. ViT's img_size) resolve

@@ -1,6 +1,6 @@
 """imgcls: an image-classification starter template (Lightning + Hydra + timm + albumentations).
 
-Importing the package stops albumentations calling PyPI at import (its update check), before any third-party
+Importing the package stops albumentations (and litdata) calling PyPI (their update checks), before any third-party
 library is imported; `setdefault` never overrides a user's own setting. The Hugging Face variables are the
 user's: a default run never asks a hub, and `model.pretrained=true` reads the local cache first (models/hub.py).
 """
@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+os.environ.setdefault("LITDATA_DISABLE_VERSION_CHECK", "1")  # litdata (data=shards) asks PyPI for a newer release
 
 
 def _find_project_root() -> Path:

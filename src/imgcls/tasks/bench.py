@@ -6,9 +6,12 @@ all rows, baselines included, and the median is reported, so a slow minute hurts
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import platform
+import shutil
 import statistics
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,9 +24,11 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from imgcls.cli.wrapper import task_wrapper
+from imgcls.data.shards import ShardDataModule, write_shards
 from imgcls.extras.benchmark import inference, report
 from imgcls.extras.benchmark.baselines import BASELINES
 from imgcls.extras.benchmark.timing import bare_rate, ddp_loader_rates, loader_rate, model_rate
+from imgcls.feeding import shards as shards_io
 from imgcls.feeding.loaders import available_cpus, make_loader
 from imgcls.resume.sampler import EpochSampler
 from imgcls.utils import get_logger
@@ -88,6 +93,7 @@ def _rows(cfg: DictConfig, datamodule: Any, workers: list[int]) -> list[dict[str
     b = cfg.bench
     rows: list[dict[str, Any]] = []
     wanted = {bool(c) for c in b.cache}
+    stores: list[str] = []
     for preset in list(b.presets) if b.presets else [cfg.augment.name]:
         augment = _preset(preset)
         modules = {cache: _ready(cfg, augment, cache) for cache in wanted | {True}}  # cached one: the ceiling
@@ -105,6 +111,9 @@ def _rows(cfg: DictConfig, datamodule: Any, workers: list[int]) -> list[dict[str
             )
         if "device" in (b.get("placement") or []):
             rows += _device_rows(cfg, augment, preset)
+        if b.get("shards"):
+            stores = stores or _write_shards(cfg, modules[True])  # written once, for the first preset
+            rows += _shard_rows(cfg, augment, preset, stores, workers)
         # The ceiling: the preset alone, one thread, on in-memory pre-processed (cached-size) arrays.
         train_set = modules[True].train_set
         arrays = [train_set.read(i) for i in range(min(200, len(train_set)))]
@@ -163,6 +172,63 @@ def _device_rows(cfg: DictConfig, augment: dict[str, Any], preset: str) -> list[
             "measure": lambda: loader_rate(loader, b.warmup_batches, b.min_batches, b.min_seconds),
         }
     ]
+
+
+def _write_shards(cfg: DictConfig, cached: Any) -> list[str]:
+    """bench.shards: the composed data written once as streamed shards to each store listed ("folder": a
+    temporary folder, removed at exit), as `python -m imgcls.shards output=<store>` writes them: their urls."""
+    b = cfg.bench
+    stores = []
+    for store in b.shards:
+        url = str(store)
+        if store == "folder":
+            url = str(Path(tempfile.mkdtemp(prefix="imgcls-bench-shards-")) / "shards")
+            atexit.register(shutil.rmtree, Path(url).parent, ignore_errors=True)
+        log.info(f"Writing the data as shards to {url}")
+        write_shards(cached, url, str(b.shard_chunk_bytes), to_plain(b.shard_storage_options))
+        stores.append(url)
+    return stores
+
+
+def _shard_rows(
+    cfg: DictConfig, augment: dict[str, Any], preset: str, stores: list[str], workers: list[int]
+) -> list[dict[str, Any]]:
+    """data=shards for one preset: the training loader streaming each store's shards, as training builds it,
+    through a chunk cache of its own (a temporary folder: the first round pays the downloads, `cold_runs`)."""
+    b = cfg.bench
+    rows = []
+    for url, w in itertools.product(stores, workers):
+        loader = {**OmegaConf.to_container(cfg.loader, resolve=True), "num_workers": w, "persistent_workers": w > 0}
+        chunk_cache = tempfile.mkdtemp(prefix="imgcls-bench-chunks-")
+        atexit.register(shutil.rmtree, chunk_cache, ignore_errors=True)
+        dm = ShardDataModule(
+            input_dir=url,
+            cache_dir=chunk_cache,
+            storage_options=to_plain(b.shard_storage_options),
+            draw_seed=int(cfg.seed),
+            flips=to_plain(cfg.data.get("flips", ["horizontal"])),
+            mean=to_plain(cfg.data.get("mean")),
+            std=to_plain(cfg.data.get("std")),
+            augment=augment,
+            loader=loader,
+        )
+        dm.setup("fit")
+        place = "shards:" + ("s3" if shards_io.is_remote(url) else "folder")
+        rows.append(
+            {
+                "pipeline": "imgcls",
+                "placement": place,
+                "augment": preset,
+                "cache": None,
+                "num_workers": w,
+                "processes": 1,
+                "ops": [type(op).__name__ for op in dm.train_transform.transforms],
+                "measure": lambda dm=dm: loader_rate(
+                    dm.train_dataloader(), b.warmup_batches, b.min_batches, b.min_seconds
+                ),
+            }
+        )
+    return rows
 
 
 def inference_bench(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
@@ -239,6 +305,7 @@ def bench(cfg: DictConfig) -> dict[str, Any]:
             row.setdefault("process_runs", []).append(rates)
             log.info(
                 f"  {row['pipeline']:>14s} {row['augment']:>17s} cache={row['cache']!s:5s} "
+                f"placement={row.get('placement', 'host')} "
                 f"processes={row['processes']} workers={row['num_workers']}: {row['runs'][-1]:8.1f} img/s"
             )
     bare = {r["augment"]: statistics.median(r["runs"]) for r in rows if r["pipeline"] == "bare"}
@@ -257,6 +324,8 @@ def bench(cfg: DictConfig) -> dict[str, Any]:
                 "images_per_sec": ips,
                 "images_per_sec_per_worker": ips / cores,  # what one core of loading gives
                 "runs": row["runs"],
+                # data=shards: the first round read through an empty chunk cache (downloads), the others warm
+                **({"cold_images_per_sec": row["runs"][0]} if row.get("placement", "").startswith("shards") else {}),
                 "per_process_images_per_sec": [
                     statistics.median(r[i] for r in row["process_runs"]) for i in range(row["processes"])
                 ],
@@ -309,6 +378,13 @@ def _speedups(rows: list[dict[str, Any]]) -> list[str]:
                 w, ips = max(host)
                 ratio = r["images_per_sec"] / ips
                 lines.append(f"{r['augment']}, on the device: {ratio:.1f}x the cached loader with {w} workers")
+    for r in rows:  # data=shards vs the cached host loader, same preset and workers
+        mine = ours.get((r["augment"], True, r["num_workers"]))
+        if r.get("placement", "").startswith("shards") and mine:
+            lines.append(
+                f"{r['augment']}, {r['placement']}, {r['num_workers']} workers: {r['images_per_sec'] / mine:.2f}x "
+                f"the cached loader (cold chunk cache: {r['cold_images_per_sec'] / mine:.2f}x)"
+            )
     for r in rows:
         if r["pipeline"] not in BASELINES:
             continue

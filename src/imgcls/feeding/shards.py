@@ -1,0 +1,327 @@
+"""Streamed shards on litdata: pre-processed uint8 images in chunk files, in a folder or an object store.
+
+Why litdata (Lightning's own streaming engine) over WebDataset: it shards chunks across DDP ranks *and* loader
+workers by itself, shuffles chunks and the items inside them per epoch from a seed, keeps a bounded local chunk
+cache, and its loader has a state dict that Lightning checkpoints, so a killed run resumes mid-epoch where it was
+(WebDataset restarts the epoch, and splits shards, not items, between ranks). Against the memory-mapped cache
+side by side: `python -m imgcls.bench bench.shards=[folder,s3://bucket/prefix]` (README, "Data at every scale").
+
+A dataset written by `python -m imgcls.shards` is a folder (or `s3://bucket/prefix`) holding one litdata dataset
+per split (`train/`, `val/`, `test/`: `index.json` + `chunk-*.bin`), `split.csv` (the rows of every split, in
+shard order: path, label(s), group) and `imgcls.json` (what the images are: the data spec, the fitted size,
+counts, the unreadable images left out). Each item is `{"image": uint8 HxWxC, "target", "index"}`, `index`
+being the row in its split as in `split.csv`.
+
+Object stores: `s3://` with the usual boto3 settings (AWS_* variables, ~/.aws; an S3-compatible endpoint via
+AWS_ENDPOINT_URL or `storage_options: {endpoint_url: ...}`).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import numpy as np
+
+from imgcls.feeding.cache import CacheReader
+from imgcls.feeding.loaders import timed
+from imgcls.utils.errors import DataConfigError
+from imgcls.utils.io import atomic_write_text
+
+META_FILE = "imgcls.json"  # the spec and counts of a shard dataset
+TABLE_FILE = "split.csv"  # its rows, per split in shard order
+SPLITS = ("train", "val", "test")
+# Chunks per split at least (if it has that many images): enough for 8 nodes x 8 workers to read their own.
+MIN_CHUNKS = 64
+
+
+class _QuietCacheSizeAdvice(logging.Filter):
+    """litdata warns on every dataset made with a chunk cache under 25GB (data.max_cache_size says the bound)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("The provided `max_cache_size` is less than")
+
+
+logging.getLogger("litdata.streaming.dataset").addFilter(_QuietCacheSizeAdvice())
+
+
+def _allow_plain_http() -> None:
+    """litdata downloads chunks from S3 through obstore with fixed client options, which refuse a plain-http
+    endpoint (a local MinIO or moto server, `AWS_ENDPOINT_URL=http://...`) while boto3, its other half, allows it.
+    Allowing http changes nothing for https endpoints. Done at import, so every loader worker has it too."""
+    from litdata.streaming import downloader
+
+    options = getattr(downloader, "_OBSTORE_CLIENT_OPTIONS", None)
+    if isinstance(options, dict):
+        options["allow_http"] = "true"
+
+
+_allow_plain_http()
+
+
+def is_remote(url: str) -> bool:
+    return "://" in str(url)
+
+
+def join(base: str, *names: str) -> str:
+    """`base/name...` for a folder or a URL (a URL is never a `Path`: it would lose the `//`)."""
+    return "/".join([str(base).rstrip("/"), *names])
+
+
+# ---- small files beside the shards (imgcls.json, split.csv): local or S3 ------------------------------------
+def _s3_client(storage_options: Mapping[str, Any] | None) -> Any:
+    """A boto3 S3 client with the same settings litdata gets (`endpoint_url`, keys, region...)."""
+    import boto3
+
+    return boto3.client("s3", **dict(storage_options or {}))
+
+
+def _bucket_key(url: str) -> tuple[str, str]:
+    parsed = urlparse(url)
+    if parsed.scheme != "s3":
+        raise DataConfigError(f"'{url}': only s3:// object stores (and S3-compatible endpoints) are supported")
+    return parsed.netloc, parsed.path.lstrip("/")
+
+
+NOT_WRITTEN = "nothing there (no such bucket or object): write the shards with python -m imgcls.shards"
+
+
+def _store_error(url: str, key: str, exc: Exception, missing: str = NOT_WRITTEN) -> DataConfigError:
+    """One line for what the object store said: no bucket, no object, no access, no endpoint."""
+    code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", "")) or type(exc).__name__
+    reasons = {
+        "NoSuchBucket": "the bucket does not exist: check its name (and AWS_ENDPOINT_URL)",
+        "404": missing,
+        "NoSuchKey": missing,
+        "AccessDenied": "access denied: check the credentials (AWS_* variables, ~/.aws) and the bucket's policy",
+        "403": "access denied: check the credentials (AWS_* variables, ~/.aws) and the bucket's policy",
+        "InvalidAccessKeyId": "the access key is not known there: check AWS_ACCESS_KEY_ID",
+        "SignatureDoesNotMatch": "the secret key is wrong: check AWS_SECRET_ACCESS_KEY",
+        "EndpointConnectionError": "no server answers at the endpoint: check AWS_ENDPOINT_URL / endpoint_url",
+        "NoCredentialsError": "no credentials: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or configure ~/.aws",
+    }
+    return DataConfigError(f"{key}='{url}': {reasons.get(code, f'the object store refused it ({code}: {exc})')}")
+
+
+def read_text(url: str, key: str, storage_options: Mapping[str, Any] | None = None) -> str:
+    """A small text file of a shard dataset; a missing one is a one-line error naming `key`."""
+    if not is_remote(url):
+        path = Path(url)
+        if not path.is_file():
+            raise DataConfigError(
+                f"{key}='{Path(url).parent}' holds no {path.name}: write the shards with python -m imgcls.shards"
+            )
+        return path.read_text()
+    bucket, name = _bucket_key(url)
+    try:
+        return _s3_client(storage_options).get_object(Bucket=bucket, Key=name)["Body"].read().decode()
+    except Exception as exc:  # botocore's errors are not importable without it; any refusal becomes one line
+        raise _store_error(url, key, exc) from None
+
+
+def write_text(url: str, text: str, key: str, storage_options: Mapping[str, Any] | None = None) -> None:
+    """Write (atomically in a folder; an S3 PUT is atomic by itself)."""
+    if not is_remote(url):
+        atomic_write_text(url, text)
+        return
+    bucket, name = _bucket_key(url)
+    try:
+        _s3_client(storage_options).put_object(Bucket=bucket, Key=name, Body=text.encode())
+    except Exception as exc:
+        raise _store_error(url, key, exc) from None
+
+
+def check_writable(url: str, key: str, storage_options: Mapping[str, Any] | None = None) -> None:
+    """Before hours of writing: the bucket exists and these credentials may use it (a folder is made)."""
+    if not is_remote(url):
+        Path(url).mkdir(parents=True, exist_ok=True)
+        return
+    bucket, _ = _bucket_key(url)
+    try:
+        _s3_client(storage_options).head_bucket(Bucket=bucket)
+    except Exception as exc:
+        raise _store_error(url, key, exc, f"the bucket does not exist: create it (aws s3 mb s3://{bucket})") from None
+
+
+# ---- writing ------------------------------------------------------------------------------------------------
+def write_split(
+    cache_file: str,
+    rows: Sequence[int],
+    targets: np.ndarray,
+    output_dir: str,
+    chunk_bytes: str = "64MB",
+    storage_options: Mapping[str, Any] | None = None,
+) -> None:
+    """One split's images (cache rows `rows`, in this order) as a litdata dataset in `output_dir`, replaced whole.
+
+    Written in this process with litdata's chunk writer (the images are decoded already: writing is copying;
+    its `optimize` would start worker processes) into a staging folder, then published: a folder is renamed in
+    place, an object store gets the chunks and then `index.json` (a reader never sees a half-written split).
+    Items stay in index order, so position `i` of the split is the item with `index == i` (random access by row).
+    Chunks hold at most `chunk_bytes`, and are small enough that a split has `MIN_CHUNKS` of them: readers
+    (ranks x workers) share out whole chunks, and two workers reading one chunk run at a fifth of the rate.
+    """
+    from litdata.streaming.writer import BinaryWriter
+    from litdata.utilities.format import _convert_bytes_to_int
+
+    reader = CacheReader(cache_file)
+    limit = chunk_bytes if isinstance(chunk_bytes, int) else _convert_bytes_to_int(str(chunk_bytes))
+    items = max(1, min(limit // reader.item_bytes, math.ceil(len(rows) / MIN_CHUNKS)))
+    staging = Path(tempfile.mkdtemp(prefix="shards-", dir=None if is_remote(output_dir) else Path(output_dir).parent))
+    try:
+        writer = BinaryWriter(str(staging), chunk_size=items)
+        for i, row in enumerate(rows):
+            target = targets[i]
+            writer[i] = {"image": reader[int(row)], "target": target if target.ndim else int(target), "index": i}
+        writer.done()
+        writer.merge()
+        _publish(staging, output_dir, storage_options)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _publish(staging: Path, output_dir: str, storage_options: Mapping[str, Any] | None) -> None:
+    if not is_remote(output_dir):
+        old = Path(f"{output_dir}.old-{os.getpid()}")
+        if Path(output_dir).exists():
+            os.replace(output_dir, old)
+        os.replace(staging, output_dir)
+        shutil.rmtree(old, ignore_errors=True)
+        return
+    bucket, prefix = _bucket_key(output_dir)
+    client = _s3_client(storage_options)
+    files = sorted(staging.iterdir(), key=lambda p: p.name == "index.json")  # the index last
+    try:
+        stale = {
+            o["Key"]
+            for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/")
+            for o in page.get("Contents", [])
+        }
+        for path in files:
+            client.upload_file(str(path), bucket, f"{prefix}/{path.name}")
+        for key in sorted(stale - {f"{prefix}/{p.name}" for p in files}):  # chunks of an earlier, larger write
+            client.delete_object(Bucket=bucket, Key=key)
+    except Exception as exc:
+        raise _store_error(output_dir, "output", exc) from None
+
+
+# ---- reading ------------------------------------------------------------------------------------------------
+# litdata takes seconds to import: its classes are made on first use, and found by name (PEP 562) when a spawned
+# loader worker unpickles a stream or a loader.
+def __getattr__(name: str) -> type:
+    if name == "ShardStream":
+        return _stream_class()
+    if name == "ShardLoader":
+        return _loader_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+@functools.cache
+def _stream_class() -> type:
+    from litdata import StreamingDataset
+
+    class ShardStream(StreamingDataset):
+        """A split's items, each passed through `transform(image, seed)`. Training: litdata's per-epoch shuffle
+        (chunks, then items, from `seed` and the epoch) and each item's augmentation seeded by (seed, epoch,
+        index): the same whichever rank or worker reads it, and again after a resume."""
+
+        def __init__(
+            self,
+            url: str,
+            transform: Callable[[np.ndarray, int | None], np.ndarray],
+            train: bool,
+            seed: int,
+            **kwargs: Any,
+        ) -> None:
+            super().__init__(url, shuffle=train, seed=seed, **kwargs)
+            self.augment, self.train = transform, train
+
+        def __getitem__(self, index: Any) -> dict[str, Any]:
+            item = super().__getitem__(index)
+            # (seed, epoch, index) -> an item seed: Python's hash of a tuple of ints is the same in every process
+            seed = hash((self.seed, self.current_epoch, int(item["index"]))) & (2**63 - 1) if self.train else None
+            image = self.augment(item["image"], seed)
+            target = item["target"]
+            return {
+                "image": image,
+                "target": target if isinstance(target, np.ndarray) else np.int64(target),
+                "index": int(item["index"]),
+            }
+
+    ShardStream.__qualname__ = "ShardStream"
+    return ShardStream
+
+
+def open_split(
+    url: str,
+    transform: Callable[[np.ndarray, int | None], np.ndarray],
+    *,
+    train: bool,
+    seed: int,
+    cache_dir: str | None,
+    max_cache_size: str | int | None,
+    storage_options: Mapping[str, Any] | None = None,
+    drop_last: bool = False,
+    key: str = "data.input_dir",
+) -> Any:
+    """A split as a litdata `StreamingDataset` (chunks downloaded into `cache_dir`, at most `max_cache_size`).
+
+    Made inside each DDP rank (setup), so litdata sees the process group and gives each rank its own chunks.
+    """
+    stream = _stream_class()
+    if cache_dir is not None:
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    try:
+        return stream(
+            url,
+            transform,
+            train,
+            seed,
+            cache_dir=cache_dir,
+            max_cache_size=max_cache_size,
+            storage_options=dict(storage_options or {}),
+            drop_last=drop_last,
+        )
+    except DataConfigError:
+        raise
+    except Exception as exc:
+        if is_remote(url):
+            raise _store_error(url, key, exc) from None
+        raise DataConfigError(
+            f"{key}: '{url}' is not a shard split ({exc}): write it with python -m imgcls.shards"
+        ) from None
+
+
+def shard_loader(stream: Any, **kwargs: Any) -> Any:
+    """litdata's `StreamingDataLoader` (it splits chunks between workers, and its state dict, which Lightning
+    keeps in every checkpoint, resumes mid-epoch), timed like the host loader."""
+    return _loader_class()(stream, **kwargs)
+
+
+@functools.cache
+def _loader_class() -> type:
+    from litdata import StreamingDataLoader
+
+    class ShardLoader(StreamingDataLoader):
+        fetch_seconds = 0.0
+
+        def __iter__(self) -> Iterator[Any]:
+            return timed(self, super().__iter__())
+
+    ShardLoader.__qualname__ = "ShardLoader"
+    return ShardLoader
+
+
+def read_meta(
+    input_dir: str, storage_options: Mapping[str, Any] | None = None, key: str = "data.input_dir"
+) -> dict[str, Any]:
+    return json.loads(read_text(join(input_dir, META_FILE), key, storage_options))

@@ -1,0 +1,263 @@
+"""Streamed shards (data/shards.py, feeding/shards.py): written from any source to a folder or an S3-compatible
+object store (a real HTTP server: moto's, on 127.0.0.1), read back image for image, shared out across DDP ranks
+and loader workers, and a missing bucket or folder is one line naming the key."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from helpers import FAST, compose, error_line, read_metrics, run_cli, run_main, run_task
+
+from imgcls.feeding import shards
+from imgcls.utils.errors import DataConfigError
+
+BUCKET = "imgcls-shards"
+FAST = tuple(o for o in FAST if not o.startswith("data.image_size"))  # the shards' own
+
+
+@pytest.fixture(scope="module")
+def s3_server():
+    """An S3 API on 127.0.0.1 (moto's server, werkzeug HTTP), its endpoint in AWS_ENDPOINT_URL for this module."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {
+        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    import boto3
+
+    boto3.client("s3").create_bucket(Bucket=BUCKET)
+    yield env
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    server.stop()
+
+
+def _write(tree: Path, output: str, tmp: Path, *extra: str):
+    return run_task(
+        "shards",
+        "data=folder",
+        f"data.root={tree}",
+        f"data.cache_dir={tmp / 'cache'}",
+        "data.image_size=32",
+        "data.test_fraction=0.2",
+        f"output={output}",
+        *extra,
+        run_dir=tmp / "write",
+    )
+
+
+@pytest.fixture(scope="module")
+def folder_shards(image_tree, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("shards")
+    run = _write(image_tree, str(tmp / "out"), tmp)
+    return tmp, run
+
+
+def _shard_module(input_dir: str, tmp: Path, *extra: str):
+    import hydra
+
+    cfg = compose(
+        "train", ["data=shards", f"data.input_dir={input_dir}", f"data.cache_dir={tmp / 'chunks'}", *FAST, *extra]
+    )
+    from hydra.core.hydra_config import HydraConfig
+
+    HydraConfig.instance().set_config(cfg)
+    return hydra.utils.instantiate(cfg.data, output_dir=None)
+
+
+def _stored(input_dir: str, split: str) -> list[dict]:
+    """Every item of a split as written (no augmentation), in shard order."""
+    stream = shards.open_split(
+        shards.join(input_dir, split),
+        lambda image, seed: image,
+        train=False,
+        seed=0,
+        cache_dir=None,
+        max_cache_size="1GB",
+    )
+    return [stream[i] for i in range(len(stream))]
+
+
+def _round_trip(input_dir: str, tmp: Path) -> None:
+    """Each split's items are the cache's pre-processed images of split.csv's rows, in its order, with labels."""
+    from imgcls.feeding.cache import CacheReader
+
+    table = pd.read_csv(Path(tmp / "write" / "split.csv"))  # the writer's split (rows in discovery order)
+    written = pd.read_csv(io.StringIO(shards.read_text(shards.join(input_dir, "split.csv"), "x")))
+    meta = shards.read_meta(input_dir)
+    assert meta["images"] == table["split"].value_counts().to_dict()
+    (cache_file,) = (tmp / "cache").glob("*.npy")
+    cache, rows = CacheReader(cache_file), {p: i for i, p in enumerate(table["path"])}  # no unreadable file here
+    names = meta["spec"]["class_names"]
+    for split in meta["images"]:
+        items, expected = _stored(input_dir, split), written[written["split"] == split].reset_index(drop=True)
+        assert sorted(expected["path"]) == sorted(table.loc[table["split"] == split, "path"])
+        assert [item["index"] for item in items] == list(range(len(expected)))
+        for item, (_, row) in zip(items, expected.iterrows(), strict=True):
+            assert np.array_equal(item["image"], cache[rows[row["path"]]])
+            assert names[int(item["target"])] == row["path"].split("/")[-2] == names[row["label"]]
+
+
+def test_folder_round_trip_every_image_and_label(folder_shards):
+    tmp, run = folder_shards
+    _round_trip(str(tmp / "out"), tmp)
+    assert "data=shards data.input_dir=" in run.log
+    # shuffled once at write time: a split is not stored class by class
+    labels = pd.read_csv(tmp / "out" / "split.csv").query("split == 'train'")["label"].tolist()
+    assert labels != sorted(labels)
+
+
+def test_s3_round_trip_every_image_and_label(s3_server, image_tree, tmp_path):
+    url = f"s3://{BUCKET}/tree"
+    _write(image_tree, url, tmp_path)
+    _round_trip(url, tmp_path)
+    import boto3
+
+    keys = {o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=BUCKET, Prefix="tree/")["Contents"]}
+    assert {"tree/imgcls.json", "tree/split.csv", "tree/train/index.json"} <= keys
+
+
+def test_a_missing_bucket_is_one_line_naming_the_key(s3_server, tmp_path):
+    with pytest.raises(DataConfigError, match=r"^output='s3://no-such-bucket/x': the bucket does not exist"):
+        shards.check_writable("s3://no-such-bucket/x", "output")
+    with pytest.raises(DataConfigError, match=r"^data.input_dir='s3://no-such-bucket/x/imgcls.json': "):
+        shards.read_meta("s3://no-such-bucket/x")
+    proc = run_main("train.py", "data=shards", "data.input_dir=s3://no-such-bucket/x", *FAST)
+    assert "data.input_dir='s3://no-such-bucket/x/imgcls.json'" in error_line(proc)
+
+
+def test_an_unauthorised_key_is_one_line(s3_server):
+    """moto checks credentials from now on (it knows no keys): the store refuses ours."""
+    import urllib.request
+
+    def enforce(count: bytes) -> None:
+        url = f"{s3_server['AWS_ENDPOINT_URL']}/moto-api/reset-auth"
+        urllib.request.urlopen(urllib.request.Request(url, count, {"Content-Type": "text/plain"}))
+
+    enforce(b"0")
+    try:
+        with pytest.raises(DataConfigError, match=r"^data.input_dir='s3://.*': the access key is not known there"):
+            shards.read_meta(f"s3://{BUCKET}/tree")
+    finally:
+        enforce(b"inf")
+
+
+def test_a_folder_without_shards_is_one_line(tmp_path):
+    proc = run_main("train.py", "data=shards", f"data.input_dir={tmp_path}", *FAST)
+    assert (
+        error_line(proc)
+        == f"data.input_dir='{tmp_path}' holds no imgcls.json: write the shards with python -m imgcls.shards"
+    )
+
+
+@pytest.mark.parametrize("world", [1, 2])
+def test_each_training_image_once_per_epoch_across_ranks_and_workers(folder_shards, world):
+    """2 DDP ranks x 2 workers each (litdata's rank split, seen through each rank's own StreamingDataset): no
+    image twice in an epoch, and every rank the same number of batches (what keeps DDP ranks in step). Training
+    drops each worker's last incomplete batch, as the host loader drops its one (BatchNorm and a 1-image
+    batch), so fewer than world x workers x batch images sit an epoch out, other ones the next epoch."""
+    from litdata.utilities.env import _DistributedEnv
+
+    tmp, _ = folder_shards
+    batch, workers, epochs = 4, 2, 2
+    seen: list[list[list[int]]] = [[] for _ in range(epochs)]  # per epoch, per rank
+    for rank in range(world):
+        dm = _shard_module(str(tmp / "out"), tmp, f"loader.batch_size={batch}", f"loader.num_workers={workers}")
+        dm.setup()
+        dm.train_set.distributed_env = _DistributedEnv(world_size=world, global_rank=rank, num_nodes=1)
+        dm.train_set.drop_last = world > 1  # what setup sets under a DDP trainer
+        loader = dm._loader(dm.train_set, train=True)
+        for epoch in range(epochs):
+            seen[epoch].append([i for b in loader for i in b["index"].tolist()])
+    n = shards.read_meta(str(tmp / "out"))["images"]["train"]
+    for epoch in seen:
+        flat = [i for rank in epoch for i in rank]
+        assert len(flat) == len(set(flat))  # never twice
+        assert len({len(rank) for rank in epoch}) == 1  # ranks in step
+        assert 0 <= n - len(flat) < world * workers * batch  # each worker's last incomplete batch, at most
+    assert seen[0] != seen[1]
+
+
+def test_trains_from_s3_and_tests(s3_server, image_tree, tmp_path):
+    url = f"s3://{BUCKET}/train-run"
+    _write(image_tree, url, tmp_path)
+    run = run_task(
+        "train",
+        "data=shards",
+        f"data.input_dir={url}",
+        f"data.cache_dir={tmp_path / 'chunks'}",
+        *FAST,
+        "loader.num_workers=2",
+        "data.max_cache_size=100MB",
+        run_dir=tmp_path / "train",
+    )
+    metrics = read_metrics(run.run_dir)
+    assert 0 <= metrics["test"]["test/acc"] <= 1 and "val/acc" in metrics["final"]
+    assert (tmp_path / "chunks").is_dir() and any((tmp_path / "chunks").rglob("*.bin"))  # streamed into the local cache
+
+
+def test_pickles_for_spawned_workers(folder_shards, tmp_path):
+    """loader.start_method=spawn pickles the streams into each worker (litdata's classes are made lazily)."""
+    import pickle
+
+    dm = _shard_module(str(folder_shards[0] / "out"), tmp_path)
+    dm.setup()
+    stream = pickle.loads(pickle.dumps(dm.train_set))
+    assert len(stream) == len(dm.train_set) and stream[0]["image"].shape == dm.train_set[0]["image"].shape
+    assert type(pickle.loads(pickle.dumps(dm.train_dataloader()))).__name__ == "ShardLoader"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("every", "kill_at"),
+    [(1, 6), (2, 5)],  # 2 batches an epoch: the last checkpoint at step 5 (mid-epoch 2), or 4 (epoch 1's end)
+    ids=["mid-epoch", "epoch-end"],
+)
+def test_killed_and_resumed_equals_the_uninterrupted_run(folder_shards, tmp_path, every, kill_at):
+    """Resumed from a mid-epoch checkpoint, the streaming loader's state (Lightning keeps it) goes on at the next
+    batch; from one at an epoch's end, the next epoch's order is the uninterrupted run's: SIGKILLed and resumed,
+    the run ends as the run left alone (metrics, weights, rows)."""
+    from test_resume import ENV, _comparable_metrics, _csv_rows, _runs, _weights
+
+    overrides = [
+        "data=shards",
+        f"data.input_dir={folder_shards[0] / 'out'}",
+        f"data.cache_dir={tmp_path / 'chunks'}",
+        *FAST,
+        "trainer.max_epochs=3",
+        "loader.num_workers=2",
+        "augment=strong",
+        "augment.mixup={mixup_alpha:0.4,cutmix_alpha:1.0}",
+        "model.ema={decay:0.9}",
+        f"callbacks.last_checkpoint.every_n_train_steps={every}",
+        "+callbacks.kill._target_=kill_at_step.KillAtStep",
+    ]
+    reference = run_task("train", *overrides, run_dir=tmp_path / "full").run_dir
+    log_dir = tmp_path / "logs"
+    overrides.append(f"paths.log_dir={log_dir}")
+    killed = run_cli("train.py", *overrides, check=False, env={**ENV, "KILL_AT_STEP": str(kill_at)})
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    (run_dir,) = _runs(log_dir)
+    resumed = run_cli("train.py", *overrides, "ckpt_path=last", env=ENV)
+    assert "Resuming" in resumed.stderr and _runs(log_dir) == [run_dir]
+    assert _comparable_metrics(run_dir) == _comparable_metrics(reference)
+    mine, theirs = _weights(run_dir), _weights(reference)
+    assert all(torch.equal(mine[k], theirs[k]) for k in theirs)
+    assert _csv_rows(run_dir) == _csv_rows(reference)
