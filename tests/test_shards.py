@@ -261,3 +261,20 @@ def test_killed_and_resumed_equals_the_uninterrupted_run(folder_shards, tmp_path
     mine, theirs = _weights(run_dir), _weights(reference)
     assert all(torch.equal(mine[k], theirs[k]) for k in theirs)
     assert _csv_rows(run_dir) == _csv_rows(reference)
+
+
+def test_persistent_workers_recycle_batch_buffers(folder_shards, tmp_path):
+    """As the host loader's: workers collate into the iterating process's pool of shared buffers (batch_pool.py),
+    which litdata's collate wrapper would hide from the loader's start-of-iteration hook."""
+    from imgcls.feeding.collate import PooledCollate
+
+    dm = _shard_module(str(folder_shards[0] / "out"), tmp_path, "loader.num_workers=2", "loader.batch_size=4")
+    dm.setup()
+    loader = dm.train_dataloader()
+    collate = loader.collate_fn.collate_fn
+    assert isinstance(collate, PooledCollate) and collate.pool is None
+    from imgcls.feeding import batch_pool
+
+    assert len([b["image"].shape for b in loader]) > 2
+    assert collate.pool is not None and collate.pool.owner == os.getpid()
+    assert batch_pool._REGISTRY[collate.pool.id][1]  # the workers' buffers arrived once, then slot numbers only

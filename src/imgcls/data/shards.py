@@ -25,8 +25,13 @@ from imgcls.data.labels import SEPARATOR, read_verbatim, split_names
 from imgcls.data.sources import DataConfigError, Discovered
 from imgcls.data.transforms import build_eval_transform
 from imgcls.feeding import shards
-from imgcls.feeding.collate import collate_images
-from imgcls.feeding.loaders import batching, resolve_num_workers, resolve_pin_memory, resolve_start_method
+from imgcls.feeding.loaders import (
+    batch_collate,
+    batching,
+    resolve_num_workers,
+    resolve_pin_memory,
+    resolve_start_method,
+)
 from imgcls.feeding.workers import seed_worker
 from imgcls.utils.logging import get_logger
 
@@ -263,7 +268,7 @@ class ShardDataModule(ImageDataModule):
             num_workers=workers,
             drop_last=drop_last,
             pin_memory=resolve_pin_memory(self.loader.get("pin_memory", "auto"), self._on_cuda()),
-            collate_fn=collate_images,
+            collate_fn=batch_collate(self.loader, workers),
             **extra,
         )
 

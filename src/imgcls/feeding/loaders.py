@@ -7,7 +7,7 @@ import functools
 import math
 import multiprocessing
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from omegaconf import OmegaConf
@@ -83,10 +83,25 @@ class TimedDataLoader(ResumableDataLoader):
 
     def __iter__(self) -> Iterator[Any]:
         self.begin()
-        prepare = getattr(self.collate_fn, "prepare", None)
-        if prepare is not None:  # a recycled-buffer pool owned by this process, before any worker starts
-            prepare()
+        prepare_collate(self.collate_fn)
         yield from timed(self, super().__iter__())
+
+
+def batch_collate(loader: Mapping[str, Any], workers: int) -> Callable[[list[dict[str, Any]]], dict[str, Any]]:
+    """How workers make batches: into recycled shared-memory buffers (`loader.reuse_buffers` slots per worker)
+    when the workers persist, else into fresh ones (`collate_images`)."""
+    slots = int(loader.get("reuse_buffers", 6) or 0)
+    persistent = bool(loader.get("persistent_workers", True))
+    if workers > 0 and slots and persistent and batch_pool.available():
+        return PooledCollate(workers, slots)
+    return collate_images
+
+
+def prepare_collate(collate: Any) -> None:
+    """Call as a loader's iteration begins: a recycled-buffer pool owned by this process, before workers start."""
+    prepare = getattr(collate, "prepare", None)
+    if prepare is not None:
+        prepare()
 
 
 def timed(owner: Any, iterator: Iterator[Any]) -> Iterator[Any]:
@@ -134,18 +149,13 @@ def make_loader(
     workers = resolve_num_workers(loader.get("num_workers"))
     batch_size, drop_last = batching(loader, train, len(dataset), world_size)
     extra: dict[str, Any] = {}
-    collate = collate_images
     if workers > 0:
-        persistent = bool(loader.get("persistent_workers", True))
         extra = dict(
-            persistent_workers=persistent,
+            persistent_workers=bool(loader.get("persistent_workers", True)),
             prefetch_factor=int(loader.get("prefetch_factor", 2)),
             worker_init_fn=seed_worker,
             multiprocessing_context=resolve_start_method(loader.get("start_method")),
         )
-        slots = int(loader.get("reuse_buffers", 6) or 0)
-        if slots and persistent and batch_pool.available():
-            collate = PooledCollate(workers, slots)
     if train and sampler is None:
         sampler = EpochSampler(len(dataset), seed)
     return TimedDataLoader(
@@ -156,6 +166,6 @@ def make_loader(
         drop_last=drop_last,
         num_workers=workers,
         pin_memory=resolve_pin_memory(loader.get("pin_memory", "auto"), on_cuda),
-        collate_fn=collate,
+        collate_fn=batch_collate(loader, workers),
         **extra,
     )

@@ -33,7 +33,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 from imgcls.feeding.cache import CacheReader
-from imgcls.feeding.loaders import timed
+from imgcls.feeding.loaders import prepare_collate, timed
 from imgcls.utils.errors import DataConfigError
 from imgcls.utils.io import atomic_write_text
 
@@ -315,6 +315,7 @@ def _loader_class() -> type:
         fetch_seconds = 0.0
 
         def __iter__(self) -> Iterator[Any]:
+            prepare_collate(getattr(self.collate_fn, "collate_fn", self.collate_fn))  # litdata wraps ours
             return timed(self, super().__iter__())
 
     ShardLoader.__qualname__ = "ShardLoader"
