@@ -9,7 +9,7 @@ ARGS   ?=
 JOBS   ?= auto
 PYTEST := $(PY) -m pytest -n $(JOBS) --maxprocesses=4 --dist loadgroup
 
-.PHONY: install train test test-fast lint format clean help
+.PHONY: install train test test-fast gpu-check lint format clean help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -32,6 +32,9 @@ test: $(STAMP)  ## run the whole test suite (slow end-to-end tests included)
 
 test-fast: $(STAMP)  ## skip the tests marked slow
 	$(PYTEST) -m "not slow" $(ARGS)
+
+gpu-check: $(STAMP)  ## on a GPU machine: every GPU path in ~5 min, gpu_check.json/.md (ARGS=--dry-run: the plan)
+	$(PY) -m imgcls.gpu_check $(ARGS)
 
 lint: $(STAMP)  ## ruff: lint + format check (what CI runs); `make format` fixes what it can
 	$(VENV)/bin/ruff check .

@@ -23,9 +23,10 @@ LAYERS = {
     "extras": 5,
     "cli": 5,  # the entry factory and task wrapper: used by tasks, never importing them (tasks load by name)
     "tasks": 6,
-    "bench": 7,  # the `python -m imgcls.bench|eda|shards` entry modules
+    "bench": 7,  # the `python -m imgcls.bench|eda|shards|gpu_check` entry modules
     "eda": 7,
     "shards": 7,
+    "gpu_check": 7,
 }
 
 
