@@ -78,3 +78,20 @@ def test_train_figures_come_from_the_logged_series(tmp_path):
     )
     figures = gpu_check._train_figures(tmp_path, {})
     assert figures == {"train_images_per_sec": 120.0, "data_wait_frac": 0.05, "peak_memory_gib": 3.0}
+
+
+def test_gpu_and_cpu_predictions_must_agree(tmp_path):
+    def write(name: str, preds: list[int], probs: list[float]) -> None:
+        (tmp_path / name).mkdir()
+        rows = "".join(f"img{i}.png,{p},{q}\n" for i, (p, q) in enumerate(zip(preds, probs, strict=True)))
+        (tmp_path / name / "predictions.csv").write_text("path,pred,prob\n" + rows)
+
+    runs = {"predict_gpu": tmp_path / "predict_gpu", "predict_cpu": tmp_path / "predict_cpu"}
+    write("predict_gpu", [1] * 200, [0.9] * 200)
+    write("predict_cpu", [1] * 199 + [2], [0.9] * 199 + [0.5])  # one near-tie flipped: 99.5% agree
+    assert gpu_check._gpu_equals_cpu(runs["predict_cpu"], runs)["same_answer"] == pytest.approx(0.995)
+    (runs["predict_cpu"] / "predictions.csv").write_text(
+        "path,pred,prob\n" + "".join(f"img{i}.png,1,0.8\n" for i in range(200))
+    )
+    with pytest.raises(AssertionError, match="probabilities up to 0.1"):
+        gpu_check._gpu_equals_cpu(runs["predict_cpu"], runs)

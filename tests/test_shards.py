@@ -278,3 +278,22 @@ def test_persistent_workers_recycle_batch_buffers(folder_shards, tmp_path):
     assert len([b["image"].shape for b in loader]) > 2
     assert collate.pool is not None and collate.pool.owner == os.getpid()
     assert batch_pool._REGISTRY[collate.pool.id][1]  # the workers' buffers arrived once, then slot numbers only
+
+
+def test_a_loader_made_again_starts_at_the_trainers_epoch_and_resumes_once(folder_shards, tmp_path):
+    """reload_dataloaders_every_n_epochs makes the loader again at epoch k: it draws epoch k's order, not the
+    first epoch's. A resumed loader ignores Lightning's later copy of the state; epochs cut short (limit_train_batches)
+    restart the workers, which litdata moves to the next epoch only when their stream runs out."""
+    from types import SimpleNamespace
+
+    dm = _shard_module(str(folder_shards[0] / "out"), tmp_path, "loader.num_workers=2")
+    dm.setup()
+    dm.trainer = SimpleNamespace(current_epoch=3, world_size=1, limit_train_batches=1.0)
+    loader = dm.train_dataloader()
+    assert loader.current_epoch == 3 and loader.persistent_workers
+    dm.train_start = (5, 0)  # a checkpoint at epoch 4's end: epoch 5 next
+    loader = dm.train_dataloader()
+    loader.load_state_dict({"current_epoch": 1})  # what Lightning would load afterwards: ignored
+    assert loader.current_epoch == 5
+    dm.trainer = SimpleNamespace(current_epoch=0, world_size=1, limit_train_batches=0.5)
+    assert not dm.train_dataloader().persistent_workers

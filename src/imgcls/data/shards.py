@@ -253,11 +253,16 @@ class ShardDataModule(ImageDataModule):
     def _loader(self, stream: Any, train: bool) -> Any:
         world = self.trainer.world_size if self.trainer is not None else 1
         batch_size, drop_last = batching(self.loader, train, len(stream) * world, world)
+        drop_last = drop_last or (train and world > 1)  # else litdata gives the last rank every leftover item
         workers = resolve_num_workers(self.loader.get("num_workers"))
+        persistent = bool(self.loader.get("persistent_workers", True))
+        limit = self.trainer.limit_train_batches if self.trainer is not None else 1.0
+        if train and limit not in (None, 1.0):
+            persistent = False  # litdata's workers move to the next epoch only when their stream runs out
         extra: dict[str, Any] = {}
         if workers > 0:
             extra = dict(
-                persistent_workers=bool(self.loader.get("persistent_workers", True)),
+                persistent_workers=persistent,
                 prefetch_factor=int(self.loader.get("prefetch_factor", 2)),
                 multiprocessing_context=resolve_start_method(self.loader.get("start_method")),
                 worker_init_fn=seed_worker,  # OpenCV's threads off (the items seed themselves)
@@ -268,26 +273,25 @@ class ShardDataModule(ImageDataModule):
             num_workers=workers,
             drop_last=drop_last,
             pin_memory=resolve_pin_memory(self.loader.get("pin_memory", "auto"), self._on_cuda()),
-            collate_fn=batch_collate(self.loader, workers),
+            collate_fn=batch_collate({**self.loader, "persistent_workers": persistent}, workers),
             **extra,
         )
 
     def train_dataloader(self) -> Any:
         self.train_loader = loader = self._loader(self.train_set, train=True)
         start, self.train_start = self.train_start, None  # (epoch, batch) a resumed run goes on at (resume/state.py)
-        if start is not None and start[1] > 0 and self.saved_loader_state:
-            loader.load_state_dict(self.saved_loader_state)  # litdata goes on at the next batch
-        elif start is not None:
-            # At an epoch's end the saved state counts that epoch's items (not all of them under drop_last): start
-            # the next epoch instead. litdata adds one as an epoch begins (its epochs, its shuffle's seed, count
-            # from 1): the uninterrupted run's next order.
-            loader.current_epoch = start[0]
+        if start is not None:
+            # Mid-epoch: the saved loader state goes on at the next batch. At an epoch's end the state counts that
+            # epoch's items (not all of them under drop_last): start the next epoch instead.
+            loader.resume(start[0], self.saved_loader_state if start[1] > 0 else None)
+        elif self.trainer is not None:
+            loader.current_epoch = self.trainer.current_epoch  # a loader made again (reload_dataloaders_every_n)
         self.saved_loader_state = None
         return loader
 
     # The loader's state travels in the DataModule's own part of every checkpoint. Lightning keeps it too, but
-    # restores it only into a loader it makes after the loops are restored, and configure_optimizers (the
-    # schedule's length: trainer.estimated_stepping_batches) makes this one before.
+    # restores it only into a loader it makes after the loops are restored (configure_optimizers makes this one
+    # before, for the schedule's length: trainer.estimated_stepping_batches), and never at an epoch's end.
     def state_dict(self) -> dict[str, Any]:
         loader = getattr(self, "train_loader", None)
         return {**super().state_dict(), "train_loader": loader.state_dict() if loader is not None else None}

@@ -31,8 +31,9 @@ from typing import Any
 from imgcls import PROJECT_ROOT
 from imgcls.utils.io import atomic_write_text
 
-PREDICT_TOLERANCE = 2e-2  # bf16 autocast on the GPU against float32 on the CPU, per class probability
-DDP_TOLERANCE = 1e-6  # val/acc under DDP against one device: the same images, each once
+PREDICT_TOLERANCE = 1e-3  # float32 on the GPU (cuDNN/TF32 kernels) against the CPU, per class probability
+PREDICT_AGREEMENT = 0.99  # ...and the same top class for at least this share of the images (near-ties may flip)
+STEP_TIMEOUT = 900  # seconds: a hung step (an NCCL rendezvous) fails instead of blocking the check
 DEFAULT_STEPS = 300  # the default recipe: ~4 epochs of the 4,500 digits
 PHOTO_STEPS = 60  # each 224² model run: enough to pass the compile warm-up and time steady steps
 # Lightning's own device-memory logger (torch.cuda.memory_stats on each batch): the peak comes from its keys.
@@ -76,24 +77,30 @@ def _train_figures(run: Path, _: dict[str, Path]) -> dict[str, Any]:
 
 
 def _ddp_equals_one_device(run: Path, runs: dict[str, Path]) -> dict[str, Any]:
+    """Both in float32: every validation image counted once under DDP. Another batch split may flip a near-tie,
+    so up to one image's worth of accuracy may differ."""
     logged = json.loads((runs["ddp"] / "metrics.json").read_text())["final"]["val/acc"]
-    predicted = json.loads((run / "metrics.json").read_text())["acc"]
-    if abs(logged - predicted) > DDP_TOLERANCE:
-        raise AssertionError(f"val/acc under DDP {logged} != {predicted} on one device for the same weights")
-    return {"ddp_val_acc": logged, "one_device_acc": predicted}
+    predicted = json.loads((run / "metrics.json").read_text())
+    if abs(logged - predicted["acc"]) > 1.5 / predicted["n"]:
+        raise AssertionError(f"val/acc under DDP {logged} != {predicted['acc']} on one device for the same weights")
+    return {"ddp_val_acc": logged, "one_device_acc": predicted["acc"]}
 
 
 def _gpu_equals_cpu(run: Path, runs: dict[str, Path]) -> dict[str, Any]:
     import pandas as pd
 
     gpu, cpu = (pd.read_csv(runs[name] / "predictions.csv") for name in ("predict_gpu", "predict_cpu"))
-    columns = [c for c in gpu.columns if c.startswith("p_") or c.startswith("prob")]
-    if not columns or list(gpu["path"]) != list(cpu["path"]):
-        raise AssertionError("predict on the GPU and on the CPU did not write the same rows of probabilities")
-    diff = float((gpu[columns] - cpu[columns]).abs().to_numpy().max())
-    if diff > PREDICT_TOLERANCE:
-        raise AssertionError(f"GPU and CPU probabilities differ by {diff:.4f} (tolerance {PREDICT_TOLERANCE})")
-    return {"max_probability_difference": diff, "rows": len(gpu)}
+    if list(gpu["path"]) != list(cpu["path"]):
+        raise AssertionError("predict on the GPU and on the CPU did not write the same rows")
+    agree = float((gpu["pred"] == cpu["pred"]).mean())
+    same = gpu["pred"] == cpu["pred"]  # where the answers agree, their probabilities must too
+    diff = float((gpu.loc[same, "prob"] - cpu.loc[same, "prob"]).abs().max())
+    if agree < PREDICT_AGREEMENT or diff > PREDICT_TOLERANCE:
+        raise AssertionError(
+            f"GPU vs CPU: the same answer for {agree:.1%} of the images (at least {PREDICT_AGREEMENT:.0%}), "
+            f"probabilities up to {diff:.4f} apart (tolerance {PREDICT_TOLERANCE})"
+        )
+    return {"same_answer": agree, "max_probability_difference": diff, "rows": len(gpu)}
 
 
 def _workers_to_keep_up(run: Path, _: dict[str, Path]) -> dict[str, Any]:
@@ -135,7 +142,8 @@ def plan(gpus: int) -> list[Step]:
         Step(
             "ddp",
             "train.py",
-            ["trainer=ddp", f"trainer.devices={max(gpus, 2)}", "trainer.max_epochs=1", "model.channels_last=true"],
+            ["trainer=ddp", f"trainer.devices={max(gpus, 2)}", "trainer.max_epochs=1", "model.channels_last=true"]
+            + ["trainer.precision=32-true"],  # as predict's, for the comparison
             "DDP on every visible GPU, one epoch (its last val/acc is the last weights')",
             min_gpus=2,
             check=_train_figures,
@@ -208,7 +216,12 @@ def run(steps: Sequence[Step], gpus: int, out: Path, log: Callable[[str], None])
             results.append({**entry, "status": "failed", "error": f"needs the run of step {exc}, which failed"})
             continue
         log(f"{step.name}: {' '.join(argv[1:])}")
-        proc = subprocess.run(argv, cwd=PROJECT_ROOT, capture_output=True, text=True)
+        try:
+            proc = subprocess.run(argv, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=STEP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            results.append({**entry, "status": "failed", "error": f"no end after {STEP_TIMEOUT} s"})
+            log(f"{step.name}: FAILED (still running after {STEP_TIMEOUT} s)")
+            continue
         entry["seconds"] = round(time.perf_counter() - start, 1)
         (out / f"{step.name}.log").write_text(proc.stdout + proc.stderr)
         if proc.returncode != 0:

@@ -57,15 +57,13 @@ logging.getLogger("litdata.streaming.dataset").addFilter(_QuietCacheSizeAdvice()
 def _allow_plain_http() -> None:
     """litdata downloads chunks from S3 through obstore with fixed client options, which refuse a plain-http
     endpoint (a local MinIO or moto server, `AWS_ENDPOINT_URL=http://...`) while boto3, its other half, allows it.
-    Allowing http changes nothing for https endpoints. Done at import, so every loader worker has it too."""
+    Allowing http changes nothing for https endpoints. Done where the stream class is made: in this process and
+    in every spawned loader worker that unpickles a stream."""
     from litdata.streaming import downloader
 
     options = getattr(downloader, "_OBSTORE_CLIENT_OPTIONS", None)
     if isinstance(options, dict):
         options["allow_http"] = "true"
-
-
-_allow_plain_http()
 
 
 def is_remote(url: str) -> bool:
@@ -229,6 +227,8 @@ def __getattr__(name: str) -> type:
 def _stream_class() -> type:
     from litdata import StreamingDataset
 
+    _allow_plain_http()
+
     class ShardStream(StreamingDataset):
         """A split's items, each passed through `transform(image, seed)`. Training: litdata's per-epoch shuffle
         (chunks, then items, from `seed` and the epoch) and each item's augmentation seeded by (seed, epoch,
@@ -313,6 +313,20 @@ def _loader_class() -> type:
 
     class ShardLoader(StreamingDataLoader):
         fetch_seconds = 0.0
+        resumed = False  # set by `resume`: Lightning's own copy of the state must not be loaded over it
+
+        def resume(self, epoch: int, state: dict[str, Any] | None) -> None:
+            """Go on where a checkpoint left off: mid-epoch from the loader's `state`, else at epoch `epoch`'s
+            start (litdata adds one as an epoch begins: its epochs, and its shuffle's seed, count from 1)."""
+            if state is not None:
+                super().load_state_dict(state)
+            else:
+                self.current_epoch = epoch
+            self.resumed = True
+
+        def load_state_dict(self, obj: dict[str, Any]) -> None:
+            if not self.resumed:
+                super().load_state_dict(obj)
 
         def __iter__(self) -> Iterator[Any]:
             prepare_collate(getattr(self.collate_fn, "collate_fn", self.collate_fn))  # litdata wraps ours

@@ -24,11 +24,9 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from imgcls.cli.wrapper import task_wrapper
-from imgcls.data.shards import ShardDataModule, write_shards
 from imgcls.extras.benchmark import inference, report
 from imgcls.extras.benchmark.baselines import BASELINES
 from imgcls.extras.benchmark.timing import bare_rate, ddp_loader_rates, loader_rate, model_rate
-from imgcls.feeding import shards as shards_io
 from imgcls.feeding.loaders import available_cpus, make_loader
 from imgcls.resume.sampler import EpochSampler
 from imgcls.utils import get_logger
@@ -177,6 +175,8 @@ def _device_rows(cfg: DictConfig, augment: dict[str, Any], preset: str) -> list[
 def _write_shards(cfg: DictConfig, cached: Any) -> list[str]:
     """bench.shards: the composed data written once as streamed shards to each store listed ("folder": a
     temporary folder, removed at exit), as `python -m imgcls.shards output=<store>` writes them: their urls."""
+    from imgcls.data.shards import write_shards  # litdata, imported only for these rows
+
     b = cfg.bench
     stores = []
     for store in b.shards:
@@ -195,6 +195,9 @@ def _shard_rows(
 ) -> list[dict[str, Any]]:
     """data=shards for one preset: the training loader streaming each store's shards, as training builds it,
     through a chunk cache of its own (a temporary folder: the first round pays the downloads, `cold_runs`)."""
+    from imgcls.data.shards import ShardDataModule
+    from imgcls.feeding import shards as shards_io
+
     b = cfg.bench
     rows = []
     for url, w in itertools.product(stores, workers):
@@ -203,6 +206,7 @@ def _shard_rows(
         atexit.register(shutil.rmtree, chunk_cache, ignore_errors=True)
         dm = ShardDataModule(
             input_dir=url,
+            task=cfg.data.get("task", "multiclass"),
             cache_dir=chunk_cache,
             storage_options=to_plain(b.shard_storage_options),
             draw_seed=int(cfg.seed),

@@ -88,7 +88,8 @@ def write_png(result: dict[str, Any], out_dir: Path) -> Path:
         label += f", {procs} DDP processes (total)" if procs > 1 else ""
         device = placement == "device"  # one point (no workers), a star in its preset's colour
         label = f"{augment}, data.placement=device" if device else label
-        style = ":" if pipeline != "imgcls" else "-" if cache else "--"
+        label = f"{augment}, data=shards ({placement.split(':')[1]})" if placement.startswith("shards") else label
+        style = ":" if pipeline != "imgcls" else "-." if placement.startswith("shards") else "-" if cache else "--"
         marker = "*" if device else "o"
         ax.plot(
             [p[0] for p in points],
