@@ -56,6 +56,7 @@ def test_bounded_in_steps_not_time():
     assert total <= 600
 
 
+@pytest.mark.slow  # a real train.py process
 def test_a_failed_step_fails_the_check_and_the_rest_still_run(tmp_path):
     """The runner records each step; one needing a failed step's run dir fails saying which."""
     steps = [

@@ -167,7 +167,7 @@ def test_a_folder_without_shards_is_one_line(tmp_path):
     )
 
 
-@pytest.mark.parametrize("world", [1, 2])
+@pytest.mark.parametrize("world", [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_each_training_image_once_per_epoch_across_ranks_and_workers(folder_shards, world):
     """2 DDP ranks x 2 workers each (litdata's rank split, seen through each rank's own StreamingDataset): no
     image twice in an epoch, and every rank the same number of batches (what keeps DDP ranks in step). Training
@@ -195,6 +195,7 @@ def test_each_training_image_once_per_epoch_across_ranks_and_workers(folder_shar
     assert seen[0] != seen[1]
 
 
+@pytest.mark.slow
 def test_trains_from_s3_and_tests(s3_server, image_tree, tmp_path):
     url = f"s3://{BUCKET}/train-run"
     _write(image_tree, url, tmp_path)
@@ -280,6 +281,7 @@ def test_persistent_workers_recycle_batch_buffers(folder_shards, tmp_path):
     assert batch_pool._REGISTRY[collate.pool.id][1]  # the workers' buffers arrived once, then slot numbers only
 
 
+@pytest.mark.slow
 def test_a_loader_made_again_starts_at_the_trainers_epoch_and_resumes_once(folder_shards, tmp_path):
     """reload_dataloaders_every_n_epochs makes the loader again at epoch k: it draws epoch k's order, not the
     first epoch's. A resumed loader ignores Lightning's later copy of the state; epochs cut short (limit_train_batches)
