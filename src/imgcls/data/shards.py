@@ -25,14 +25,8 @@ from imgcls.data.labels import SEPARATOR, read_verbatim, split_names
 from imgcls.data.sources import DataConfigError, Discovered
 from imgcls.data.transforms import build_eval_transform
 from imgcls.feeding import shards
-from imgcls.feeding.loaders import (
-    batch_collate,
-    batching,
-    resolve_num_workers,
-    resolve_pin_memory,
-    resolve_start_method,
-)
-from imgcls.feeding.workers import seed_worker
+from imgcls.feeding.loaders import batch_collate, batching, resolve_num_workers, resolve_pin_memory, worker_options
+from imgcls.utils.io import json_text
 from imgcls.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -100,14 +94,8 @@ def write_shards(
         "unreadable": bad["path"].tolist(),
         "source": str(dm.root),
     }
-    shards.write_text(shards.join(output, shards.META_FILE), _json(meta), "output", storage_options)
+    shards.write_text(shards.join(output, shards.META_FILE), json_text(meta), "output", storage_options)
     return meta
-
-
-def _json(obj: Any) -> str:
-    import json
-
-    return json.dumps(obj, indent=2, default=str)
 
 
 def _named_labels(table: pd.DataFrame, names: list[str], multilabel: bool) -> pd.DataFrame:
@@ -259,22 +247,15 @@ class ShardDataModule(ImageDataModule):
         limit = self.trainer.limit_train_batches if self.trainer is not None else 1.0
         if train and limit not in (None, 1.0):
             persistent = False  # litdata's workers move to the next epoch only when their stream runs out
-        extra: dict[str, Any] = {}
-        if workers > 0:
-            extra = dict(
-                persistent_workers=persistent,
-                prefetch_factor=int(self.loader.get("prefetch_factor", 2)),
-                multiprocessing_context=resolve_start_method(self.loader.get("start_method")),
-                worker_init_fn=seed_worker,  # OpenCV's threads off (the items seed themselves)
-            )
+        settings = {**self.loader, "persistent_workers": persistent}
         return shards.shard_loader(
             stream,
             batch_size=batch_size,
             num_workers=workers,
             drop_last=drop_last,
             pin_memory=resolve_pin_memory(self.loader.get("pin_memory", "auto"), self._on_cuda()),
-            collate_fn=batch_collate({**self.loader, "persistent_workers": persistent}, workers),
-            **extra,
+            collate_fn=batch_collate(settings, workers),
+            **worker_options(settings, workers),
         )
 
     def train_dataloader(self) -> Any:
@@ -293,7 +274,7 @@ class ShardDataModule(ImageDataModule):
     # restores it only into a loader it makes after the loops are restored (configure_optimizers makes this one
     # before, for the schedule's length: trainer.estimated_stepping_batches), and never at an epoch's end.
     def state_dict(self) -> dict[str, Any]:
-        loader = getattr(self, "train_loader", None)
+        loader = self.train_loader
         return {**super().state_dict(), "train_loader": loader.state_dict() if loader is not None else None}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

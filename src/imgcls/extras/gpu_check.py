@@ -116,8 +116,10 @@ def plan(gpus: int) -> list[Step]:
     """The steps for a machine with `gpus` visible CUDA devices (DDP only with 2 or more)."""
     photo = ["data=photos", "trainer=gpu", "model.channels_last=true", f"++trainer.max_steps={PHOTO_STEPS}"]
     photo += ["trainer.max_epochs=100", "++trainer.check_val_every_n_epoch=100", "loader.num_workers=null", MEMORY]
-    models = {"resnet50": ["model=resnet18", "model.name=resnet50"], "vit_s": ["model=vit_tiny"]}
-    models["vit_s"].append("model.name=vit_small_patch16_224")
+    models = {
+        "resnet50": ["model=resnet18", "model.name=resnet50"],
+        "vit_s": ["model=vit_tiny", "model.name=vit_small_patch16_224"],
+    }
     steps = [
         Step(
             "default_gpu",

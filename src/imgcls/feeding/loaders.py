@@ -97,6 +97,19 @@ def batch_collate(loader: Mapping[str, Any], workers: int) -> Callable[[list[dic
     return collate_images
 
 
+def worker_options(loader: Mapping[str, Any], workers: int) -> dict[str, Any]:
+    """The DataLoader arguments that only exist with workers: whether they persist, their prefetch, start method
+    and set-up (`seed_worker`: OpenCV's threads off, each worker's augmentation seeded)."""
+    if workers == 0:
+        return {}
+    return {
+        "persistent_workers": bool(loader.get("persistent_workers", True)),
+        "prefetch_factor": int(loader.get("prefetch_factor", 2)),
+        "worker_init_fn": seed_worker,
+        "multiprocessing_context": resolve_start_method(loader.get("start_method")),
+    }
+
+
 def prepare_collate(collate: Any) -> None:
     """Call as a loader's iteration begins: a recycled-buffer pool owned by this process, before workers start."""
     prepare = getattr(collate, "prepare", None)
@@ -148,14 +161,6 @@ def make_loader(
     check_loader_settings(loader)
     workers = resolve_num_workers(loader.get("num_workers"))
     batch_size, drop_last = batching(loader, train, len(dataset), world_size)
-    extra: dict[str, Any] = {}
-    if workers > 0:
-        extra = dict(
-            persistent_workers=bool(loader.get("persistent_workers", True)),
-            prefetch_factor=int(loader.get("prefetch_factor", 2)),
-            worker_init_fn=seed_worker,
-            multiprocessing_context=resolve_start_method(loader.get("start_method")),
-        )
     if train and sampler is None:
         sampler = EpochSampler(len(dataset), seed)
     return TimedDataLoader(
@@ -167,5 +172,5 @@ def make_loader(
         num_workers=workers,
         pin_memory=resolve_pin_memory(loader.get("pin_memory", "auto"), on_cuda),
         collate_fn=batch_collate(loader, workers),
-        **extra,
+        **worker_options(loader, workers),
     )

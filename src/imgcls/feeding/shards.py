@@ -163,7 +163,8 @@ def write_split(
 
     Written in this process with litdata's chunk writer (the images are decoded already: writing is copying;
     its `optimize` would start worker processes) into a staging folder, then published: a folder is renamed in
-    place, an object store gets the chunks and then `index.json` (a reader never sees a half-written split).
+    place (atomic); an object store gets the chunks and then `index.json`, so a first write is never seen
+    half-done (a rewrite of a prefix others read can mix old and new chunks: write a new prefix).
     Items stay in index order, so position `i` of the split is the item with `index == i` (random access by row).
     Chunks hold at most `chunk_bytes`, and are small enough that a split has `MIN_CHUNKS` of them: readers
     (ranks x workers) share out whole chunks, and two workers reading one chunk run at a fifth of the rate.

@@ -194,7 +194,8 @@ def _shard_rows(
     cfg: DictConfig, augment: dict[str, Any], preset: str, stores: list[str], workers: list[int]
 ) -> list[dict[str, Any]]:
     """data=shards for one preset: the training loader streaming each store's shards, as training builds it,
-    through a chunk cache of its own (a temporary folder: the first round pays the downloads, `cold_runs`)."""
+    through a chunk cache of its own (a temporary folder: the first round pays the downloads, reported as
+    `cold_images_per_sec`)."""
     from imgcls.data.shards import ShardDataModule
     from imgcls.feeding import shards as shards_io
 
