@@ -53,6 +53,7 @@ def write_shards(
     output: str,
     chunk_bytes: str = "64MB",
     storage_options: Mapping[str, Any] | None = None,
+    min_chunks: int = shards.MIN_CHUNKS,
 ) -> dict[str, Any]:
     """`dm`'s splits (its cache: every readable image, pre-processed) as shards in `output`; what was written."""
     shards.check_writable(output, "output", storage_options)
@@ -74,6 +75,7 @@ def write_shards(
             shards.join(output, name),
             chunk_bytes,
             storage_options,
+            min_chunks,
         )
         counts[name] = len(dataset)
         parts.append(dm.table[dm.table["split"] == name].iloc[order])

@@ -185,7 +185,7 @@ def _write_shards(cfg: DictConfig, cached: Any) -> list[str]:
             url = str(Path(tempfile.mkdtemp(prefix="imgcls-bench-shards-")) / "shards")
             atexit.register(shutil.rmtree, Path(url).parent, ignore_errors=True)
         log.info(f"Writing the data as shards to {url}")
-        write_shards(cached, url, str(b.shard_chunk_bytes), to_plain(b.shard_storage_options))
+        write_shards(cached, url, str(b.shard_chunk_bytes), to_plain(b.shard_storage_options), int(b.shard_min_chunks))
         stores.append(url)
     return stores
 

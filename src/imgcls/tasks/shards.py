@@ -27,7 +27,7 @@ def shards(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError("output is not set: pass output=<folder> or output=s3://bucket/prefix")
     log.info(f"Instantiating datamodule <{cfg.data._target_}>")
     dm = hydra.utils.instantiate(cfg.data, cache=True)  # the shards hold what the cache holds
-    meta = write_shards(dm, str(cfg.output), str(cfg.chunk_bytes), to_plain(cfg.storage_options))
+    meta = write_shards(dm, str(cfg.output), str(cfg.chunk_bytes), to_plain(cfg.storage_options), int(cfg.min_chunks))
     counts = ", ".join(f"{k}={v}" for k, v in meta["images"].items())
     log.info(f"Wrote {counts} images ({len(meta['unreadable'])} unreadable left out) to {cfg.output}")
     log.info(f"Train from them: python train.py data=shards data.input_dir={cfg.output}")

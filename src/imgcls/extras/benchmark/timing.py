@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -44,7 +45,9 @@ def loader_rate(loader: Iterable, warmup_batches: int = 3, min_batches: int = 20
     for _ in range(warmup_batches):  # worker start-up, first file-system touches
         next(batches)
     rate = _timed(batches, min_batches, min_seconds)
+    batches.close()  # the loader's iterator, stopped mid-epoch, is let go of here,
     del batches
+    gc.collect()  # and collected here: left to a loader worker forked later, it would try to stop its workers
     return rate
 
 
