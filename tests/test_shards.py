@@ -260,6 +260,66 @@ def test_each_item_is_decoded_once_in_a_shuffled_epoch_of_a_large_chunk(tmp_path
     assert len(calls) == n
 
 
+def _count_whole_chunk_reads(monkeypatch, log: Path) -> None:
+    """litdata opens a chunk file with `open(path, "rb")` only to read all of it (items are read through
+    `open(path, "rb", 0)` or a memory map): log each such open, from forked loader workers too."""
+    from litdata.streaming import item_loader
+
+    def logged_open(path, *args, **kwargs):
+        if args == ("rb",) and str(path).endswith(".bin"):
+            with open(log, "a") as f:
+                f.write(f"{path}\n")
+        return open(path, *args, **kwargs)
+
+    monkeypatch.setattr(item_loader, "open", logged_open, raising=False)
+
+
+@pytest.mark.parametrize("store", ["s3", "folder"])
+@pytest.mark.parametrize("chunks", [1, 8])
+def test_workers_read_items_not_whole_chunks_epoch_after_epoch(s3_server, tmp_path, monkeypatch, store, chunks):
+    """Two workers share a chunk (the one chunk, or the one their halves meet in); litdata 0.2.76 would read a
+    shared downloaded chunk file whole again for every item of it (S3 fed 0.2x the folder's rate at 25 MB
+    chunks), and, handed one item reader for all its epochs, fail on a folder's chunk it had closed. Over 20
+    epochs with persistent workers, as training reads, every image comes once an epoch and no chunk is read
+    whole."""
+    n, log = 200, tmp_path / "whole_reads.txt"
+    np.save(tmp_path / "cache.npy", np.arange(n * 8 * 8 * 3, dtype=np.uint32).astype(np.uint8).reshape(n, 8, 8, 3))
+    url = f"s3://{BUCKET}/shared-{chunks}" if store == "s3" else str(tmp_path / "shards")
+    shards.write_split(str(tmp_path / "cache.npy"), range(n), np.zeros(n, np.int64), url, min_chunks=chunks)
+    _count_whole_chunk_reads(monkeypatch, log)
+    stream = shards.open_split(
+        url, lambda image, seed: image, train=True, seed=0, cache_dir=str(tmp_path / "c"), max_cache_size="1GB"
+    )
+    loader = shards.shard_loader(stream, batch_size=64, num_workers=2, persistent_workers=True)
+    for _ in range(20):  # (once in ~10 epochs a worker's epoch begins in the chunk its last one ended in)
+        assert sorted(i for b in loader for i in b["index"].tolist()) == list(range(n))
+    assert not log.exists()
+
+
+def test_a_dropped_loader_stops_its_workers_cleanly(folder_shards):
+    """litdata's loader and its worker iterator refer to each other; freed by the garbage collector, the
+    workers were never told to stop and were killed after a 5 s join timeout each (at every run's end)."""
+    import gc
+    import time
+
+    stream = shards.open_split(
+        str(folder_shards[0] / "out" / "train"),
+        lambda image, seed: image,
+        train=True,
+        seed=0,
+        cache_dir=None,
+        max_cache_size="1GB",
+    )
+    loader = shards.shard_loader(stream, batch_size=4, num_workers=2, persistent_workers=True)
+    assert sum(len(b["index"]) for b in loader) == len(stream)
+    workers = list(loader._iterator._workers)
+    start = time.monotonic()
+    del loader
+    gc.collect()
+    assert time.monotonic() - start < 4  # not a speed claim: a stuck stop takes 10 s (two 5 s join timeouts)
+    assert not any(w.is_alive() for w in workers)
+
+
 def test_chunk_prefetch_advice_is_off_unless_the_user_set_it(folder_shards, monkeypatch):
     """On chunks in the page cache, litdata's per-chunk WILLNEED advice costs more than it saves (measured in the
     bench); a user's own setting wins."""
