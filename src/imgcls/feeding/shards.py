@@ -42,7 +42,7 @@ META_FILE = "imgcls.json"  # the spec and counts of a shard dataset
 TABLE_FILE = "split.csv"  # its rows, per split in shard order
 SPLITS = ("train", "val", "test")
 # Chunks per split at least (if it has that many images), the default of `python -m imgcls.shards min_chunks=`:
-# one for each reader (ranks x workers; 2 nodes x 8 workers here) without cutting chunks into many slivers, since
+# one for each reader (ranks x workers; 2 ranks x 8 workers here) without cutting chunks into many slivers, since
 # litdata pays ~0.3-1 ms each time a reader opens a chunk (a split of 540 photos at 224x224 in 64 chunks fed 0.49x
 # the cache's rate, in 16 chunks 0.73x; python -m imgcls.bench bench.shards=[folder]).
 MIN_CHUNKS = 16
@@ -179,14 +179,16 @@ def write_split(
     half-done (a rewrite of a prefix others read can mix old and new chunks: write a new prefix).
     Items stay in index order, so position `i` of the split is the item with `index == i` (random access by row).
     Chunks hold at most `chunk_bytes`, and are small enough that a split has `min_chunks` of them: readers
-    (ranks x workers) share out whole chunks, and two workers reading one chunk run at a fifth of the rate.
+    (ranks x workers) share out whole chunks, and two workers reading one chunk run slower.
     """
     from litdata.streaming.writer import BinaryWriter
     from litdata.utilities.format import _convert_bytes_to_int
 
+    if min_chunks < 1:
+        raise DataConfigError(f"min_chunks={min_chunks}: a split needs at least 1 chunk (16 is the default)")
     reader = CacheReader(cache_file)
     limit = chunk_bytes if isinstance(chunk_bytes, int) else _convert_bytes_to_int(str(chunk_bytes))
-    items = max(1, min(limit // reader.item_bytes, math.ceil(len(rows) / max(1, min_chunks))))
+    items = max(1, min(limit // reader.item_bytes, math.ceil(len(rows) / min_chunks)))
     staging = Path(tempfile.mkdtemp(prefix="shards-", dir=None if is_remote(output_dir) else Path(output_dir).parent))
     try:
         writer = BinaryWriter(str(staging), chunk_size=items)
@@ -249,7 +251,7 @@ def _item_loader_class() -> type:
         read alone instead, with one seek and read, as litdata does next."""
 
         def _load_batched_item(self, chunk_index: int, chunk_filepath: str, table_idx: int) -> Any:
-            if self._mmap is None and self._open_handle is not None:  # (else litdata's own fallback)
+            if self._mmap is None and self._open_handle is not None and not self._config.get("compression"):
                 return item_loader._BATCH_SKIP
             return super()._load_batched_item(chunk_index, chunk_filepath, table_idx)
 
@@ -366,14 +368,14 @@ def _loader_class() -> type:
             """Go on where a checkpoint left off: mid-epoch from the loader's `state`, else at epoch `epoch`'s
             start (litdata adds one as an epoch begins: its epochs, and its shuffle's seed, count from 1)."""
             if state is not None:
-                super().load_state_dict(state)
+                super().load_state_dict(_upgraded(state))
             else:
                 self.current_epoch = epoch
             self.resumed = True
 
         def load_state_dict(self, obj: dict[str, Any]) -> None:
             if not self.resumed:
-                super().load_state_dict(obj)
+                super().load_state_dict(_upgraded(obj))
 
         def __iter__(self) -> Iterator[Any]:
             prepare_collate(getattr(self.collate_fn, "collate_fn", self.collate_fn))  # litdata wraps ours
@@ -385,12 +387,21 @@ def _loader_class() -> type:
             # then sat out a 5 s join timeout (10 s at the end of every run with 2 workers). A weak reference
             # lets the iterator go, and stop its workers at once, with its loader.
             iterator = super()._get_iterator()
-            if hasattr(iterator, "_loader"):
+            if hasattr(iterator, "_loader") and not getattr(self, "_profile_cprofile", False):  # (it needs it then)
                 iterator._loader = weakref.proxy(self)
             return iterator
 
     ShardLoader.__qualname__ = "ShardLoader"
     return ShardLoader
+
+
+def _upgraded(state: dict[str, Any]) -> dict[str, Any]:
+    """A loader state saved before streams had their own item reader holds `item_loader: None` where litdata now
+    expects that reader's (empty) state, and would refuse it: it is the same reader."""
+    dataset = state.get("dataset")
+    if isinstance(dataset, dict) and dataset.get("item_loader") is None:
+        state = {**state, "dataset": {**dataset, "item_loader": {}}}
+    return state
 
 
 def read_meta(
