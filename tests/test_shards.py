@@ -82,17 +82,31 @@ def _shard_module(input_dir: str, tmp: Path, *extra: str):
     return hydra.utils.instantiate(cfg.data, output_dir=None)
 
 
-def _stored(input_dir: str, split: str) -> list[dict]:
-    """Every item of a split as written (no augmentation), in shard order."""
-    stream = shards.open_split(
-        shards.join(input_dir, split),
+def _raw(url: str, train: bool = True, cache_dir: Path | None = None):
+    """A split's stream without augmentation (training: litdata's per-epoch shuffle, seed 0)."""
+    return shards.open_split(
+        url,
         lambda image, seed: image,
-        train=False,
+        train=train,
         seed=0,
-        cache_dir=None,
+        cache_dir=str(cache_dir) if cache_dir else None,
         max_cache_size="1GB",
     )
+
+
+def _stored(input_dir: str, split: str) -> list[dict]:
+    """Every item of a split as written (no augmentation), in shard order."""
+    stream = _raw(shards.join(input_dir, split), train=False)
     return [stream[i] for i in range(len(stream))]
+
+
+def _write_images(tmp: Path, images: np.ndarray, url: str, min_chunks: int) -> int:
+    """`images` (N, H, W, C uint8) as a cache file, written as one split to `url`: N."""
+    np.save(tmp / "cache.npy", images)
+    shards.write_split(
+        str(tmp / "cache.npy"), range(len(images)), np.zeros(len(images), np.int64), url, min_chunks=min_chunks
+    )
+    return len(images)
 
 
 def _round_trip(input_dir: str, tmp: Path) -> None:
@@ -238,24 +252,13 @@ def test_each_item_is_decoded_once_in_a_shuffled_epoch_of_a_large_chunk(tmp_path
     read from it (at 64MB chunks of 224x224 photos: 420 img/s); the stream reads one item at a time."""
     from litdata.streaming import serializers
 
-    n = 160
-    np.save(tmp_path / "cache.npy", np.zeros((n, 224, 224, 3), np.uint8))  # 150 KB images, in one chunk
-    shards.write_split(
-        str(tmp_path / "cache.npy"), range(n), np.zeros(n, np.int64), str(tmp_path / "big"), min_chunks=1
-    )
+    n = _write_images(tmp_path, np.zeros((160, 224, 224, 3), np.uint8), str(tmp_path / "big"), 1)  # 150 KB each
     calls = []
     decode = serializers.NumpySerializer.deserialize
     monkeypatch.setattr(
         serializers.NumpySerializer, "deserialize", lambda self, data: calls.append(1) or decode(self, data)
     )
-    stream = shards.open_split(
-        str(tmp_path / "big"),
-        lambda image, seed: image,
-        train=True,
-        seed=0,
-        cache_dir=str(tmp_path / "c"),
-        max_cache_size="1GB",
-    )
+    stream = _raw(str(tmp_path / "big"), cache_dir=tmp_path / "c")
     assert sorted(int(item["index"]) for item in stream) == list(range(n))
     assert len(calls) == n
 
@@ -282,14 +285,11 @@ def test_workers_read_items_not_whole_chunks_epoch_after_epoch(s3_server, tmp_pa
     chunks), and, handed one item reader for all its epochs, fail on a folder's chunk it had closed. Over 30
     epochs with persistent workers, as training reads, every image comes once an epoch and no chunk is read
     whole."""
-    n, log = 200, tmp_path / "whole_reads.txt"
-    np.save(tmp_path / "cache.npy", np.arange(n * 8 * 8 * 3, dtype=np.uint32).astype(np.uint8).reshape(n, 8, 8, 3))
+    log = tmp_path / "whole_reads.txt"
     url = f"s3://{BUCKET}/shared-{chunks}" if store == "s3" else str(tmp_path / "shards")
-    shards.write_split(str(tmp_path / "cache.npy"), range(n), np.zeros(n, np.int64), url, min_chunks=chunks)
+    n = _write_images(tmp_path, np.arange(200 * 8 * 8 * 3).astype(np.uint8).reshape(200, 8, 8, 3), url, chunks)
     _count_whole_chunk_reads(monkeypatch, log)
-    stream = shards.open_split(
-        url, lambda image, seed: image, train=True, seed=0, cache_dir=str(tmp_path / "c"), max_cache_size="1GB"
-    )
+    stream = _raw(url, cache_dir=tmp_path / "c")
     loader = shards.shard_loader(stream, batch_size=64, num_workers=2, persistent_workers=True)
     for _ in range(30):  # (with litdata 0.2.76's shuffle, seed 0 first hit it at epoch 11)
         assert sorted(i for b in loader for i in b["index"].tolist()) == list(range(n))
@@ -302,14 +302,7 @@ def test_a_dropped_loader_stops_its_workers_cleanly(folder_shards):
     import gc
     import time
 
-    stream = shards.open_split(
-        str(folder_shards[0] / "out" / "train"),
-        lambda image, seed: image,
-        train=True,
-        seed=0,
-        cache_dir=None,
-        max_cache_size="1GB",
-    )
+    stream = _raw(str(folder_shards[0] / "out" / "train"))
     loader = shards.shard_loader(stream, batch_size=4, num_workers=2, persistent_workers=True)
     assert sum(len(b["index"]) for b in loader) == len(stream)
     workers = list(loader._iterator._workers)
@@ -326,14 +319,7 @@ def test_a_loader_state_saved_before_streams_had_their_own_item_reader_resumes(f
     import copy
 
     def loader():
-        stream = shards.open_split(
-            str(folder_shards[0] / "out" / "train"),
-            lambda image, seed: image,
-            train=True,
-            seed=0,
-            cache_dir=None,
-            max_cache_size="1GB",
-        )
+        stream = _raw(str(folder_shards[0] / "out" / "train"))
         return stream, shards.shard_loader(stream, batch_size=4, num_workers=0)
 
     stream, first = loader()
@@ -362,7 +348,7 @@ def test_chunk_prefetch_advice_is_off_unless_the_user_set_it(folder_shards, monk
             monkeypatch.delenv(shards.WILLNEED, raising=False)
         else:
             monkeypatch.setenv(shards.WILLNEED, user)
-        shards.open_split(out, lambda image, seed: image, train=True, seed=0, cache_dir=None, max_cache_size="1GB")
+        _raw(out)
         assert os.environ[shards.WILLNEED] == expected
 
 

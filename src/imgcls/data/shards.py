@@ -56,6 +56,7 @@ def write_shards(
     min_chunks: int = shards.MIN_CHUNKS,
 ) -> dict[str, Any]:
     """`dm`'s splits (its cache: every readable image, pre-processed) as shards in `output`; what was written."""
+    shards.check_min_chunks(min_chunks)  # before hours of decoding
     shards.check_writable(output, "output", storage_options)
     dm.prepare_data()
     dm.setup()

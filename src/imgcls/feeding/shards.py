@@ -162,6 +162,11 @@ def check_writable(url: str, key: str, storage_options: Mapping[str, Any] | None
 
 
 # ---- writing ------------------------------------------------------------------------------------------------
+def check_min_chunks(min_chunks: int) -> None:
+    if min_chunks < 1:
+        raise DataConfigError(f"min_chunks={min_chunks}: a split needs at least 1 chunk ({MIN_CHUNKS} is the default)")
+
+
 def write_split(
     cache_file: str,
     rows: Sequence[int],
@@ -184,8 +189,7 @@ def write_split(
     from litdata.streaming.writer import BinaryWriter
     from litdata.utilities.format import _convert_bytes_to_int
 
-    if min_chunks < 1:
-        raise DataConfigError(f"min_chunks={min_chunks}: a split needs at least 1 chunk (16 is the default)")
+    check_min_chunks(min_chunks)
     reader = CacheReader(cache_file)
     limit = chunk_bytes if isinstance(chunk_bytes, int) else _convert_bytes_to_int(str(chunk_bytes))
     items = max(1, min(limit // reader.item_bytes, math.ceil(len(rows) / min_chunks)))
