@@ -138,9 +138,16 @@ def test_folder_round_trip_every_image_and_label(folder_shards):
     assert labels != sorted(labels)
 
 
-def test_s3_round_trip_every_image_and_label(s3_server, image_tree, tmp_path):
+@pytest.fixture(scope="module")
+def s3_shards(s3_server, image_tree, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("s3-shards")
     url = f"s3://{BUCKET}/tree"
-    _write(image_tree, url, tmp_path)
+    _write(image_tree, url, tmp)
+    return url, tmp
+
+
+def test_s3_round_trip_every_image_and_label(s3_shards):
+    url, tmp_path = s3_shards
     _round_trip(url, tmp_path)
     import boto3
 
@@ -225,7 +232,8 @@ def test_trains_from_s3_and_tests(s3_server, image_tree, tmp_path):
     )
     metrics = read_metrics(run.run_dir)
     assert 0 <= metrics["test"]["test/acc"] <= 1 and "val/acc" in metrics["final"]
-    assert (tmp_path / "chunks").is_dir() and any((tmp_path / "chunks").rglob("*.bin"))  # streamed into the local cache
+    assert f"Reading {url} from a local copy" in run.log  # the splits fit data.max_cache_size
+    assert any((tmp_path / "chunks").glob("*/copy/train/chunk-*.bin"))
 
 
 def test_pickles_for_spawned_workers(folder_shards, tmp_path):
@@ -426,3 +434,101 @@ def test_a_loader_made_again_starts_at_the_trainers_epoch_and_resumes_once(folde
     assert loader.current_epoch == 5
     dm.trainer = SimpleNamespace(current_epoch=0, world_size=1, limit_train_batches=0.5)
     assert not dm.train_dataloader().persistent_workers
+
+
+def test_remote_shards_that_fit_the_chunk_cache_are_read_from_a_local_copy(s3_shards, tmp_path):
+    """data.local_copy=auto: copied when all splits fit data.max_cache_size, streamed when not; false streams."""
+    url, _ = s3_shards
+    for size, copied in (("100MB", True), ("10KB", False)):
+        dm = _shard_module(url, tmp_path / size, f"data.max_cache_size={size}")
+        dm.setup()
+        assert all((s.input_dir.url is None) is copied for s in (dm.train_set, dm.val_set, dm.test_set))
+    dm = _shard_module(url, tmp_path / "stream", "data.local_copy=false")
+    dm.setup()
+    assert dm.train_set.input_dir.url == shards.join(url, "train")
+
+
+def test_a_local_copy_is_made_once_and_again_when_the_objects_change(s3_server, tmp_path, monkeypatch):
+    """Read image for image from the copy; a second run reuses it (nothing published); shards written again under
+    the same prefix, same shapes and sizes (an identical index.json), are copied again."""
+    url, copy = f"s3://{BUCKET}/copied", str(tmp_path / "copy")
+    first = np.arange(40 * 8 * 8 * 3).astype(np.uint8).reshape(40, 8, 8, 3)
+    _write_images(tmp_path, first, url, 4)
+    stream = shards.open_split(
+        url, lambda i, s: i, train=False, seed=0, cache_dir=None, max_cache_size=None, copy_dir=copy
+    )
+    assert stream.input_dir.url is None and stream.input_dir.path == copy
+    assert all(np.array_equal(stream[i]["image"], first[i]) for i in range(40))
+    publish = shards._publish
+    monkeypatch.setattr(shards, "_publish", lambda *a: pytest.fail("copied again"))
+    shards.local_copy(url, copy)
+    monkeypatch.setattr(shards, "_publish", publish)
+    _write_images(tmp_path, first[::-1].copy(), url, 4)
+    stream = shards.open_split(
+        url, lambda i, s: i, train=False, seed=0, cache_dir=None, max_cache_size=None, copy_dir=copy
+    )
+    assert all(np.array_equal(stream[i]["image"], first[39 - i]) for i in range(40))
+
+
+def test_ranks_of_a_node_share_one_local_copy(s3_server, tmp_path, monkeypatch):
+    """Two ranks opening the split at once: one copies, the other waits for it and reads the same copy."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    url = f"s3://{BUCKET}/shared-copy"
+    _write_images(tmp_path, np.zeros((20, 8, 8, 3), np.uint8), url, 2)
+    published, publish = [], shards._publish
+    monkeypatch.setattr(shards, "_publish", lambda *a: published.append(1) or publish(*a))
+    with ThreadPoolExecutor(2) as pool:
+        paths = list(pool.map(lambda _: shards.local_copy(url, str(tmp_path / "copy")), range(2)))
+    assert paths == [str(tmp_path / "copy")] * 2 and published == [1]
+
+
+def test_a_state_saved_while_streaming_resumes_from_the_local_copy(s3_server, tmp_path):
+    """The order depends on the chunks, seed and epoch, not on where they are read from; a state of another
+    split is still refused."""
+    import copy
+
+    url = f"s3://{BUCKET}/resume-copy"
+    n = _write_images(tmp_path, np.zeros((48, 8, 8, 3), np.uint8), url, 4)
+    streamed = _raw(url, cache_dir=tmp_path / "chunks")
+    first = shards.shard_loader(streamed, batch_size=4, num_workers=0)
+    batches = iter(first)
+    head = [i for _ in range(3) for i in next(batches)["index"].tolist()]
+    state = copy.deepcopy(first.state_dict())
+
+    def from_copy():
+        stream = shards.open_split(
+            url,
+            lambda i, s: i,
+            train=True,
+            seed=0,
+            cache_dir=None,
+            max_cache_size=None,
+            copy_dir=str(tmp_path / "copy"),
+        )
+        return shards.shard_loader(stream, batch_size=4, num_workers=0)
+
+    again = from_copy()
+    again.resume(0, state)
+    assert sorted(head + [i for b in again for i in b["index"].tolist()]) == list(range(n))
+    other = copy.deepcopy(state)
+    other["dataset"].update(source=f"s3://{BUCKET}/another", input_dir_url=f"s3://{BUCKET}/another")
+    refused = from_copy()
+    refused.resume(0, other)
+    with pytest.raises(ValueError, match="input_dir"):
+        next(iter(refused))
+
+
+def test_litdata_advice_repeated_for_every_worker_and_epoch_is_not_logged(caplog, tmp_path):
+    """(300 lines in a 3-minute bench: a wider download window and a chunk cache under 25GB, both set for us.)"""
+    import logging
+
+    from litdata.streaming.async_prefetch import apply_async_pre_download_floor
+
+    _write_images(tmp_path, np.zeros((4, 8, 8, 3), np.uint8), str(tmp_path / "split"), 1)
+    with caplog.at_level(logging.INFO):
+        assert apply_async_pre_download_floor(1, "s3://bucket/prefix") > 1
+        _raw(str(tmp_path / "split"))
+    advice = ("The provided `max_cache_size` is less than", "Async chunk prefetch: raising")
+    assert [r.msg for r in caplog.records if r.name.startswith("litdata")]  # litdata logged, but none of these
+    assert not [r for r in caplog.records if str(r.msg).startswith(advice)]

@@ -146,6 +146,7 @@ class ShardDataModule(ImageDataModule):
         cache_dir: str | None = None,
         max_cache_size: str | int | None = "20GB",
         storage_options: Mapping[str, Any] | None = None,
+        local_copy: str | bool = "auto",
         **kwargs: Any,
     ) -> None:
         if not input_dir or str(input_dir) == "???":
@@ -155,6 +156,9 @@ class ShardDataModule(ImageDataModule):
         self.input_dir = str(input_dir).rstrip("/")
         self.storage_options = dict(storage_options or {})
         self.max_cache_size = max_cache_size
+        if local_copy not in ("auto", True, False):
+            raise DataConfigError(f"data.local_copy={local_copy}: use auto, true or false")
+        self.local_copy = local_copy
         meta = shards.read_meta(self.input_dir, self.storage_options)
         if meta.get("format") != FORMAT:
             raise DataConfigError(
@@ -216,11 +220,26 @@ class ShardDataModule(ImageDataModule):
     def split(self, table: pd.DataFrame) -> pd.DataFrame:
         return table  # as written
 
+    def _copies(self, names: list[str]) -> bool:
+        """data.local_copy: copy remote splits whole into the chunk cache once and read them in place (auto: when
+        they fit data.max_cache_size), or stream them (feeding/shards.py says what each costs); logged."""
+        remote = shards.is_remote(self.input_dir)
+        copy, size = remote and self.local_copy is not False, 0
+        if copy and self.local_copy == "auto":
+            urls = [shards.join(self.input_dir, n) for n in names]
+            copy, size = shards.fits_cache(urls, self.max_cache_size, str(self.cache_dir), self.storage_options)
+        if copy:
+            log.info(f"Reading {self.input_dir} from a local copy in {self.cache_dir / 'copy'} (data.local_copy)")
+        else:
+            fit = f"; {size / 2**30:.1f} GB do not fit it" if size else ""
+            log.info(
+                f"Streaming pre-processed images from {self.input_dir} "
+                f"(chunk cache {self.cache_dir}, at most {self.max_cache_size}{fit})"
+            )
+        return copy
+
     def _make_datasets(self, table: pd.DataFrame, counts: dict[str, int]) -> None:
-        log.info(
-            f"Streaming pre-processed images from {self.input_dir} "
-            f"(chunk cache {self.cache_dir}, at most {self.max_cache_size})"
-        )
+        copy = self._copies([n for n in shards.SPLITS if counts.get(n)])
         eval_tf = build_eval_transform(self.image_size, self.resize, self.cache_size, fit=False)
         distributed = self.trainer is not None and self.trainer.world_size > 1
 
@@ -230,10 +249,11 @@ class ShardDataModule(ImageDataModule):
                 SeededAugment(transform),
                 train=train,
                 seed=self.draw_seed,
-                cache_dir=str(self.cache_dir / name) if self.cache_dir else None,
+                cache_dir=str(self.cache_dir / name),
                 max_cache_size=self.max_cache_size,
                 storage_options=self.storage_options,
                 drop_last=train and distributed,  # ranks in step; evaluation: every image once
+                copy_dir=str(self.cache_dir / "copy" / name) if copy else None,
             )
 
         # The streams are the datasets: random access too (pictures of mistakes), items in the order written.
