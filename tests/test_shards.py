@@ -446,6 +446,13 @@ def test_remote_shards_that_fit_the_chunk_cache_are_read_from_a_local_copy(s3_sh
     dm = _shard_module(url, tmp_path / "stream", "data.local_copy=false")
     dm.setup()
     assert dm.train_set.input_dir.url == shards.join(url, "train")
+    dm = _shard_module(url, tmp_path / "free", "data.max_cache_size=null")  # litdata's: 75% of the free disk
+    dm.setup()
+    assert dm.train_set.input_dir.url is None
+    with pytest.raises(DataConfigError, match=r"^data.max_cache_size=50%: use a size"):
+        _shard_module(url, tmp_path / "bad", "data.max_cache_size=50%").setup()
+    with pytest.raises(Exception, match=r"data.local_copy=0: use auto, true or false"):  # (hydra wraps it)
+        _shard_module(url, tmp_path / "zero", "data.local_copy=0")
 
 
 def test_a_local_copy_is_made_once_and_again_when_the_objects_change(s3_server, tmp_path, monkeypatch):
@@ -483,11 +490,15 @@ def test_ranks_of_a_node_share_one_local_copy(s3_server, tmp_path, monkeypatch):
     assert paths == [str(tmp_path / "copy")] * 2 and published == [1]
 
 
-def test_a_state_saved_while_streaming_resumes_from_the_local_copy(s3_server, tmp_path):
-    """The order depends on the chunks, seed and epoch, not on where they are read from; a state of another
-    split is still refused."""
+@pytest.mark.parametrize("posix_fast", [None, "1"], ids=["local-disk", "parallel-fs"])
+def test_a_state_saved_while_streaming_resumes_from_the_local_copy(s3_server, tmp_path, monkeypatch, posix_fast):
+    """The order depends on the chunks, seed and epoch, not on where they are read from (litdata would shuffle a
+    folder on NFS/Lustre by windows: LITDATA_POSIX_FAST=1 makes it think /tmp is one); a state saved before states
+    named their source resumes too; one of other shards, or of these before they were written again, is refused."""
     import copy
 
+    if posix_fast:
+        monkeypatch.setenv("LITDATA_POSIX_FAST", posix_fast)
     url = f"s3://{BUCKET}/resume-copy"
     n = _write_images(tmp_path, np.zeros((48, 8, 8, 3), np.uint8), url, 4)
     streamed = _raw(url, cache_dir=tmp_path / "chunks")
@@ -496,27 +507,46 @@ def test_a_state_saved_while_streaming_resumes_from_the_local_copy(s3_server, tm
     head = [i for _ in range(3) for i in next(batches)["index"].tolist()]
     state = copy.deepcopy(first.state_dict())
 
-    def from_copy():
+    def from_copy(saved):
         stream = shards.open_split(
-            url,
-            lambda i, s: i,
-            train=True,
-            seed=0,
-            cache_dir=None,
-            max_cache_size=None,
-            copy_dir=str(tmp_path / "copy"),
+            url, lambda i, s: i, train=True, seed=0, cache_dir=None, max_cache_size=None, copy_dir=str(tmp_path / "c")
         )
-        return shards.shard_loader(stream, batch_size=4, num_workers=0)
+        loader = shards.shard_loader(stream, batch_size=4, num_workers=0)
+        loader.resume(0, saved)
+        return loader
 
-    again = from_copy()
-    again.resume(0, state)
-    assert sorted(head + [i for b in again for i in b["index"].tolist()]) == list(range(n))
+    legacy = copy.deepcopy(state)
+    del legacy["dataset"]["source"]
+    for saved in (state, legacy):
+        assert sorted(head + [i for b in from_copy(saved) for i in b["index"].tolist()]) == list(range(n))
     other = copy.deepcopy(state)
-    other["dataset"].update(source=f"s3://{BUCKET}/another", input_dir_url=f"s3://{BUCKET}/another")
-    refused = from_copy()
-    refused.resume(0, other)
-    with pytest.raises(ValueError, match="input_dir"):
-        next(iter(refused))
+    other["dataset"].update(source=f"s3://{BUCKET}/another@1")
+    with pytest.raises(
+        DataConfigError, match=r"^data.input_dir: the checkpoint's loader state is of s3://.*/another@1"
+    ):
+        from_copy(other)
+    _write_images(tmp_path, np.zeros((48, 8, 8, 3), np.uint8), url, 4)  # written again
+    with pytest.raises(DataConfigError, match="resume with the shards it was trained on"):
+        from_copy(state)
+
+
+def test_a_full_disk_while_copying_is_one_line_naming_the_cache(s3_server, tmp_path, monkeypatch):
+    url = f"s3://{BUCKET}/full-disk"
+    _write_images(tmp_path, np.zeros((8, 8, 8, 3), np.uint8), url, 2)
+
+    real = shards._s3_client(None)
+
+    class Full:  # the store answers; writing the copy fails
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def download_file(self, *args):
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(shards, "_s3_client", lambda options: Full())
+    with pytest.raises(DataConfigError, match=r"^data.cache_dir='.*': s3://.* could not be copied there \(No space"):
+        shards.local_copy(url, str(tmp_path / "copies" / "train"))
+    assert [p.name for p in (tmp_path / "copies").iterdir()] == ["train.lock"]  # no staging folder left
 
 
 def test_litdata_advice_repeated_for_every_worker_and_epoch_is_not_logged(caplog, tmp_path):

@@ -156,7 +156,7 @@ class ShardDataModule(ImageDataModule):
         self.input_dir = str(input_dir).rstrip("/")
         self.storage_options = dict(storage_options or {})
         self.max_cache_size = max_cache_size
-        if local_copy not in ("auto", True, False):
+        if not (local_copy == "auto" or isinstance(local_copy, bool)):
             raise DataConfigError(f"data.local_copy={local_copy}: use auto, true or false")
         self.local_copy = local_copy
         meta = shards.read_meta(self.input_dir, self.storage_options)
@@ -227,7 +227,12 @@ class ShardDataModule(ImageDataModule):
         copy, size = remote and self.local_copy is not False, 0
         if copy and self.local_copy == "auto":
             urls = [shards.join(self.input_dir, n) for n in names]
-            copy, size = shards.fits_cache(urls, self.max_cache_size, str(self.cache_dir), self.storage_options)
+            copy_dir = str(self.cache_dir / "copy")
+            copy, size = shards.fits_cache(
+                urls, self.max_cache_size, str(self.cache_dir), copy_dir, self.storage_options
+            )
+        if self.trainer is not None and self.trainer.world_size > 1:
+            copy = self.trainer.strategy.broadcast(copy, src=0)  # all ranks one way (free disk changes as one copies)
         if copy:
             log.info(f"Reading {self.input_dir} from a local copy in {self.cache_dir / 'copy'} (data.local_copy)")
         else:

@@ -18,6 +18,7 @@ AWS_ENDPOINT_URL or `storage_options: {endpoint_url: ...}`).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -241,10 +242,9 @@ def _publish(staging: Path, output_dir: str, storage_options: Mapping[str, Any] 
 
 # ---- local copies of remote splits ------------------------------------------------------------------------
 # litdata reads a remote split through a download thread and reference-counted chunk files even once every chunk
-# is local: 540 photos at 224x224 fed 0.36x the memory-mapped cache's rate streamed from S3, 0.90x from a folder
-# and 0.87x from a local copy of the S3 split (python -m imgcls.bench bench.shards=[folder,s3://...]
-# bench.shard_local_copy=[true,false]). A split that fits the chunk cache is copied whole once and read in place,
-# as a folder is; a larger one is streamed (data.local_copy).
+# is local: at 224x224 it fed as little as 0.4x a folder's rate (README, "Data at every scale"; python -m
+# imgcls.bench bench.shards=[folder,s3://...] bench.shard_local_copy=[true,false]). A split that fits the chunk
+# cache is copied whole once and read in place, as a folder is; a larger one is streamed (data.local_copy).
 COPY_FILE = "imgcls-copy.json"  # in a local copy: the objects it was made from (names, sizes, ETags)
 
 
@@ -255,15 +255,29 @@ def split_bytes(url: str, storage_options: Mapping[str, Any] | None = None, key:
 
 
 def fits_cache(
-    urls: Sequence[str], max_cache_size: str | int | None, cache_dir: str, storage_options: Mapping[str, Any] | None
+    urls: Sequence[str],
+    max_cache_size: str | int | None,
+    cache_dir: str,
+    copy_dir: str,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> tuple[bool, int]:
     """Whether the splits' chunks, together, fit a chunk cache of `max_cache_size` (a size, a fraction of the free
-    disk, or None: litdata's default); and their bytes."""
-    from litdata.utilities.format import _resolve_max_cache_size
+    disk, or None: litdata's default) and the disk; and their bytes. A copy already in `copy_dir` counts as free
+    space, so the answer is the same in the run after the one that made it."""
+    from litdata.utilities.format import _is_absolute_cache_size, _resolve_max_cache_size
 
     total = sum(split_bytes(url, storage_options) for url in urls)
     Path(cache_dir).mkdir(parents=True, exist_ok=True)
-    return total <= _resolve_max_cache_size(max_cache_size, cache_dir), total
+    made = sum(f.stat().st_size for f in Path(copy_dir).rglob("*") if f.is_file()) if Path(copy_dir).is_dir() else 0
+    try:
+        limit = _resolve_max_cache_size(max_cache_size, cache_dir)
+        absolute = max_cache_size is not None and _is_absolute_cache_size(max_cache_size)
+    except (TypeError, ValueError):
+        raise DataConfigError(
+            f"data.max_cache_size={max_cache_size}: use a size (20GB), a fraction of the free disk (0.5) or null"
+        ) from None
+    free = shutil.disk_usage(cache_dir).free + made
+    return total <= min(limit if absolute else limit + made, free), total
 
 
 def _objects(url: str, storage_options: Mapping[str, Any] | None, key: str) -> dict[str, list[Any]]:
@@ -294,14 +308,18 @@ def _is_copy_of(local: Path, objects: dict[str, list[Any]]) -> bool:
 
 
 def local_copy(
-    url: str, local_dir: str, storage_options: Mapping[str, Any] | None = None, key: str = "data.input_dir"
+    url: str,
+    local_dir: str,
+    storage_options: Mapping[str, Any] | None = None,
+    key: str = "data.input_dir",
+    cache_key: str = "data.cache_dir",
 ) -> str:
     """A remote split's files copied into `local_dir`, once: kept for later runs while the objects stay the same
     (names, sizes, ETags), made again when they change. The ranks of a node share one copy: the first makes it
     under a file lock, in a staging folder renamed into place whole, and the others wait for it."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from filelock import FileLock  # (comes with torch and litdata)
+    from filelock import FileLock
 
     objects = _objects(url, storage_options, key)
     if "index.json" not in objects:
@@ -309,28 +327,36 @@ def local_copy(
     local = Path(local_dir)
     if _is_copy_of(local, objects):
         return str(local)
-    local.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(f"{local}.lock"):
-        if _is_copy_of(local, objects):  # made by another rank meanwhile
-            return str(local)
-        size = sum(s for s, _ in objects.values())
-        log.info(f"Copying {url} ({len(objects)} files, {size / 2**20:.0f} MB) to {local} to read it in place")
-        bucket, prefix = _bucket_key(url)
-        client = _s3_client(storage_options)
-        staging = Path(tempfile.mkdtemp(prefix=f".{local.name}-", dir=local.parent))
-        try:
-            with ThreadPoolExecutor(8) as pool:  # boto3's client is thread-safe; chunks download side by side
-                list(pool.map(lambda n: client.download_file(bucket, f"{prefix}/{n}", str(staging / n)), objects))
-            if not all((staging / n).stat().st_size == s for n, (s, _) in objects.items()):
-                raise OSError("a file changed size while it was copied")
-            (staging / COPY_FILE).write_text(json.dumps(objects))
-            _publish(staging, str(local), None)
-        except DataConfigError:
-            raise
-        except Exception as exc:
+    bucket, prefix = _bucket_key(url)
+    try:
+        local.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(f"{local}.lock"):
+            if _is_copy_of(local, objects):  # made by another rank meanwhile
+                return str(local)
+            for stale in (*local.parent.glob(f".{local.name}-*"), *local.parent.glob(f"{local.name}.old-*")):
+                shutil.rmtree(stale, ignore_errors=True)  # left by a killed copy (no one else holds the lock)
+            size = sum(s for s, _ in objects.values())
+            log.info(f"Copying {url} ({len(objects)} files, {size / 2**20:.0f} MB) to {local} to read it in place")
+            client = _s3_client(storage_options)
+            staging = Path(tempfile.mkdtemp(prefix=f".{local.name}-", dir=local.parent))
+            try:
+                with ThreadPoolExecutor(8) as pool:  # boto3's client is thread-safe; objects download side by side
+                    list(pool.map(lambda n: client.download_file(bucket, f"{prefix}/{n}", str(staging / n)), objects))
+                if not all((staging / n).stat().st_size == s for n, (s, _) in objects.items()):
+                    raise DataConfigError(f"{key}='{url}': its objects changed while they were copied: run again")
+                (staging / COPY_FILE).write_text(json.dumps(objects))
+                _publish(staging, str(local), None)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+    except DataConfigError:
+        raise
+    except Exception as exc:
+        if not (isinstance(exc, OSError) and type(exc).__module__ == "builtins"):  # (a store's timeout is one too)
             raise _store_error(url, key, exc) from None
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+        raise DataConfigError(  # the local disk: full, read-only...
+            f"{cache_key}='{local.parent}': {url} could not be copied there ({exc.strerror or exc}): "
+            "free some space, or stream it (data.local_copy=false)"
+        ) from None
     return str(local)
 
 
@@ -394,7 +420,12 @@ def _stream_class() -> type:
                 url, item_loader=_item_loader_class()(), shuffle=train, seed=seed, batch_decode=0, **kwargs
             )
             self.augment, self.train = transform, train
-            self.source = source or url  # what is read: `url` itself, or the remote split `url` is a copy of
+            # what is read, as written: `url@<index.json's updated_at>` (`url` may be a local copy of it)
+            self.source = source or url
+            if self.posix_fast is not None and self.posix_fast.window_shuffle:
+                # litdata shuffles by windows of chunks in a folder on NFS, Lustre, GPFS...: a different order
+                # from the same seed there, and a saved state that resumes elsewhere would repeat and skip items
+                self.posix_fast = dataclasses.replace(self.posix_fast, kind="posix")
 
         def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
             return {**super().state_dict(*args, **kwargs), "source": self.source}
@@ -403,17 +434,29 @@ def _stream_class() -> type:
             super().load_state_dict(self._upgraded(state_dict) if state_dict else state_dict)
 
         def _upgraded(self, state: dict[str, Any]) -> dict[str, Any]:
-            """A state litdata would refuse although it is this split's: saved while the split was streamed and
-            resumed from its local copy (or the other way round; litdata checks the paths read, and the order
-            depends on the chunks, the seed and the epoch only), or saved before streams had their own item
-            reader (`item_loader: None` where litdata now holds that reader's empty state)."""
-            state = dict(state)
-            if state.get("source", state.get("input_dir_url") or state.get("input_dir_path")) == self.source:
-                state.update(input_dir_path=self.input_dir.path, input_dir_url=self.input_dir.url)
-                state.update(cache_dir_path=self.cache_dir.path, source=self.source)
+            """A state of this split as written, in the form litdata accepts here: saved while it was streamed
+            and resumed from its local copy or the other way round (litdata checks the paths read; the order
+            depends on the chunks, seed and epoch only), or saved before streams had their own item reader
+            (`item_loader: None` where litdata now holds that reader's empty state). Another split's state, or
+            this one's before it was written again, is refused in one line."""
+            saved = state.get("source") or self._legacy_source(state)
+            if saved != self.source:
+                raise DataConfigError(
+                    f"data.input_dir: the checkpoint's loader state is of {saved} (shards @ when written), these "
+                    f"are {self.source}: resume with the shards it was trained on, or start the run again"
+                )
+            state = {**state, "input_dir_path": self.input_dir.path, "input_dir_url": self.input_dir.url}
+            state.update(cache_dir_path=self.cache_dir.path, source=self.source)
             if state.get("item_loader") is None:
                 state["item_loader"] = {}
             return state
+
+        def _legacy_source(self, state: dict[str, Any]) -> str:
+            # saved before states named their source: litdata streams a remote split into a folder named after
+            # its index's updated_at; a local folder's version is not recorded (assumed this one, as litdata did)
+            if state.get("input_dir_url"):
+                return f"{state['input_dir_url']}@{Path(state['input_dir_path'] or '').name}"
+            return f"{state.get('input_dir_path')}@{self.source.rsplit('@', 1)[-1]}"
 
         def _create_cache(self, worker_env: Any) -> Any:
             # A fresh item reader for each reader litdata makes (it makes one a worker and epoch, and would
@@ -463,12 +506,13 @@ def open_split(
     if cache_dir is not None:
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
     try:
+        written = json.loads(read_text(join(read, "index.json"), key, storage_options)).get("updated_at", "")
         return stream(
             read,
             transform,
             train,
             seed,
-            source=url,
+            source=f"{url}@{written}",
             cache_dir=cache_dir,
             max_cache_size=max_cache_size,
             storage_options=dict(storage_options or {}),
@@ -477,7 +521,7 @@ def open_split(
     except DataConfigError:
         raise
     except Exception as exc:
-        if is_remote(url):
+        if is_remote(read):
             raise _store_error(url, key, exc) from None
         raise DataConfigError(
             f"{key}: '{url}' is not a shard split ({exc}): write it with python -m imgcls.shards"

@@ -202,7 +202,7 @@ def _shard_rows(
 
     b = cfg.bench
     rows = []
-    copies = [to_plain(c) for c in b.shard_local_copy]
+    copies = to_plain(b.shard_local_copy) if OmegaConf.is_list(b.shard_local_copy) else [b.shard_local_copy]
     for url, w, copy in itertools.product(stores, workers, copies):
         if not shards_io.is_remote(url) and copy != copies[0]:
             continue  # a folder is read in place: one row
