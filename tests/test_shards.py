@@ -14,7 +14,7 @@ import pytest
 import torch
 from helpers import FAST, compose, error_line, read_metrics, run_cli, run_main, run_task
 
-from imgcls.feeding import shards
+from imgcls.feeding import object_store, shard_copy, shards
 from imgcls.utils.errors import DataConfigError
 
 BUCKET = "imgcls-shards"
@@ -457,7 +457,7 @@ def test_remote_shards_that_fit_the_chunk_cache_are_read_from_a_local_copy(s3_sh
 
 def test_a_local_copy_is_made_once_and_again_when_the_objects_change(s3_server, tmp_path, monkeypatch):
     """Read image for image from the copy; a second run reuses it (nothing published); shards written again under
-    the same prefix, same shapes and sizes (an identical index.json), are copied again."""
+    the same prefix, same shapes and sizes (chunks of the same names and sizes), are copied again."""
     url, copy = f"s3://{BUCKET}/copied", str(tmp_path / "copy")
     first = np.arange(40 * 8 * 8 * 3).astype(np.uint8).reshape(40, 8, 8, 3)
     _write_images(tmp_path, first, url, 4)
@@ -466,10 +466,10 @@ def test_a_local_copy_is_made_once_and_again_when_the_objects_change(s3_server, 
     )
     assert stream.input_dir.url is None and stream.input_dir.path == copy
     assert all(np.array_equal(stream[i]["image"], first[i]) for i in range(40))
-    publish = shards._publish
-    monkeypatch.setattr(shards, "_publish", lambda *a: pytest.fail("copied again"))
-    shards.local_copy(url, copy)
-    monkeypatch.setattr(shards, "_publish", publish)
+    publish = object_store.publish
+    monkeypatch.setattr(object_store, "publish", lambda *a: pytest.fail("copied again"))
+    shard_copy.local_copy(url, copy)
+    monkeypatch.setattr(object_store, "publish", publish)
     _write_images(tmp_path, first[::-1].copy(), url, 4)
     stream = shards.open_split(
         url, lambda i, s: i, train=False, seed=0, cache_dir=None, max_cache_size=None, copy_dir=copy
@@ -483,10 +483,10 @@ def test_ranks_of_a_node_share_one_local_copy(s3_server, tmp_path, monkeypatch):
 
     url = f"s3://{BUCKET}/shared-copy"
     _write_images(tmp_path, np.zeros((20, 8, 8, 3), np.uint8), url, 2)
-    published, publish = [], shards._publish
-    monkeypatch.setattr(shards, "_publish", lambda *a: published.append(1) or publish(*a))
+    published, publish = [], object_store.publish
+    monkeypatch.setattr(object_store, "publish", lambda *a: published.append(1) or publish(*a))
     with ThreadPoolExecutor(2) as pool:
-        paths = list(pool.map(lambda _: shards.local_copy(url, str(tmp_path / "copy")), range(2)))
+        paths = list(pool.map(lambda _: shard_copy.local_copy(url, str(tmp_path / "copy")), range(2)))
     assert paths == [str(tmp_path / "copy")] * 2 and published == [1]
 
 
@@ -534,7 +534,7 @@ def test_a_full_disk_while_copying_is_one_line_naming_the_cache(s3_server, tmp_p
     url = f"s3://{BUCKET}/full-disk"
     _write_images(tmp_path, np.zeros((8, 8, 8, 3), np.uint8), url, 2)
 
-    real = shards._s3_client(None)
+    real = object_store.s3_client(None)
 
     class Full:  # the store answers; writing the copy fails
         def __getattr__(self, name):
@@ -543,9 +543,9 @@ def test_a_full_disk_while_copying_is_one_line_naming_the_cache(s3_server, tmp_p
         def download_file(self, *args):
             raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(shards, "_s3_client", lambda options: Full())
+    monkeypatch.setattr(object_store, "s3_client", lambda options: Full())
     with pytest.raises(DataConfigError, match=r"^data.cache_dir='.*': s3://.* could not be copied there \(No space"):
-        shards.local_copy(url, str(tmp_path / "copies" / "train"))
+        shard_copy.local_copy(url, str(tmp_path / "copies" / "train"))
     assert [p.name for p in (tmp_path / "copies").iterdir()] == ["train.lock"]  # no staging folder left
 
 

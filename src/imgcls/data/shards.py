@@ -24,7 +24,7 @@ from imgcls.data.dataset import seed_pipeline, transformed
 from imgcls.data.labels import SEPARATOR, read_verbatim, split_names
 from imgcls.data.sources import DataConfigError, Discovered
 from imgcls.data.transforms import build_eval_transform
-from imgcls.feeding import shards
+from imgcls.feeding import shard_copy, shards
 from imgcls.feeding.loaders import batch_collate, batching, resolve_num_workers, resolve_pin_memory, worker_options
 from imgcls.utils.io import json_text
 from imgcls.utils.logging import get_logger
@@ -228,7 +228,7 @@ class ShardDataModule(ImageDataModule):
         if copy and self.local_copy == "auto":
             urls = [shards.join(self.input_dir, n) for n in names]
             copy_dir = str(self.cache_dir / "copy")
-            copy, size = shards.fits_cache(
+            copy, size = shard_copy.fits_cache(
                 urls, self.max_cache_size, str(self.cache_dir), copy_dir, self.storage_options
             )
         if self.trainer is not None and self.trainer.world_size > 1:

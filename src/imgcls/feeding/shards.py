@@ -30,17 +30,22 @@ import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import numpy as np
 
 from imgcls.feeding.cache import CacheReader
 from imgcls.feeding.loaders import prepare_collate, timed
+from imgcls.feeding.object_store import (  # noqa: F401  (check_writable, write_text: the writer's, from here)
+    check_writable,
+    is_remote,
+    join,
+    publish,
+    read_text,
+    store_error,
+    write_text,
+)
+from imgcls.feeding.shard_copy import local_copy
 from imgcls.utils.errors import DataConfigError
-from imgcls.utils.io import atomic_write_text
-from imgcls.utils.logging import get_logger
-
-log = get_logger(__name__)
 
 META_FILE = "imgcls.json"  # the spec and counts of a shard dataset
 TABLE_FILE = "split.csv"  # its rows, per split in shard order
@@ -86,90 +91,6 @@ def _allow_plain_http() -> None:
 WILLNEED = "LITDATA_POSIX_WILLNEED"
 
 
-def is_remote(url: str) -> bool:
-    return "://" in str(url)
-
-
-def join(base: str, *names: str) -> str:
-    """`base/name...` for a folder or a URL (a URL is never a `Path`: it would lose the `//`)."""
-    return "/".join([str(base).rstrip("/"), *names])
-
-
-# ---- small files beside the shards (imgcls.json, split.csv): local or S3 ------------------------------------
-def _s3_client(storage_options: Mapping[str, Any] | None) -> Any:
-    """A boto3 S3 client with the same settings litdata gets (`endpoint_url`, keys, region...)."""
-    import boto3
-
-    return boto3.client("s3", **dict(storage_options or {}))
-
-
-def _bucket_key(url: str) -> tuple[str, str]:
-    parsed = urlparse(url)
-    if parsed.scheme != "s3":
-        raise DataConfigError(f"'{url}': only s3:// object stores (and S3-compatible endpoints) are supported")
-    return parsed.netloc, parsed.path.lstrip("/")
-
-
-NOT_WRITTEN = "nothing there (no such bucket or object): write the shards with python -m imgcls.shards"
-
-
-def _store_error(url: str, key: str, exc: Exception, missing: str = NOT_WRITTEN) -> DataConfigError:
-    """One line for what the object store said: no bucket, no object, no access, no endpoint."""
-    code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", "")) or type(exc).__name__
-    reasons = {
-        "NoSuchBucket": "the bucket does not exist: check its name (and AWS_ENDPOINT_URL)",
-        "404": missing,
-        "NoSuchKey": missing,
-        "AccessDenied": "access denied: check the credentials (AWS_* variables, ~/.aws) and the bucket's policy",
-        "403": "access denied: check the credentials (AWS_* variables, ~/.aws) and the bucket's policy",
-        "InvalidAccessKeyId": "the access key is not known there: check AWS_ACCESS_KEY_ID",
-        "SignatureDoesNotMatch": "the secret key is wrong: check AWS_SECRET_ACCESS_KEY",
-        "EndpointConnectionError": "no server answers at the endpoint: check AWS_ENDPOINT_URL / endpoint_url",
-        "NoCredentialsError": "no credentials: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or configure ~/.aws",
-    }
-    return DataConfigError(f"{key}='{url}': {reasons.get(code, f'the object store refused it ({code}: {exc})')}")
-
-
-def read_text(url: str, key: str, storage_options: Mapping[str, Any] | None = None) -> str:
-    """A small text file of a shard dataset; a missing one is a one-line error naming `key`."""
-    if not is_remote(url):
-        path = Path(url)
-        if not path.is_file():
-            raise DataConfigError(
-                f"{key}='{Path(url).parent}' holds no {path.name}: write the shards with python -m imgcls.shards"
-            )
-        return path.read_text()
-    bucket, name = _bucket_key(url)
-    try:
-        return _s3_client(storage_options).get_object(Bucket=bucket, Key=name)["Body"].read().decode()
-    except Exception as exc:  # botocore's errors are not importable without it; any refusal becomes one line
-        raise _store_error(url, key, exc) from None
-
-
-def write_text(url: str, text: str, key: str, storage_options: Mapping[str, Any] | None = None) -> None:
-    """Write (atomically in a folder; an S3 PUT is atomic by itself)."""
-    if not is_remote(url):
-        atomic_write_text(url, text)
-        return
-    bucket, name = _bucket_key(url)
-    try:
-        _s3_client(storage_options).put_object(Bucket=bucket, Key=name, Body=text.encode())
-    except Exception as exc:
-        raise _store_error(url, key, exc) from None
-
-
-def check_writable(url: str, key: str, storage_options: Mapping[str, Any] | None = None) -> None:
-    """Before hours of writing: the bucket exists and these credentials may use it (a folder is made)."""
-    if not is_remote(url):
-        Path(url).mkdir(parents=True, exist_ok=True)
-        return
-    bucket, _ = _bucket_key(url)
-    try:
-        _s3_client(storage_options).head_bucket(Bucket=bucket)
-    except Exception as exc:
-        raise _store_error(url, key, exc, f"the bucket does not exist: create it (aws s3 mb s3://{bucket})") from None
-
-
 # ---- writing ------------------------------------------------------------------------------------------------
 def check_min_chunks(min_chunks: int) -> None:
     if min_chunks < 1:
@@ -210,154 +131,9 @@ def write_split(
             writer[i] = {"image": reader[int(row)], "target": target if target.ndim else int(target), "index": i}
         writer.done()
         writer.merge()
-        _publish(staging, output_dir, storage_options)
+        publish(staging, output_dir, storage_options)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-
-
-def _publish(staging: Path, output_dir: str, storage_options: Mapping[str, Any] | None) -> None:
-    if not is_remote(output_dir):
-        old = Path(f"{output_dir}.old-{os.getpid()}")
-        if Path(output_dir).exists():
-            os.replace(output_dir, old)
-        os.replace(staging, output_dir)
-        shutil.rmtree(old, ignore_errors=True)
-        return
-    bucket, prefix = _bucket_key(output_dir)
-    client = _s3_client(storage_options)
-    files = sorted(staging.iterdir(), key=lambda p: p.name == "index.json")  # the index last
-    try:
-        stale = {
-            o["Key"]
-            for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/")
-            for o in page.get("Contents", [])
-        }
-        for path in files:
-            client.upload_file(str(path), bucket, f"{prefix}/{path.name}")
-        for key in sorted(stale - {f"{prefix}/{p.name}" for p in files}):  # chunks of an earlier, larger write
-            client.delete_object(Bucket=bucket, Key=key)
-    except Exception as exc:
-        raise _store_error(output_dir, "output", exc) from None
-
-
-# ---- local copies of remote splits ------------------------------------------------------------------------
-# litdata reads a remote split through a download thread and reference-counted chunk files even once every chunk
-# is local: at 224x224 it fed as little as 0.4x a folder's rate (README, "Data at every scale"; python -m
-# imgcls.bench bench.shards=[folder,s3://...] bench.shard_local_copy=[true,false]). A split that fits the chunk
-# cache is copied whole once and read in place, as a folder is; a larger one is streamed (data.local_copy).
-COPY_FILE = "imgcls-copy.json"  # in a local copy: the objects it was made from (names, sizes, ETags)
-
-
-def split_bytes(url: str, storage_options: Mapping[str, Any] | None = None, key: str = "data.input_dir") -> int:
-    """The bytes of a split's chunks (its index.json): what streaming or copying it puts on the local disk."""
-    index = json.loads(read_text(join(url, "index.json"), key, storage_options))
-    return sum(int(chunk["chunk_bytes"]) for chunk in index["chunks"])
-
-
-def fits_cache(
-    urls: Sequence[str],
-    max_cache_size: str | int | None,
-    cache_dir: str,
-    copy_dir: str,
-    storage_options: Mapping[str, Any] | None = None,
-) -> tuple[bool, int]:
-    """Whether the splits' chunks, together, fit a chunk cache of `max_cache_size` (a size, a fraction of the free
-    disk, or None: litdata's default) and the disk; and their bytes. A copy already in `copy_dir` counts as free
-    space, so the answer is the same in the run after the one that made it."""
-    from litdata.utilities.format import _is_absolute_cache_size, _resolve_max_cache_size
-
-    total = sum(split_bytes(url, storage_options) for url in urls)
-    Path(cache_dir).mkdir(parents=True, exist_ok=True)
-    made = sum(f.stat().st_size for f in Path(copy_dir).rglob("*") if f.is_file()) if Path(copy_dir).is_dir() else 0
-    try:
-        limit = _resolve_max_cache_size(max_cache_size, cache_dir)
-        absolute = max_cache_size is not None and _is_absolute_cache_size(max_cache_size)
-    except (TypeError, ValueError):
-        raise DataConfigError(
-            f"data.max_cache_size={max_cache_size}: use a size (20GB), a fraction of the free disk (0.5) or null"
-        ) from None
-    free = shutil.disk_usage(cache_dir).free + made
-    return total <= min(limit if absolute else limit + made, free), total
-
-
-def _objects(url: str, storage_options: Mapping[str, Any] | None, key: str) -> dict[str, list[Any]]:
-    """The files of a remote split: name -> [size, ETag]. A rewrite changes ETags even where sizes stay."""
-    bucket, prefix = _bucket_key(url)
-    try:
-        pages = (
-            _s3_client(storage_options).get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/")
-        )
-        objects = {
-            o["Key"][len(prefix) + 1 :]: [int(o["Size"]), str(o.get("ETag", ""))]
-            for page in pages
-            for o in page.get("Contents", [])
-        }
-    except Exception as exc:
-        raise _store_error(url, key, exc) from None
-    return {name: v for name, v in objects.items() if "/" not in name}
-
-
-def _is_copy_of(local: Path, objects: dict[str, list[Any]]) -> bool:
-    try:
-        made_from = json.loads((local / COPY_FILE).read_text())
-    except (OSError, ValueError):
-        return False
-    return made_from == objects and all(
-        (local / name).is_file() and (local / name).stat().st_size == size for name, (size, _) in objects.items()
-    )
-
-
-def local_copy(
-    url: str,
-    local_dir: str,
-    storage_options: Mapping[str, Any] | None = None,
-    key: str = "data.input_dir",
-    cache_key: str = "data.cache_dir",
-) -> str:
-    """A remote split's files copied into `local_dir`, once: kept for later runs while the objects stay the same
-    (names, sizes, ETags), made again when they change. The ranks of a node share one copy: the first makes it
-    under a file lock, in a staging folder renamed into place whole, and the others wait for it."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from filelock import FileLock
-
-    objects = _objects(url, storage_options, key)
-    if "index.json" not in objects:
-        raise DataConfigError(f"{key}='{url}': {NOT_WRITTEN}")
-    local = Path(local_dir)
-    if _is_copy_of(local, objects):
-        return str(local)
-    bucket, prefix = _bucket_key(url)
-    try:
-        local.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(f"{local}.lock"):
-            if _is_copy_of(local, objects):  # made by another rank meanwhile
-                return str(local)
-            for stale in (*local.parent.glob(f".{local.name}-*"), *local.parent.glob(f"{local.name}.old-*")):
-                shutil.rmtree(stale, ignore_errors=True)  # left by a killed copy (no one else holds the lock)
-            size = sum(s for s, _ in objects.values())
-            log.info(f"Copying {url} ({len(objects)} files, {size / 2**20:.0f} MB) to {local} to read it in place")
-            client = _s3_client(storage_options)
-            staging = Path(tempfile.mkdtemp(prefix=f".{local.name}-", dir=local.parent))
-            try:
-                with ThreadPoolExecutor(8) as pool:  # boto3's client is thread-safe; objects download side by side
-                    list(pool.map(lambda n: client.download_file(bucket, f"{prefix}/{n}", str(staging / n)), objects))
-                if not all((staging / n).stat().st_size == s for n, (s, _) in objects.items()):
-                    raise DataConfigError(f"{key}='{url}': its objects changed while they were copied: run again")
-                (staging / COPY_FILE).write_text(json.dumps(objects))
-                _publish(staging, str(local), None)
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
-    except DataConfigError:
-        raise
-    except Exception as exc:
-        if not (isinstance(exc, OSError) and type(exc).__module__ == "builtins"):  # (a store's timeout is one too)
-            raise _store_error(url, key, exc) from None
-        raise DataConfigError(  # the local disk: full, read-only...
-            f"{cache_key}='{local.parent}': {url} could not be copied there ({exc.strerror or exc}): "
-            "free some space, or stream it (data.local_copy=false)"
-        ) from None
-    return str(local)
 
 
 # ---- reading ------------------------------------------------------------------------------------------------
@@ -522,7 +298,7 @@ def open_split(
         raise
     except Exception as exc:
         if is_remote(read):
-            raise _store_error(url, key, exc) from None
+            raise store_error(url, key, exc) from None
         raise DataConfigError(
             f"{key}: '{url}' is not a shard split ({exc}): write it with python -m imgcls.shards"
         ) from None
