@@ -220,6 +220,11 @@ class ShardDataModule(ImageDataModule):
     def split(self, table: pd.DataFrame) -> pd.DataFrame:
         return table  # as written
 
+    @property
+    def copy_dir(self) -> Path:
+        """Where remote splits are copied (data.local_copy): beside the streamed chunk cache."""
+        return self.cache_dir / "copy"
+
     def _copies(self, names: list[str]) -> bool:
         """data.local_copy: copy remote splits whole into the chunk cache once and read them in place (auto: when
         they fit data.max_cache_size), or stream them (feeding/shards.py says what each costs); logged."""
@@ -227,14 +232,13 @@ class ShardDataModule(ImageDataModule):
         copy, size = remote and self.local_copy is not False, 0
         if copy and self.local_copy == "auto":
             urls = [shards.join(self.input_dir, n) for n in names]
-            copy_dir = str(self.cache_dir / "copy")
             copy, size = shard_copy.fits_cache(
-                urls, self.max_cache_size, str(self.cache_dir), copy_dir, self.storage_options
+                urls, self.max_cache_size, str(self.cache_dir), str(self.copy_dir), self.storage_options
             )
         if self.trainer is not None and self.trainer.world_size > 1:
             copy = self.trainer.strategy.broadcast(copy, src=0)  # all ranks one way (free disk changes as one copies)
         if copy:
-            log.info(f"Reading {self.input_dir} from a local copy in {self.cache_dir / 'copy'} (data.local_copy)")
+            log.info(f"Reading {self.input_dir} from a local copy in {self.copy_dir} (data.local_copy)")
         else:
             fit = f"; {size / 2**30:.1f} GB do not fit it" if size else ""
             log.info(
@@ -258,7 +262,7 @@ class ShardDataModule(ImageDataModule):
                 max_cache_size=self.max_cache_size,
                 storage_options=self.storage_options,
                 drop_last=train and distributed,  # ranks in step; evaluation: every image once
-                copy_dir=str(self.cache_dir / "copy" / name) if copy else None,
+                copy_dir=str(self.copy_dir / name) if copy else None,
             )
 
         # The streams are the datasets: random access too (pictures of mistakes), items in the order written.

@@ -98,6 +98,12 @@ def check_writable(url: str, key: str, storage_options: Mapping[str, Any] | None
         raise store_error(url, key, exc, f"the bucket does not exist: create it (aws s3 mb s3://{bucket})") from None
 
 
+def listing(client: Any, bucket: str, prefix: str) -> list[dict[str, Any]]:
+    """Every object under `prefix/` (S3 answers up to 1,000 a page): Key, Size, ETag..."""
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/")
+    return [o for page in pages for o in page.get("Contents", [])]
+
+
 def publish(staging: Path, output_dir: str, storage_options: Mapping[str, Any] | None) -> None:
     if not is_remote(output_dir):
         old = Path(f"{output_dir}.old-{os.getpid()}")
@@ -110,11 +116,7 @@ def publish(staging: Path, output_dir: str, storage_options: Mapping[str, Any] |
     client = s3_client(storage_options)
     files = sorted(staging.iterdir(), key=lambda p: p.name == "index.json")  # the index last
     try:
-        stale = {
-            o["Key"]
-            for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/")
-            for o in page.get("Contents", [])
-        }
+        stale = {o["Key"] for o in listing(client, bucket, prefix)}
         for path in files:
             client.upload_file(str(path), bucket, f"{prefix}/{path.name}")
         for key in sorted(stale - {f"{prefix}/{p.name}" for p in files}):  # chunks of an earlier, larger write

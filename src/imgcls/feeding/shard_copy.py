@@ -61,13 +61,8 @@ def _objects(url: str, storage_options: Mapping[str, Any] | None, key: str) -> d
     """The files of a remote split: name -> [size, ETag]. A rewrite changes ETags even where sizes stay."""
     bucket, prefix = bucket_key(url)
     try:
-        pager = object_store.s3_client(storage_options).get_paginator("list_objects_v2")
-        pages = pager.paginate(Bucket=bucket, Prefix=f"{prefix}/")
-        objects = {
-            o["Key"][len(prefix) + 1 :]: [int(o["Size"]), str(o.get("ETag", ""))]
-            for page in pages
-            for o in page.get("Contents", [])
-        }
+        found = object_store.listing(object_store.s3_client(storage_options), bucket, prefix)
+        objects = {o["Key"][len(prefix) + 1 :]: [int(o["Size"]), str(o.get("ETag", ""))] for o in found}
     except Exception as exc:
         raise store_error(url, key, exc) from None
     return {name: v for name, v in objects.items() if "/" not in name}

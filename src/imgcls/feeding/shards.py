@@ -196,8 +196,8 @@ def _stream_class() -> type:
                 url, item_loader=_item_loader_class()(), shuffle=train, seed=seed, batch_decode=0, **kwargs
             )
             self.augment, self.train = transform, train
-            # what is read, as written: `url@<index.json's updated_at>` (`url` may be a local copy of it)
-            self.source = source or url
+            # what is read, as written: `<source>@<index.json's updated_at>` (`url` may be a local copy of source)
+            self.source = f"{source or url}@{self._written()}"
             if self.posix_fast is not None and self.posix_fast.window_shuffle:
                 # litdata shuffles by windows of chunks in a folder on NFS, Lustre, GPFS...: a different order
                 # from the same seed there, and a saved state that resumes elsewhere would repeat and skip items
@@ -227,9 +227,16 @@ def _stream_class() -> type:
                 state["item_loader"] = {}
             return state
 
+        def _written(self) -> str:
+            """When the split was written (its index.json's updated_at). litdata names the folder it streams a
+            remote split into after it (having read the index), so only a local folder's index is read here."""
+            if self.input_dir.url:
+                return Path(self.input_dir.path).name
+            return str(json.loads((Path(self.input_dir.path) / "index.json").read_text()).get("updated_at", ""))
+
         def _legacy_source(self, state: dict[str, Any]) -> str:
-            # saved before states named their source: litdata streams a remote split into a folder named after
-            # its index's updated_at; a local folder's version is not recorded (assumed this one, as litdata did)
+            # saved before states named their source: a remote split's version is its stream folder's name (as
+            # in `_written`); a local folder's version is not recorded (assumed this one, as litdata did)
             if state.get("input_dir_url"):
                 return f"{state['input_dir_url']}@{Path(state['input_dir_path'] or '').name}"
             return f"{state.get('input_dir_path')}@{self.source.rsplit('@', 1)[-1]}"
@@ -282,13 +289,12 @@ def open_split(
     if cache_dir is not None:
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
     try:
-        written = json.loads(read_text(join(read, "index.json"), key, storage_options)).get("updated_at", "")
         return stream(
             read,
             transform,
             train,
             seed,
-            source=f"{url}@{written}",
+            source=url,
             cache_dir=cache_dir,
             max_cache_size=max_cache_size,
             storage_options=dict(storage_options or {}),
