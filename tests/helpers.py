@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import importlib
 import json
 import logging
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -68,8 +70,11 @@ _SCRATCH: list[str] = []
 
 
 def _scratch() -> str:
+    """One folder a test process for what CLI runs write outside tmp_path (exports, caches, logs), removed at exit:
+    CI runs on the developer's own machine, so a suite that leaves its outputs in /tmp fills that disk run by run."""
     if not _SCRATCH:
         _SCRATCH.append(tempfile.mkdtemp(prefix="imgcls-tests-"))
+        atexit.register(shutil.rmtree, _SCRATCH[0], ignore_errors=True)
     return _SCRATCH[0]
 
 

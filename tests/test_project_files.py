@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import yaml
 from helpers import ROOT
@@ -29,3 +32,11 @@ def test_pre_commit_runs_the_ruff_that_the_project_pins():
     pin = re.search(r'"(ruff[^"]*)"', (ROOT / "pyproject.toml").read_text()).group(1)
     minor = ".".join(ruff["rev"].lstrip("v").split(".")[:2])
     assert f">={minor}" in pin, f"pre-commit's ruff {ruff['rev']} and pyproject's {pin} differ"
+
+
+def test_the_suite_removes_its_scratch_folder_at_exit():
+    # CI runs on the developer's own machine: what a test process leaves in /tmp accumulates run after run.
+    script = "import helpers; print(helpers._scratch())"
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT / "tests", capture_output=True, text=True, check=True)
+    scratch = Path(out.stdout.strip())
+    assert scratch.name.startswith("imgcls-tests-") and not scratch.exists()
