@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import random
 from pathlib import Path
@@ -21,7 +22,7 @@ import torch
 import yaml
 from helpers import ROOT, run_cli, run_main, run_task
 
-from imgcls.resume.csv_logger import rows_before
+from imgcls.resume.csv_logger import CSVLogger, rows_before
 from imgcls.resume.runs import ResumeError, find_run, resolve_resume, wandb_run_id
 
 # image_tree: 54 training images / 16 = 3 steps per epoch, 3 epochs; tests/ on the path for the kill callback.
@@ -219,6 +220,31 @@ def test_csv_rows_are_cut_where_training_continues(tmp_path):
     assert [r["loss"] for r in rows_before(path, epoch=1, step=5)[1]] == ["1.0", "", "0.9"]  # epoch 1 replayed
     path.write_text(path.read_text() + "1,7,0.")  # killed while appending a row
     assert [r["loss"] for r in rows_before(path, epoch=2, step=0)[1]] == ["1.0", "", "0.9", "0.8", "", "0.7"]
+
+
+def test_a_logger_continues_the_file_under_its_header_and_a_new_run_starts_one(tmp_path, caplog):
+    """A resumed run keeps the rows before its checkpoint, a new run in a used run dir starts a new file (said in
+    the log), and a writer first used in another process (DDP spawn's test stage) continues the file that fit
+    wrote, with new columns added and no row lost."""
+    path = tmp_path / "metrics.csv"
+    path.write_text("epoch,step,loss\n0,0,1.0\n0,4,0.9\n1,8,0.8\n")
+    CSVLogger(save_dir=str(tmp_path), name="", version="", resume_at=(1, 8))
+    assert path.read_text() == "epoch,step,loss\n0,0,1.0\n0,4,0.9\n"
+    with caplog.at_level(logging.INFO):
+        logger = CSVLogger(save_dir=str(tmp_path), name="", version="")
+    assert not path.exists() and "Starting a new" in caplog.text
+    logger.log_metrics({"epoch": 0, "loss": 1.0}, step=0)
+    logger.save()
+    logger.experiment.metrics_keys = []  # as in a process spawned for the next stage: the main process's
+    logger._process = None  # writer, unpickled there, knows no columns
+    logger.log_metrics({"test/acc": 0.5}, step=1)
+    logger.save()
+    with open(path, newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert rows == [
+        {"epoch": "0", "loss": "1.0", "step": "0", "test/acc": ""},
+        {"epoch": "", "loss": "", "step": "1", "test/acc": "0.5"},
+    ]
 
 
 def test_wandb_run_id_is_kept_per_run_dir(tmp_path):

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from pathlib import Path
 from typing import Any
 
 from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.loggers import CSVLogger as _LightningCSVLogger
+from lightning.pytorch.utilities import rank_zero_only
 
 from imgcls.utils.compat import csv_writer, set_csv_header
 from imgcls.utils.io import atomic_write_text
+from imgcls.utils.logging import get_logger
+
+log = get_logger(__name__)
 
 
 def rows_before(path: Path, epoch: int, step: int) -> tuple[list[str], list[dict[str, str]]]:
@@ -38,28 +43,54 @@ def rows_before(path: Path, epoch: int, step: int) -> tuple[list[str], list[dict
 class CSVLogger(_LightningCSVLogger):
     """Set `resume_at=(epoch, global_step)` (train does, when it resumes a checkpoint in this run dir) to keep
     the rows logged before that point and append after them (Lightning rewrites the header if new columns
-    appear). Rows are also flushed at every checkpoint, so a kill loses none that the checkpoint covers."""
+    appear). Rows are also flushed at every checkpoint, so a kill loses none that the checkpoint covers.
+
+    The file is made ready once, where the logger is made (rank 0); in each process the writer then continues
+    it under the header it has. DDP spawn runs each stage (fit, then test) in new processes, with the main
+    process's writer unpickled: knowing no columns, Lightning's would fail to rewrite the rows fit wrote."""
+
+    _process: int | None = None  # the process whose writer knows the file's header
 
     def __init__(self, *args: Any, resume_at: tuple[int, int] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.resume_at = tuple(resume_at) if resume_at is not None else None
+        self._start_file()
+
+    @rank_zero_only
+    def _start_file(self) -> None:
+        """A resumed run keeps the rows logged before its checkpoint; a new run in a used run dir starts a new
+        file (as Lightning warns it will), said in the log."""
+        path = Path(self.log_dir) / "metrics.csv"
+        if not path.is_file():
+            return
+        if self.resume_at is None:
+            log.info(f"Starting a new {path}: the one there was of an earlier run (ckpt_path=last resumes it)")
+            path.unlink()
+            return
+        header, rows = rows_before(path, *self.resume_at)
+        if not header:  # killed before its first row
+            path.unlink()
+            return
+        out = io.StringIO()
+        table = csv.DictWriter(out, fieldnames=header)
+        table.writeheader()
+        table.writerows(rows)
+        atomic_write_text(path, out.getvalue())
 
     @property
     @rank_zero_experiment
     def experiment(self) -> Any:
-        if (created := csv_writer(self)) is not None:
-            return created
         path = Path(self.log_dir) / "metrics.csv"
-        kept = rows_before(path, *self.resume_at) if self.resume_at is not None and path.is_file() else None
-        writer = super().experiment  # Lightning's writer deletes an existing metrics.csv here
-        if kept and kept[0]:
-            header, rows = kept
-            out = io.StringIO()
-            table = csv.DictWriter(out, fieldnames=header)
-            table.writeheader()
-            table.writerows(rows)
-            atomic_write_text(path, out.getvalue())
-            set_csv_header(writer, header)
+        writer = csv_writer(self)
+        if writer is None:
+            kept = path.read_text() if path.is_file() else ""  # this run's rows (see _start_file)
+            writer = super().experiment  # Lightning's writer deletes an existing metrics.csv here
+            if kept:
+                atomic_write_text(path, kept)
+        if self._process != os.getpid():  # first use in this process: continue the file under its header
+            self._process = os.getpid()
+            with open(path, newline="") if path.is_file() else io.StringIO() as file:
+                set_csv_header(writer, next(csv.reader(file), []))
         return writer
 
     def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
