@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import functools
 import logging
-import warnings
 from collections.abc import Callable
 from typing import Any
 
 from omegaconf import DictConfig
 
 from imgcls.cli.user_errors import user_error
-from imgcls.utils.logging import get_logger
+from imgcls.utils.logging import get_logger, silence_known_warnings
 
 log = get_logger(__name__)
 
@@ -63,25 +62,6 @@ def _single_run() -> bool:
     from hydra.types import RunMode
 
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.RUN
-
-
-def silence_known_warnings() -> None:
-    """Warnings that are expected by design here and would only teach users to ignore warnings."""
-    # We override on_after_batch_transfer in the LightningModule on purpose (normalise on the device).
-    warnings.filterwarnings("ignore", message=r".*overridden `on_after_batch_transfer`.*")
-    # Lightning 2.6 calls a torch pytree API that torch 2.14 deprecates; nothing for users to do.
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
-    # Our CSVLogger writes metrics.csv into the run dir, which Hydra has already filled (.hydra/, <task>.log) before
-    # any logger exists, so Lightning warns for every new run; the one file it means (metrics.csv) our logger
-    # handles itself (a resumed run keeps its rows: resume/csv_logger.py).
-    warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
-    # Lightning's adverts (litlogger, litmodels) and its note that a ModelSummary is configured (ours, in
-    # callbacks/default.yaml) come as info messages that no setting turns off.
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_not_an_advert)  # added once
-
-
-def _not_an_advert(record: logging.LogRecord) -> bool:
-    return not str(record.msg).startswith(("💡 Tip:", "Trainer already configured with model summary callbacks"))
 
 
 def _finish_wandb() -> None:

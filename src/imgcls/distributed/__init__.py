@@ -1,2 +1,2 @@
-"""What DDP needs beyond Lightning's defaults: every prediction row written once, unpadded gathers, and the fit's
-progress carried back to the main process under ddp_spawn."""
+"""What DDP needs beyond Lightning's defaults: every prediction row written once, unpadded gathers, and under
+ddp_spawn the fit's progress carried back to the main process and the spawned ranks' logs kept."""

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from imgcls.cli.wrapper import task_wrapper
 from imgcls.distributed import fit_progress
 from imgcls.distributed.fit_progress import FitProgress
+from imgcls.distributed.spawned import SpawnedLogging
 from imgcls.extras.tuning import check_tune, find_batch_size, find_lr
 from imgcls.models.checkpoint import read_checkpoint
 from imgcls.resume import AtomicCheckpointIO, ResumeState, StepSeeds, continue_logs, resumed_data
@@ -66,6 +67,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     best_checkpoint = configured.pop("model_checkpoint", None)
     # StepSeeds + ResumeState: every draw depends on the step, the checkpoint carries the rest (exact resume).
     callbacks = [
+        SpawnedLogging(),  # under ddp_spawn: rank 0 logs to the run's log too
         *filter(None, [best_checkpoint]),
         *configured.values(),
         FitProgress(best_checkpoint),

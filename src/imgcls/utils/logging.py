@@ -1,9 +1,11 @@
-"""A rank-aware logger: under DDP only rank 0 speaks, so a message is not printed N times."""
+"""What a run prints: a rank-aware logger (under DDP only rank 0 speaks, so a message is not printed N times),
+and the known warnings it does not print."""
 
 from __future__ import annotations
 
 import logging
 import os
+import warnings
 from typing import Any
 
 # The object Lightning sets `.rank` on (lightning.fabric.utilities.rank_zero re-exports it): importing it from
@@ -34,3 +36,22 @@ class _RankZeroAdapter(logging.LoggerAdapter):
 def get_logger(name: str) -> logging.LoggerAdapter:
     """`logging.getLogger(name)` that logs on global rank 0 only (pass `rank_zero=False` to log everywhere)."""
     return _RankZeroAdapter(logging.getLogger(name), {})
+
+
+def silence_known_warnings() -> None:
+    """Warnings that are expected by design here and would only teach users to ignore warnings."""
+    # We override on_after_batch_transfer in the LightningModule on purpose (normalise on the device).
+    warnings.filterwarnings("ignore", message=r".*overridden `on_after_batch_transfer`.*")
+    # Lightning 2.6 calls a torch pytree API that torch 2.14 deprecates; nothing for users to do.
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
+    # Our CSVLogger writes metrics.csv into the run dir, which Hydra has already filled (.hydra/, <task>.log) before
+    # any logger exists, so Lightning warns for every new run; the one file it means (metrics.csv) our logger
+    # handles itself (a resumed run keeps its rows: resume/csv_logger.py).
+    warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
+    # Lightning's adverts (litlogger, litmodels) and its note that a ModelSummary is configured (ours, in
+    # callbacks/default.yaml) come as info messages that no setting turns off.
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_not_an_advert)  # added once
+
+
+def _not_an_advert(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith(("💡 Tip:", "Trainer already configured with model summary callbacks"))
