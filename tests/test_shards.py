@@ -204,7 +204,7 @@ def test_each_training_image_once_per_epoch_across_ranks_and_workers(folder_shar
         dm.setup()
         dm.train_set.distributed_env = _DistributedEnv(world_size=world, global_rank=rank, num_nodes=1)
         dm.train_set.drop_last = world > 1  # what setup sets under a DDP trainer
-        loader = dm._loader(dm.train_set, train=True)
+        loader = dm._loader(dm.train_set, "train")
         for epoch in range(epochs):
             seen[epoch].append([i for b in loader for i in b["index"].tolist()])
     n = shards.read_meta(str(tmp / "out"))["images"]["train"]
@@ -562,3 +562,59 @@ def test_litdata_advice_repeated_for_every_worker_and_epoch_is_not_logged(caplog
     advice = ("The provided `max_cache_size` is less than", "Async chunk prefetch: raising")
     assert [r.msg for r in caplog.records if r.name.startswith("litdata")]  # litdata logged, but none of these
     assert not [r for r in caplog.records if str(r.msg).startswith(advice)]
+
+
+@pytest.mark.slow
+def test_two_ddp_processes_share_one_copy_and_read_disjoint_halves(s3_server, image_tree, tmp_path):
+    """Real DDP (2 spawned ranks, gloo, a loader worker each) from S3: rank 0 decides to copy, the ranks share one
+    copy (its file lock), litdata splits the training split between them (each steps through half of it), a
+    small validation split still gives each rank a batch, and the test stage (new processes) logs beside fit's."""
+    url = f"s3://{BUCKET}/ddp-run"
+    _write(image_tree, url, tmp_path)
+    batch = 4
+    run = run_task(
+        "train",
+        "data=shards",
+        f"data.input_dir={url}",
+        f"data.cache_dir={tmp_path / 'chunks'}",
+        *FAST,
+        f"loader.batch_size={batch}",
+        "trainer=ddp_cpu",
+        "loader.num_workers=1",
+        "data.max_cache_size=100MB",
+        run_dir=tmp_path / "train",
+    )
+    assert f"Reading {url} from a local copy" in run.log
+    (copy,) = (tmp_path / "chunks").glob("*/copy")
+    assert sorted(p.name for p in copy.iterdir() if p.is_dir()) == ["test", "train", "val"]  # no staging left
+    steps = pd.read_csv(run.run_dir / "metrics.csv")["train/loss_step"].notna().sum()
+    n = shards.read_meta(url)["images"]["train"]
+    assert steps == (n // 2) // batch  # a rank's half, in whole batches (the whole split would be twice as many)
+    # 6 validation images: in batches of 4 litdata's whole-batch shares would leave rank 0 none (Lightning stops)
+    assert "Reading the 6 val images in batches of 3" in run.log
+    metrics = read_metrics(run.run_dir)
+    assert "val/acc" in metrics["final"] and "test/acc" in metrics["test"]  # the test stage spawned again
+
+
+def test_a_split_too_small_for_each_ddp_rank_is_read_in_smaller_batches_or_refused(folder_shards):
+    """litdata gives DDP ranks whole batches: 6 validation images in batches of 16 would leave both ranks none."""
+    from types import SimpleNamespace
+
+    tmp, _ = folder_shards
+    dm = _shard_module(str(tmp / "out"), tmp)
+    dm.trainer = SimpleNamespace(world_size=2)
+    assert {split: dm.meta["images"][split] for split in ("train", "val", "test")} == {
+        "train": 42,
+        "val": 6,
+        "test": 12,
+    }
+    assert dm._rank_batch_size("val", 16, 2) == 3 and dm._rank_batch_size("test", 6, 2) == 6
+    assert dm._rank_batch_size("train", 21, 2) == 21
+    with pytest.raises(DataConfigError) as caught:
+        dm._rank_batch_size("train", 32, 2)
+    assert str(caught.value) == (
+        "loader.batch_size=32: the 42 training images in data.input_dir make no batch for each of 2 DDP "
+        "processes: lower loader.batch_size to 21 at most"
+    )
+    with pytest.raises(DataConfigError, match=r"^data.input_dir: the val split has 6 images for 8 DDP processes"):
+        dm._rank_batch_size("val", 16, 8)

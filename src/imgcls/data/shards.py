@@ -270,10 +270,13 @@ class ShardDataModule(ImageDataModule):
         self.val_set = stream("val", eval_tf, False) if counts.get("val") else None
         self.test_set = stream("test", eval_tf, False) if counts.get("test") else None
 
-    def _loader(self, stream: Any, train: bool) -> Any:
+    def _loader(self, stream: Any, split: str) -> Any:
+        train = split == "train"
         world = self.trainer.world_size if self.trainer is not None else 1
         batch_size, drop_last = batching(self.loader, train, len(stream) * world, world)
         drop_last = drop_last or (train and world > 1)  # else litdata gives the last rank every leftover item
+        if world > 1:
+            batch_size = self._rank_batch_size(split, batch_size, world)
         workers = resolve_num_workers(self.loader.get("num_workers"))
         persistent = bool(self.loader.get("persistent_workers", True))
         limit = self.trainer.limit_train_batches if self.trainer is not None else 1.0
@@ -290,8 +293,28 @@ class ShardDataModule(ImageDataModule):
             **worker_options(settings, workers),
         )
 
+    def _rank_batch_size(self, split: str, batch_size: int, world: int) -> int:
+        """litdata shares a split out between DDP ranks in whole batches (the last rank also takes what is left),
+        so a split of fewer than world_size x batch_size images leaves a rank without a batch and Lightning stops.
+        Evaluation then reads smaller batches (every image once all the same); training is refused in one line."""
+        n = int(self.meta["images"].get(split, 0))
+        if n >= world * batch_size:
+            return batch_size
+        if split == "train":
+            raise DataConfigError(
+                f"loader.batch_size={batch_size}: the {n} training images in data.input_dir make no batch for each "
+                f"of {world} DDP processes: lower loader.batch_size to {max(1, n // world)} at most"
+            )
+        if n < world:
+            raise DataConfigError(
+                f"data.input_dir: the {split} split has {n} images for {world} DDP processes, one each at least: "
+                f"write the shards with a larger data.{split}_fraction"
+            )
+        log.info(f"Reading the {n} {split} images in batches of {n // world}: {world} DDP processes get one each")
+        return n // world
+
     def train_dataloader(self) -> Any:
-        self.train_loader = loader = self._loader(self.train_set, train=True)
+        self.train_loader = loader = self._loader(self.train_set, "train")
         start, self.train_start = self.train_start, None  # (epoch, batch) a resumed run goes on at (resume/state.py)
         if start is not None:
             # Mid-epoch: the saved loader state goes on at the next batch. At an epoch's end the state counts that
@@ -314,14 +337,14 @@ class ShardDataModule(ImageDataModule):
         self.saved_loader_state = state.get("train_loader")
 
     def val_dataloader(self) -> Any:
-        return self._loader(self.val_set, train=False)
+        return self._loader(self.val_set, "val")
 
     def test_dataloader(self) -> Any:
         if self.test_set is None:
             raise DataConfigError(
                 f"data.input_dir='{self.input_dir}' has no test split: write it with data.test_fraction > 0"
             )
-        return self._loader(self.test_set, train=False)
+        return self._loader(self.test_set, "test")
 
     def augmented_samples(self, count: int, seed: int = 0) -> list[dict[str, Any]]:
         """For augmented_samples.png: `count` training items drawn with `seed`, augmented as training does."""

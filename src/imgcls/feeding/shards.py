@@ -59,10 +59,15 @@ MIN_CHUNKS = 16
 
 class _QuietAdvice(logging.Filter):
     """litdata advice logged again for every stream, or every worker and epoch (300 lines in a 3-minute bench),
-    about settings it makes itself: a chunk cache under 25GB (data.max_cache_size says the bound), and a larger
-    download window for remote chunks."""
+    about settings it makes itself: a chunk cache under 25GB (data.max_cache_size says the bound), a larger
+    download window for remote chunks, and, on every DDP rank, that an evaluation split keeps its last items
+    (drop_last off) — on purpose: every image is scored once, and evaluation syncs its metrics only at the end."""
 
-    ADVICE = ("The provided `max_cache_size` is less than", "Async chunk prefetch: raising max_pre_download")
+    ADVICE = (
+        "The provided `max_cache_size` is less than",
+        "Async chunk prefetch: raising max_pre_download",
+        "You're operating within a distributed environment and have disabled the `drop_last` option",
+    )
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not str(record.msg).startswith(self.ADVICE)
