@@ -565,7 +565,7 @@ def test_litdata_advice_repeated_for_every_worker_and_epoch_is_not_logged(caplog
 
 
 @pytest.mark.slow
-def test_two_ddp_processes_share_one_copy_and_read_disjoint_halves(s3_server, image_tree, tmp_path):
+def test_two_ddp_processes_share_one_copy_and_read_disjoint_halves(s3_server, image_tree, tmp_path, capfd):
     """Real DDP (2 spawned ranks, gloo, a loader worker each) from S3: rank 0 decides to copy, the ranks share one
     copy (its file lock), litdata splits the training split between them (each steps through half of it), a
     small validation split still gives each rank a batch, and the test stage (new processes) logs beside fit's."""
@@ -591,7 +591,8 @@ def test_two_ddp_processes_share_one_copy_and_read_disjoint_halves(s3_server, im
     n = shards.read_meta(url)["images"]["train"]
     assert steps == (n // 2) // batch  # a rank's half, in whole batches (the whole split would be twice as many)
     # 6 validation images: in batches of 4 litdata's whole-batch shares would leave rank 0 none (Lightning stops)
-    assert "Reading the 6 val images in batches of 3" in run.log
+    assert "Reading the 6 val images in batches of 3" in run.log  # logged by spawned rank 0 (SpawnedLogging)
+    assert "overridden `on_after_batch_transfer`" not in capfd.readouterr().err  # nor a known warning printed
     metrics = read_metrics(run.run_dir)
     assert "val/acc" in metrics["final"] and "test/acc" in metrics["test"]  # the test stage spawned again
 
