@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import traceback
 from pathlib import Path
 
 import hydra
@@ -165,6 +166,24 @@ def bug_unknown_keyword():
 def test_bugs_are_not_settings(call):
     cfg = OmegaConf.create({"trainer": {"_target_": "lightning.pytorch.Trainer"}, "loader": {"batch_size": 2}})
     assert user_error(raised(call), cfg) is None
+
+
+def _raised_in_a_spawned_rank(error: BaseException) -> BaseException:
+    """What torch.multiprocessing.spawn raises in the main process when a rank raised `error` (ddp_spawn)."""
+    from torch.multiprocessing.spawn import ProcessRaisedException
+
+    try:
+        raise error
+    except Exception:
+        trace = traceback.format_exc()  # as torch sends it back from the rank
+    return ProcessRaisedException(f"\n\n-- Process 0 terminated with the following error:\n{trace}", 0, 1234)
+
+
+def test_a_config_error_raised_in_a_spawned_ddp_rank_is_its_one_line():
+    line = "loader.batch_size=32: the 42 training images in data.input_dir make no batch for each of 2 DDP processes"
+    found = user_error(_raised_in_a_spawned_rank(DataConfigError(line)))
+    assert type(found) is DataConfigError and str(found) == line
+    assert user_error(_raised_in_a_spawned_rank(ValueError("a bug"))) is None
 
 
 def test_sweep_summary_lists_the_one_line_not_the_library_error():

@@ -70,12 +70,31 @@ def user_error(exc: BaseException, cfg: DictConfig | None = None) -> ConfigError
         error = error.__cause__
     if isinstance(error, ConfigError):
         return error
+    if (spawned := _raised_in_a_spawned_rank(error)) is not None:
+        return spawned
     line = _translate(error, node, cfg)
     if line is None:
         return None
     found = ConfigError(line)
     found.__cause__ = exc
     return found
+
+
+def _raised_in_a_spawned_rank(error: BaseException) -> ConfigError | None:
+    """Under ddp_spawn (trainer=ddp_cpu) a rank's exception reaches the main process as the text of its traceback
+    (torch's ProcessRaisedException): a ConfigError of ours is its last line, `<module>.<class>: <line>`."""
+    if type(error).__name__ != "ProcessRaisedException":
+        return None
+    last = str(error).strip().splitlines()[-1]
+    found = re.match(r"(imgcls(?:\.\w+)*)\.(\w+): (.+)$", last)
+    if found is None:
+        return None
+    kind = getattr(importlib.import_module(found.group(1)), found.group(2), None)
+    if not (isinstance(kind, type) and issubclass(kind, ConfigError)):
+        return None
+    spawned = kind(found.group(3))
+    spawned.__cause__ = error
+    return spawned
 
 
 def _translate(error: BaseException, node: str, cfg: DictConfig | None) -> str | None:
