@@ -58,14 +58,17 @@ MIN_CHUNKS = 16
 
 
 class _QuietAdvice(logging.Filter):
-    """litdata advice logged again for every stream, or every worker and epoch (300 lines in a 3-minute bench),
-    about settings it makes itself: a chunk cache under 25GB (data.max_cache_size says the bound), a larger
-    download window for remote chunks, and, on every DDP rank, that an evaluation split keeps its last items
-    (drop_last off) — on purpose: every image is scored once, and evaluation syncs its metrics only at the end."""
+    """litdata notes logged again for every stream, or every worker and epoch (300 lines in a 3-minute bench),
+    about settings made for us: a chunk cache under 25GB (data.max_cache_size says the bound), a larger download
+    window for remote chunks, a local folder's chunks read in place, its per-chunk pre-read skipped (WILLNEED off
+    here, which litdata words as "would crowd RAM"), and, on every DDP rank, that an evaluation split keeps its
+    last items (drop_last off): on purpose, every image is scored once and evaluation syncs only at the end."""
 
     ADVICE = (
         "The provided `max_cache_size` is less than",
         "Async chunk prefetch: raising max_pre_download",
+        "StreamingDataset POSIX-fast %s: mmap chunks in place",
+        "POSIX-fast: skipping WILLNEED prefetch",
         "You're operating within a distributed environment and have disabled the `drop_last` option",
     )
 
@@ -73,7 +76,8 @@ class _QuietAdvice(logging.Filter):
         return not str(record.msg).startswith(self.ADVICE)
 
 
-for _name in ("litdata.streaming.dataset", "litdata.streaming.async_prefetch"):
+QUIETED = ("litdata.streaming.dataset", "litdata.streaming.async_prefetch", "litdata.streaming.reader")
+for _name in QUIETED:
     logging.getLogger(_name).addFilter(_QuietAdvice())
 
 
