@@ -5,6 +5,8 @@ task filtered the known warnings in the main process only, so whatever rank 0 lo
 lost and every rank printed the warnings a run otherwise silences. Made in the main process, `SpawnedLogging`
 keeps the root logger's handlers as set up there; Lightning pickles its callbacks into each spawned process, and
 there, as it is unpickled (before the DataModule's setup or any hook runs), it sets the same handlers up.
+Lightning's own loggers print to the console only (they do not propagate: Lightning was imported before logging
+was set up), in the main process as in spawned ones.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 from lightning.pytorch.callbacks import Callback
 
-from imgcls.utils.logging import silence_known_warnings
+from imgcls.utils.logging import global_rank, silence_known_warnings
 
 
 class SpawnedLogging(Callback):
@@ -37,13 +39,22 @@ class SpawnedLogging(Callback):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        root = logging.getLogger()
-        if os.getpid() == self.main_process or root.handlers:  # not spawned, or set up already (a later stage)
+        if os.getpid() == self.main_process:  # a copy in the same process (deepcopy): nothing to set up
             return
         silence_known_warnings()
+        root = logging.getLogger()
+        if root.handlers:  # something in this process set logging up already
+            return
         root.setLevel(self.level)
         for filename, stream, formatter, level in self.handlers:
             handler = logging.FileHandler(filename) if filename else logging.StreamHandler(getattr(sys, stream))
             handler.setFormatter(formatter)
             handler.setLevel(level)
+            handler.addFilter(_rank_zero_or_warning)
             root.addHandler(handler)
+
+
+def _rank_zero_or_warning(record: logging.LogRecord) -> bool:
+    """Other ranks' info lines (botocore's, litdata's: libraries that do not check the rank) would repeat rank
+    0's; their warnings and errors are theirs. (The rank is known by the time anything is logged.)"""
+    return record.levelno >= logging.WARNING or global_rank() == 0
