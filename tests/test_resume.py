@@ -14,6 +14,7 @@ import csv
 import json
 import logging
 import os
+import pickle
 import random
 from pathlib import Path
 
@@ -222,23 +223,27 @@ def test_csv_rows_are_cut_where_training_continues(tmp_path):
     assert [r["loss"] for r in rows_before(path, epoch=2, step=0)[1]] == ["1.0", "", "0.9", "0.8", "", "0.7"]
 
 
-def test_a_logger_continues_the_file_under_its_header_and_a_new_run_starts_one(tmp_path, caplog):
-    """A resumed run keeps the rows before its checkpoint, a new run in a used run dir starts a new file (said in
-    the log), and a writer first used in another process (DDP spawn's test stage) continues the file that fit
-    wrote, with new columns added and no row lost."""
+def test_a_logger_continues_the_file_under_its_header_and_a_new_run_starts_one(tmp_path, caplog, monkeypatch):
+    """A resumed run keeps the rows before its checkpoint (also after a kill while its writer was made), a new run
+    in a used run dir starts a new file (said in the log), and under DDP spawn each stage's process, given the
+    main process's writer pickled (knowing no columns), continues the file: test's columns beside fit's."""
     path = tmp_path / "metrics.csv"
     path.write_text("epoch,step,loss\n0,0,1.0\n0,4,0.9\n1,8,0.8\n")
     CSVLogger(save_dir=str(tmp_path), name="", version="", resume_at=(1, 8))
     assert path.read_text() == "epoch,step,loss\n0,0,1.0\n0,4,0.9\n"
+    path.unlink()  # killed between the renames around Lightning's writer, before the cut:
+    (tmp_path / ".metrics.csv.kept").write_text("epoch,step,loss\n0,0,1.0\n0,4,0.9\n1,8,0.8\n")
+    assert CSVLogger(save_dir=str(tmp_path), name="", version="", resume_at=(1, 8)).experiment is not None
+    assert path.read_text() == "epoch,step,loss\n0,0,1.0\n0,4,0.9\n"
     with caplog.at_level(logging.INFO):
-        logger = CSVLogger(save_dir=str(tmp_path), name="", version="")
+        main = CSVLogger(save_dir=str(tmp_path), name="", version="")
     assert not path.exists() and "Starting a new" in caplog.text
-    logger.log_metrics({"epoch": 0, "loss": 1.0}, step=0)
-    logger.save()
-    logger.experiment.metrics_keys = []  # as in a process spawned for the next stage: the main process's
-    logger._process = None  # writer, unpickled there, knows no columns
-    logger.log_metrics({"test/acc": 0.5}, step=1)
-    logger.save()
+    assert main.experiment is not None  # made in the main process (log_hyperparams), before any row
+    for pid, row in ((1001, {"epoch": 0, "loss": 1.0}), (1002, {"test/acc": 0.5})):  # fit's process, then test's
+        monkeypatch.setattr(os, "getpid", lambda pid=pid: pid)
+        stage = pickle.loads(pickle.dumps(main))
+        stage.log_metrics(row, step=pid - 1001)
+        stage.save()
     with open(path, newline="") as file:
         rows = list(csv.DictReader(file))
     assert rows == [

@@ -1,4 +1,5 @@
-"""Lightning's CSVLogger, except that a resumed run continues its `metrics.csv` instead of deleting it."""
+"""Lightning's CSVLogger, except that `metrics.csv` is the run's: a resumed run continues it instead of deleting
+it, and under ddp_spawn the test stage's processes continue what fit's wrote."""
 
 from __future__ import annotations
 
@@ -61,6 +62,8 @@ class CSVLogger(_LightningCSVLogger):
         """A resumed run keeps the rows logged before its checkpoint; a new run in a used run dir starts a new
         file (as Lightning warns it will), said in the log."""
         path = Path(self.log_dir) / "metrics.csv"
+        if _aside(path).is_file() and not path.is_file():  # killed while a writer was being made
+            os.replace(_aside(path), path)
         if not path.is_file():
             return
         if self.resume_at is None:
@@ -82,17 +85,29 @@ class CSVLogger(_LightningCSVLogger):
     def experiment(self) -> Any:
         path = Path(self.log_dir) / "metrics.csv"
         writer = csv_writer(self)
-        if writer is None:
-            kept = path.read_text() if path.is_file() else ""  # this run's rows (see _start_file)
-            writer = super().experiment  # Lightning's writer deletes an existing metrics.csv here
-            if kept:
-                atomic_write_text(path, kept)
+        if writer is None:  # Lightning's writer deletes an existing metrics.csv as it is made: this run's rows
+            if path.is_file():  # (see _start_file) are moved aside meanwhile, by renames a kill cannot tear
+                os.replace(path, _aside(path))
+            writer = super().experiment
+            if _aside(path).is_file():
+                os.replace(_aside(path), path)
         if self._process != os.getpid():  # first use in this process: continue the file under its header
             self._process = os.getpid()
-            with open(path, newline="") if path.is_file() else io.StringIO() as file:
-                set_csv_header(writer, next(csv.reader(file), []))
+            set_csv_header(writer, _header(path))
         return writer
 
     def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
         super().after_save_checkpoint(checkpoint_callback)
         self.save()
+
+
+def _aside(path: Path) -> Path:
+    return path.with_name(f".{path.name}.kept")
+
+
+def _header(path: Path) -> list[str]:
+    """The columns of a metrics.csv (none if there is no file yet)."""
+    if not path.is_file():
+        return []
+    with open(path, newline="") as file:
+        return next(csv.reader(file), [])
