@@ -574,7 +574,7 @@ def test_litdata_advice_repeated_for_every_worker_and_epoch_is_not_logged(caplog
 
 
 @pytest.mark.slow
-def test_two_ddp_processes_share_one_copy_and_read_disjoint_halves(s3_server, image_tree, tmp_path, capfd):
+def test_two_ddp_processes_share_one_copy_and_step_through_half_the_split_each(s3_server, image_tree, tmp_path, capfd):
     """Real DDP (2 spawned ranks, gloo, a loader worker each) from S3: rank 0 decides to copy, the ranks share one
     copy (its file lock), litdata splits the training split between them (each steps through half of it), a
     small validation split still gives each rank a batch, and the test stage (new processes) logs beside fit's."""
@@ -600,31 +600,35 @@ def test_two_ddp_processes_share_one_copy_and_read_disjoint_halves(s3_server, im
     n = shards.read_meta(url)["images"]["train"]
     assert steps == (n // 2) // batch  # a rank's half, in whole batches (the whole split would be twice as many)
     # 6 validation images: in batches of 4 litdata's whole-batch shares would leave rank 0 none (Lightning stops)
-    assert "Reading the 6 val images in batches of 3" in run.log  # logged by spawned rank 0 (SpawnedLogging)
+    assert "Reading the 6 val images in batches of 3, not 4" in run.log  # logged by spawned rank 0 (SpawnedLogging)
     assert "overridden `on_after_batch_transfer`" not in capfd.readouterr().err  # nor a known warning printed
     metrics = read_metrics(run.run_dir)
     assert "val/acc" in metrics["final"] and "test/acc" in metrics["test"]  # the test stage spawned again
+    assert {"train/loss_step", "test/acc"} <= set(pd.read_csv(run.run_dir / "metrics.csv").columns)  # one file
 
 
-def test_a_split_too_small_for_each_ddp_rank_is_read_in_smaller_batches_or_refused(folder_shards):
-    """litdata gives DDP ranks whole batches: 6 validation images in batches of 16 would leave both ranks none."""
-    from types import SimpleNamespace
+def test_a_split_too_small_for_each_ddp_rank_is_read_in_smaller_batches_or_refused(tmp_path):
+    """litdata gives DDP ranks whole batches: 6 validation images in batches of 4 would leave rank 0 none (Lightning
+    stops). In batches of 3 each of 2 ranks reads its own, every image once (the ranks simulated in one process)."""
+    from litdata.utilities.env import _DistributedEnv
 
-    tmp, _ = folder_shards
-    dm = _shard_module(str(tmp / "out"), tmp)
-    dm.trainer = SimpleNamespace(world_size=2)
-    assert {split: dm.meta["images"][split] for split in ("train", "val", "test")} == {
-        "train": 42,
-        "val": 6,
-        "test": 12,
-    }
-    assert dm._rank_batch_size("val", 16, 2) == 3 and dm._rank_batch_size("test", 6, 2) == 6
-    assert dm._rank_batch_size("train", 21, 2) == 21
+    url = str(tmp_path / "val")
+    _write_images(tmp_path, np.zeros((6, 8, 8, 3), np.uint8), url, 16)
+    read = {}
+    for size in (4, shards.rank_batch_size("val", 6, 4, 2)):
+        read[size] = []
+        for rank in range(2):
+            stream = _raw(url, train=False)
+            stream.distributed_env = _DistributedEnv(world_size=2, global_rank=rank, num_nodes=1)
+            read[size].append([i for b in shards.shard_loader(stream, batch_size=size) for i in b["index"].tolist()])
+    assert [len(r) for r in read[4]] == [0, 6]
+    assert [len(r) for r in read[3]] == [3, 3] and sorted(read[3][0] + read[3][1]) == list(range(6))
+    assert shards.rank_batch_size("test", 12, 6, 2) == 6 and shards.rank_batch_size("train", 42, 21, 2) == 21
     with pytest.raises(DataConfigError) as caught:
-        dm._rank_batch_size("train", 32, 2)
+        shards.rank_batch_size("train", 42, 32, 2)
     assert str(caught.value) == (
         "loader.batch_size=32: the 42 training images in data.input_dir make no batch for each of 2 DDP "
-        "processes: lower loader.batch_size to 21 at most"
+        "processes: lower loader.batch_size to 21 at most, or use fewer trainer.devices"
     )
-    with pytest.raises(DataConfigError, match=r"^data.input_dir: the val split has 6 images for 8 DDP processes"):
-        dm._rank_batch_size("val", 16, 8)
+    with pytest.raises(DataConfigError, match=r"^data.input_dir: its val split has 6 images for 8 DDP processes"):
+        shards.rank_batch_size("val", 6, 16, 8)

@@ -276,7 +276,14 @@ class ShardDataModule(ImageDataModule):
         batch_size, drop_last = batching(self.loader, train, len(stream) * world, world)
         drop_last = drop_last or (train and world > 1)  # else litdata gives the last rank every leftover item
         if world > 1:
-            batch_size = self._rank_batch_size(split, batch_size, world)
+            images = self.meta["images"][split]
+            size = shards.rank_batch_size(split, images, batch_size, world)
+            if size != batch_size:
+                log.info(
+                    f"Reading the {images} {split} images in batches of {size}, not {batch_size}, so that each of "
+                    f"{world} DDP processes has one at least"
+                )
+            batch_size = size
         workers = resolve_num_workers(self.loader.get("num_workers"))
         persistent = bool(self.loader.get("persistent_workers", True))
         limit = self.trainer.limit_train_batches if self.trainer is not None else 1.0
@@ -292,26 +299,6 @@ class ShardDataModule(ImageDataModule):
             collate_fn=batch_collate(settings, workers),
             **worker_options(settings, workers),
         )
-
-    def _rank_batch_size(self, split: str, batch_size: int, world: int) -> int:
-        """litdata shares a split out between DDP ranks in whole batches (the last rank also takes what is left),
-        so a split of fewer than world_size x batch_size images leaves a rank without a batch and Lightning stops.
-        Evaluation then reads smaller batches (every image once all the same); training is refused in one line."""
-        n = int(self.meta["images"].get(split, 0))
-        if n >= world * batch_size:
-            return batch_size
-        if split == "train":
-            raise DataConfigError(
-                f"loader.batch_size={batch_size}: the {n} training images in data.input_dir make no batch for each "
-                f"of {world} DDP processes: lower loader.batch_size to {max(1, n // world)} at most"
-            )
-        if n < world:
-            raise DataConfigError(
-                f"data.input_dir: the {split} split has {n} images for {world} DDP processes, one each at least: "
-                f"write the shards with a larger data.{split}_fraction"
-            )
-        log.info(f"Reading the {n} {split} images in batches of {n // world}: {world} DDP processes get one each")
-        return n // world
 
     def train_dataloader(self) -> Any:
         self.train_loader = loader = self._loader(self.train_set, "train")

@@ -319,6 +319,27 @@ def open_split(
         ) from None
 
 
+def rank_batch_size(split: str, images: int, batch_size: int, world: int) -> int:
+    """The batch size each of `world` DDP ranks reads a split of `images` in. litdata shares a split out in whole
+    batches (the last rank also takes what is left), so fewer than world x batch_size images leave a rank without
+    a batch and Lightning stops. Evaluation then reads smaller batches, every image once all the same (each rank
+    one batch at least); training is refused in one line, as its batch size is part of the recipe."""
+    if images >= world * batch_size:
+        return batch_size
+    if images < world:
+        raise DataConfigError(
+            f"data.input_dir: its {split} split has {images} images for {world} DDP processes, one each at least: "
+            f"use fewer trainer.devices, or write the shards with more {split} images"
+        )
+    if split == "train":
+        raise DataConfigError(
+            f"loader.batch_size={batch_size}: the {images} training images in data.input_dir make no batch for each "
+            f"of {world} DDP processes: lower loader.batch_size to {images // world} at most, or use fewer "
+            "trainer.devices"
+        )
+    return images // world
+
+
 def shard_loader(stream: Any, **kwargs: Any) -> Any:
     """litdata's `StreamingDataLoader` (it splits chunks between workers, and its state dict, which Lightning
     keeps in every checkpoint, resumes mid-epoch), timed like the host loader."""
