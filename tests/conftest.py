@@ -16,9 +16,25 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("WANDB_MODE", "disabled")
 
-from helpers import FAST, FAST_WITH_PICTURES, make_image_tree, make_manifest, network_guard, run_cli, run_task  # noqa: E402
+from helpers import (  # noqa: E402
+    FAST,
+    FAST_WITH_PICTURES,
+    make_image_tree,
+    make_manifest,
+    network_guard,
+    run_cli,
+    run_task,
+    use_scratch,
+)
 
 import imgcls  # noqa: E402,F401  (offline environment defaults)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cli_scratch(tmp_path_factory):
+    """CLI runs' outputs outside tmp_path in pytest's base temp: left to look into when a test failed."""
+    use_scratch(tmp_path_factory.mktemp("cli-scratch"))
+
 
 # ---- how many Python interpreters the tests start (CLI runs): shown at the end of every session --------------
 _STARTS: list[str] = []

@@ -70,12 +70,17 @@ _SCRATCH: list[str] = []
 
 
 def _scratch() -> str:
-    """One folder a test process for what CLI runs write outside tmp_path (exports, caches, logs), removed at exit:
-    CI runs on the developer's own machine, so a suite that leaves its outputs in /tmp fills that disk run by run."""
+    """One folder per test process for what CLI runs write outside tmp_path (exports, caches, logs). Under pytest
+    it lies in pytest's base temp (conftest.py: kept if a test failed, removed otherwise); elsewhere it is removed
+    at exit. CI runs on the developer's own machine: a suite that leaves its outputs behind fills that disk."""
     if not _SCRATCH:
         _SCRATCH.append(tempfile.mkdtemp(prefix="imgcls-tests-"))
         atexit.register(shutil.rmtree, _SCRATCH[0], ignore_errors=True)
     return _SCRATCH[0]
+
+
+def use_scratch(folder: Path) -> None:
+    _SCRATCH[:] = [str(folder)]
 
 
 def run_cli(
